@@ -1,0 +1,35 @@
+# Two commands for a newcomer: `make demo` and `make test`. Both set up .venv themselves.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/pip install -c constraints.txt
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint format clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[export,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	@mkdir -p build
+	$(BIN)/rnnstream init --cell lstm --layers 2 --hidden 128 --vocab printable --seed 0 -o build/demo.safetensors
+	$(BIN)/rnnstream export build/demo.safetensors -o build/demo.onnx
+	$(BIN)/rnnstream info build/demo.onnx
+	printf 'def main():\n    return 42\n' | $(BIN)/rnnstream stream build/demo.onnx - --max-lines 12
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+lint:
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .ruff_cache
