@@ -1,0 +1,40 @@
+"""The exception hierarchy: every error rnnstream raises on purpose is one of these."""
+
+from __future__ import annotations
+
+__all__ = [
+    "ExportError",
+    "InputError",
+    "ModelFileError",
+    "ParityError",
+    "RnnStreamError",
+    "SignatureError",
+]
+
+
+class RnnStreamError(Exception):
+    """Base class of every error rnnstream raises on purpose."""
+
+
+class SignatureError(RnnStreamError):
+    """A model's signature (its state pairs, axes, dtypes) is missing, malformed or inconsistent."""
+
+
+class ModelFileError(RnnStreamError):
+    """A model file cannot be read: missing, truncated, not ONNX, or unsafe (external data)."""
+
+
+class InputError(RnnStreamError):
+    """An input tensor or state given to a stream has the wrong shape, dtype or values."""
+
+
+class ExportError(RnnStreamError):
+    """A PyTorch module cannot be exported as a streamable ONNX model."""
+
+
+class ParityError(RnnStreamError):
+    """The exported ONNX model does not reproduce PyTorch within tolerance."""
+
+    def __init__(self, message: str, report: dict) -> None:
+        super().__init__(message)
+        self.report = report

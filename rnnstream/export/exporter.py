@@ -1,0 +1,247 @@
+"""``export()``: a PyTorch recurrent model to one self-describing, parity-checked ONNX file."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+from torch import nn
+
+from rnnstream.errors import ExportError, ParityError
+from rnnstream.export.layers import RecurrentSpec
+from rnnstream.export.parity import measure_parity
+from rnnstream.export.splice import splice_recurrent
+from rnnstream.export.trace import StateNames, find_recurrent, state_names, trace
+from rnnstream.runtime import METADATA_KEY, Signature, StateSpec, TensorSpec, load
+
+__all__ = ["ExportReport", "InputSpec", "export", "to_onnx"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model's input ``x`` is: float frames or int64 token ids, and its layout."""
+
+    dtype: torch.dtype
+    feature_shape: tuple[int, ...]
+    batch_first: bool
+    token_range: int | None = None
+
+    def sample(self, batch: int, steps: int, seed: int) -> torch.Tensor:
+        """A random input of ``batch`` sequences of ``steps`` steps in the model's layout."""
+        gen = torch.Generator().manual_seed(seed)
+        lead = (batch, steps) if self.batch_first else (steps, batch)
+        if self.token_range is not None:
+            return torch.randint(0, self.token_range, lead + self.feature_shape, generator=gen)
+        return torch.randn(lead + self.feature_shape, generator=gen)
+
+    def tensor_spec(self) -> TensorSpec:
+        lead = ("batch", "time") if self.batch_first else ("time", "batch")
+        return TensorSpec(
+            name="x",
+            dtype="int64" if self.token_range is not None else "float32",
+            shape=lead + self.feature_shape,
+            batch_axis=0 if self.batch_first else 1,
+            time_axis=1 if self.batch_first else 0,
+        )
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """What an export wrote and measured."""
+
+    path: str
+    signature: Signature
+    seconds: float
+    size_bytes: int
+
+    @property
+    def parity(self) -> dict:
+        return self.signature.parity or {}
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "seconds": round(self.seconds, 3),
+            "size_bytes": self.size_bytes,
+            "signature": self.signature.to_dict(),
+        }
+
+
+def infer_input(
+    model: nn.Module, example: torch.Tensor | None, batch_first: bool | None
+) -> InputSpec:
+    """Work out the input's dtype, feature shape and layout from ``example`` or the model."""
+    recurrent = find_recurrent(model)
+    if batch_first is None:
+        batch_first = recurrent[0][1].batch_first
+    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+    if example is None and callable(getattr(model, "example_input", None)):
+        example = model.example_input()
+    if example is not None:
+        if example.dim() < 2:
+            raise ExportError(
+                f"example must have batch and time axes, got shape {list(example.shape)}"
+            )
+        if example.is_floating_point():
+            return InputSpec(torch.float32, tuple(example.shape[2:]), batch_first)
+        vocab = embeddings[0].num_embeddings if embeddings else int(example.max()) + 1
+        return InputSpec(torch.int64, tuple(example.shape[2:]), batch_first, vocab)
+    for m in model.modules():
+        if isinstance(m, nn.Embedding):
+            return InputSpec(torch.int64, (), batch_first, m.num_embeddings)
+        if isinstance(m, nn.Linear):
+            return InputSpec(torch.float32, (m.in_features,), batch_first)
+        if isinstance(m, nn.RNNBase):
+            return InputSpec(torch.float32, (m.input_size,), batch_first)
+    raise ExportError("cannot tell the model's input; pass example=")
+
+
+def _check_exportable(model: nn.Module) -> list[tuple[str, nn.RNNBase]]:
+    recurrent = find_recurrent(model)
+    if not recurrent:
+        raise ExportError(
+            f"{type(model).__name__} has no nn.LSTM, nn.GRU or nn.RNN: nothing recurrent to "
+            "stream (cell-loop models built from nn.LSTMCell and friends are not supported yet)"
+        )
+    for name, param in model.named_parameters():
+        if param.dtype != torch.float32:
+            raise ExportError(f"parameter {name!r} is {param.dtype}; export needs float32 weights")
+    return recurrent
+
+
+def to_onnx(
+    model: nn.Module,
+    inputs: InputSpec,
+    *,
+    kind: str = "generic",
+    output_name: str = "y",
+    vocab: str | None = None,
+    bos: int | None = None,
+    eos: int | None = None,
+) -> onnx.ModelProto:
+    """Build the ONNX model (graph, weights, signature without parity) and check it."""
+    recurrent = _check_exportable(model)
+    single = len(recurrent) == 1
+    specs = [(key, RecurrentSpec.of(m)) for key, m in recurrent]
+    names: list[tuple[RecurrentSpec, StateNames]] = [
+        (spec, state_names(key, spec, single)) for key, spec in specs
+    ]
+    traced = trace(model, inputs.sample(2, 3, seed=0), names, inputs.batch_first, output_name)
+    splice_recurrent(traced, {"" if isinstance(model, nn.RNNBase) else k: m for k, m in recurrent})
+    traced.producer_name = "rnnstream"
+    states = []
+    for spec, sn in names:
+        sizes = (spec.out_size, spec.hidden_size)
+        for i, (name_in, name_out) in enumerate(zip(sn.inputs, sn.outputs)):
+            shape = (spec.num_layers * spec.dirs, "batch", sizes[i])
+            states.append(StateSpec(name_in, name_out, "float32", shape, batch_axis=1))
+    signature = Signature(
+        input=inputs.tensor_spec(),
+        outputs=(_output_spec(traced, output_name),),
+        states=tuple(states),
+        kind=kind,
+        streamable=not any(spec.bidirectional for _, spec in specs),
+        vocab=vocab,
+        bos=bos,
+        eos=eos,
+        source={
+            "module": type(model).__name__,
+            "recurrent": {key or "<model>": spec.__dict__ for key, spec in specs},
+            "torch": torch.__version__,
+        },
+    )
+    _set_signature(traced, signature)
+    try:
+        onnx.checker.check_model(traced, full_check=True)
+        return onnx.shape_inference.infer_shapes(traced, check_type=True, strict_mode=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise ExportError(f"the exported graph fails onnx's checker: {e}") from e
+
+
+def _output_spec(model: onnx.ModelProto, name: str) -> TensorSpec:
+    value = next(o for o in model.graph.output if o.name == name)
+    tensor_type = value.type.tensor_type
+    dims = tuple(d.dim_param or d.dim_value for d in tensor_type.shape.dim)
+    if "batch" not in dims:
+        raise ExportError(f"output {name!r} has no batch axis (shape {list(dims)})")
+    return TensorSpec(
+        name=name,
+        dtype=onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name,
+        shape=dims,
+        batch_axis=dims.index("batch"),
+        time_axis=dims.index("time") if "time" in dims else None,
+    )
+
+
+def _set_signature(model: onnx.ModelProto, signature: Signature) -> None:
+    props = {p.key: p.value for p in model.metadata_props}
+    props[METADATA_KEY] = signature.to_json()
+    onnx.helper.set_model_props(model, props)
+
+
+def export(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    example: torch.Tensor | None = None,
+    batch_first: bool | None = None,
+    kind: str = "generic",
+    output_name: str = "y",
+    vocab: str | None = None,
+    bos: int | None = None,
+    eos: int | None = None,
+    parity_steps: int = 1000,
+    parity_batch: int = 2,
+    parity_chunk: int = 16,
+    atol: float = 1e-5,
+    seed: int = 0,
+) -> ExportReport:
+    """Export ``model`` to ``path`` as a streamable ONNX model and prove parity with PyTorch.
+
+    The model's recurrent state becomes graph inputs/outputs (``h0``/``c0`` → ``hn``/``cn``), batch
+    and time are dynamic, and the signature (with the parity record) is stored in the file. Parity
+    steps the ONNX model ``parity_steps`` times over ``parity_batch`` random sequences, and in
+    chunks of ``parity_chunk``, against one PyTorch forward. Raises :class:`ParityError` (nothing
+    is written) when the largest absolute error exceeds ``atol``.
+    """
+    start = time.perf_counter()
+    was_training = model.training
+    model.eval()
+    try:
+        inputs = infer_input(model, example, batch_first)
+        proto = to_onnx(
+            model, inputs, kind=kind, output_name=output_name, vocab=vocab, bos=bos, eos=eos
+        )
+        runtime_model = load(proto.SerializeToString())
+        x = inputs.sample(parity_batch, parity_steps, seed)
+        parity = measure_parity(model, runtime_model, x, parity_chunk, atol)
+    finally:
+        model.train(was_training)
+    if not parity["passed"]:
+        raise ParityError(parity_failure_message(parity), parity)
+    signature = runtime_model.signature.with_parity(parity)
+    _set_signature(proto, signature)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = proto.SerializeToString()
+    path.write_bytes(data)
+    return ExportReport(str(path), signature, time.perf_counter() - start, len(data))
+
+
+def parity_failure_message(parity: dict) -> str:
+    """A one-paragraph account of which tensors missed the tolerance and by how much."""
+    worst = []
+    for mode in ("step", "chunk", "sequence"):
+        for tensor, err in parity.get(mode, {}).items():
+            if err["max_abs_err"] > parity["atol"]:
+                worst.append(
+                    f"{tensor} ({mode}): max abs err {err['max_abs_err']:.3g}, "
+                    f"max rel err {err['max_rel_err']:.3g}"
+                )
+    return (
+        f"parity failed: the ONNX model differs from PyTorch beyond atol={parity['atol']:g} over "
+        f"{parity['steps']} steps x batch {parity['batch']}: " + "; ".join(worst)
+    )

@@ -1,0 +1,105 @@
+"""Parity: the exported ONNX model, stepped by the runtime, against one PyTorch forward."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime
+import torch
+from torch import nn
+
+from rnnstream.export.trace import find_recurrent, primary_output
+from rnnstream.runtime import Model, Signature
+
+__all__ = ["measure_parity", "torch_reference"]
+
+
+def torch_reference(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, list[np.ndarray]]:
+    """One full-sequence forward from the zero state: the output and every final state."""
+    finals: list[np.ndarray] = []
+
+    def keep_final(_module: nn.Module, _args: object, out: tuple) -> None:
+        state = out[1] if isinstance(out[1], tuple) else (out[1],)
+        finals.extend(t.detach().numpy() for t in state)
+
+    hooks = [m.register_forward_hook(keep_final) for _, m in find_recurrent(model)]
+    try:
+        with torch.no_grad():
+            y = primary_output(model(x)).numpy()
+    finally:
+        for h in hooks:
+            h.remove()
+    return y, finals
+
+
+def _errors(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+    diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
+    max_abs = float(diff.max()) if diff.size else 0.0
+    if not np.all(np.isfinite(got)):
+        max_abs = float("inf")
+    return {"max_abs_err": max_abs, "max_rel_err": max_abs / max(scale, 1e-30)}
+
+
+def _to_batch_time(a: np.ndarray, batch_axis: int, time_axis: int | None) -> np.ndarray:
+    if time_axis is None or batch_axis == 0:
+        return a
+    return a.swapaxes(0, 1)
+
+
+def measure_parity(
+    model: nn.Module,
+    onnx_model: Model,
+    x: torch.Tensor,
+    chunk: int,
+    atol: float,
+) -> dict:
+    """Compare the ONNX model with PyTorch on input ``x`` (in the model's own layout).
+
+    A streamable model is run step by step and in chunks of ``chunk`` steps; a whole-sequence
+    model (bidirectional) in one run. Returns the report stored in the model's signature.
+    """
+    sig: Signature = onnx_model.signature
+    y_ref, states_ref = torch_reference(model, x)
+    out = sig.outputs[0]
+    y_ref = _to_batch_time(y_ref, out.batch_axis, out.time_axis)
+    x_np = _to_batch_time(x.numpy(), sig.input.batch_axis, sig.input.time_axis)
+    batch, steps = x_np.shape[0], x_np.shape[1]
+    runs: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
+    if sig.streamable:
+        stream = onnx_model.stream(batch=batch)
+        ys = [stream.step(x_np[:, t]) for t in range(steps)]
+        runs["step"] = (_stack_time(ys, out.time_axis), list(stream.state.values()))
+        stream.reset()
+        ys = [stream.feed(x_np[:, t : t + chunk]) for t in range(0, steps, chunk)]
+        y = np.concatenate(ys, axis=1) if out.time_axis is not None else ys[-1]
+        runs["chunk"] = (y, list(stream.state.values()))
+    else:
+        results = onnx_model.run(x.numpy())
+        y = _to_batch_time(results[out.name], out.batch_axis, out.time_axis)
+        runs["sequence"] = (y, [results[s.output] for s in sig.states])
+    report: dict = {
+        "steps": steps,
+        "batch": batch,
+        "atol": atol,
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+    if sig.streamable:
+        report["chunk"] = chunk
+    worst = {"max_abs_err": 0.0, "max_rel_err": 0.0}
+    for mode, (y, states) in runs.items():
+        tensors = {out.name: _errors(y, y_ref)}
+        for spec, got, ref in zip(sig.states, states, states_ref):
+            tensors[spec.output] = _errors(got, ref)
+        report[mode] = tensors
+        for err in tensors.values():
+            for k in worst:
+                worst[k] = max(worst[k], err[k])
+    report |= worst
+    report["passed"] = bool(worst["max_abs_err"] <= atol)
+    return report
+
+
+def _stack_time(ys: list[np.ndarray], time_axis: int | None) -> np.ndarray:
+    """Per-step outputs ``[B, ...]`` → ``[B, T, ...]``; without a time axis, the last one."""
+    return np.stack(ys, axis=1) if time_axis is not None else ys[-1]

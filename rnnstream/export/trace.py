@@ -1,0 +1,187 @@
+"""Trace a PyTorch model to ONNX with every recurrent layer left as a placeholder node.
+
+Each ``nn.LSTM``/``nn.GRU``/``nn.RNN`` in (a copy of) the model is swapped for a
+:class:`RecurrentPlaceholder` that takes its state from the exported graph's inputs and emits one
+``rnnstream.placeholder::Recurrent`` node; :mod:`rnnstream.export.splice` later replaces that node
+with hand-built ONNX. The code around the recurrent layers (embeddings, projections, heads) goes
+through ``torch.onnx.export`` (the torch.export-based exporter) as usual.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from dataclasses import dataclass
+
+import onnx
+import torch
+from torch import nn
+from torch.nn.utils.rnn import PackedSequence
+
+from rnnstream.errors import ExportError
+from rnnstream.export.layers import RecurrentSpec
+
+__all__ = ["PLACEHOLDER_DOMAIN", "RecurrentPlaceholder", "StateNames", "find_recurrent", "trace"]
+
+PLACEHOLDER_DOMAIN = "rnnstream.placeholder"
+_OPSET = 20
+
+
+@dataclass(frozen=True)
+class StateNames:
+    """Graph names of one recurrent module's state inputs and outputs (``h`` first, then ``c``)."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def find_recurrent(model: nn.Module) -> list[tuple[str, nn.RNNBase]]:
+    """Every ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` in ``model``, by qualified name."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+
+
+def state_names(key: str, spec: RecurrentSpec, single: bool) -> StateNames:
+    kinds = ("h", "c") if spec.has_cell_state else ("h",)
+    prefix = "" if single else key.replace(".", "_") + "_"
+    return StateNames(
+        inputs=tuple(f"{prefix}{k}0" for k in kinds),
+        outputs=tuple(f"{prefix}{k}n" for k in kinds),
+    )
+
+
+class RecurrentPlaceholder(nn.Module):
+    """Stands in for a recurrent module while tracing: state comes from the graph's inputs."""
+
+    def __init__(self, key: str, module: nn.RNNBase) -> None:
+        super().__init__()
+        self.key = key
+        self.spec = RecurrentSpec.of(module)
+        self.state_in: tuple[torch.Tensor, ...] = ()
+        self.state_out: tuple[torch.Tensor, ...] = ()
+
+    def forward(self, x: torch.Tensor, hx: object = None) -> tuple:
+        spec = self.spec
+        if isinstance(x, PackedSequence):
+            raise ExportError(
+                f"{self.key or 'the recurrent layer'} is called with a PackedSequence: packed "
+                "sequences do not export; feed padded tensors and let each stream carry its own "
+                "length instead"
+            )
+        if x.dim() != 3:
+            raise ExportError(
+                f"{self.key or 'the recurrent layer'} got a {x.dim()}-D input; only batched 3-D "
+                "input exports (unbatched input has no batch axis to stream over)"
+            )
+        batch = x.shape[0] if spec.batch_first else x.shape[1]
+        rows = spec.num_layers * spec.dirs
+        shapes = [
+            [x.shape[0], x.shape[1], spec.dirs * spec.out_size],
+            [rows, batch, spec.out_size],
+            [rows, batch, spec.hidden_size],
+        ][: 1 + len(self.state_in)]
+        y, *finals = torch.onnx.ops.symbolic_multi_out(
+            f"{PLACEHOLDER_DOMAIN}::Recurrent",
+            (x, *self.state_in),
+            {"key": self.key},
+            dtypes=[x.dtype] * len(shapes),
+            shapes=shapes,
+            version=1,
+        )
+        self.state_out = tuple(finals)
+        return (y, tuple(finals)) if spec.has_cell_state else (y, finals[0])
+
+
+class _Exportable(nn.Module):
+    """``forward(x, *states) -> (y, *final_states)`` around a model with placeholders inside."""
+
+    def __init__(self, model: nn.Module, placeholders: list[RecurrentPlaceholder]) -> None:
+        super().__init__()
+        self.model = model
+        self.placeholders = placeholders
+
+    def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        it = iter(states)
+        for p in self.placeholders:
+            p.state_in = tuple(next(it) for _ in range(2 if p.spec.has_cell_state else 1))
+        y = primary_output(self.model(x))
+        return (y, *(t for p in self.placeholders for t in p.state_out))
+
+
+def primary_output(out: object) -> torch.Tensor:
+    """The tensor a model returns, or the first element of ``(y, state)``-style results."""
+    if isinstance(out, (tuple, list)) and out:
+        out = out[0]
+    if not isinstance(out, torch.Tensor):
+        raise ExportError(
+            f"the model's forward returned {type(out).__name__}; expected a tensor or a tuple "
+            "whose first element is the output tensor"
+        )
+    return out
+
+
+def _with_placeholders(model: nn.Module) -> tuple[nn.Module, list[RecurrentPlaceholder]]:
+    recurrent = find_recurrent(model)
+    if isinstance(model, nn.RNNBase):
+        placeholder = RecurrentPlaceholder("", model)
+        return placeholder, [placeholder]
+    clone = copy.deepcopy(model)
+    placeholders = []
+    for name, module in recurrent:
+        placeholder = RecurrentPlaceholder(name, module)
+        parent_name, _, attr = name.rpartition(".")
+        setattr(clone.get_submodule(parent_name), attr, placeholder)
+        placeholders.append(placeholder)
+    return clone, placeholders
+
+
+def trace(
+    model: nn.Module,
+    example: torch.Tensor,
+    states: list[tuple[RecurrentSpec, StateNames]],
+    batch_first: bool,
+    output_name: str,
+) -> onnx.ModelProto:
+    """Export ``model`` to ONNX with the recurrent layers as placeholder nodes."""
+    clone, placeholders = _with_placeholders(model)
+    wrapper = _Exportable(clone, placeholders)
+    batch_axis = 0 if batch_first else 1
+    batch_dim = torch.export.Dim("batch")
+    time_dim = torch.export.Dim("time")
+    dynamic: list[dict] = [{batch_axis: batch_dim, 1 - batch_axis: time_dim}]
+    state_examples = []
+    names_in, names_out = ["x"], [output_name]
+    batch = example.shape[batch_axis]
+    for spec, names in states:
+        for size in (spec.out_size, spec.hidden_size)[: len(names.inputs)]:
+            state_examples.append(torch.zeros(spec.num_layers * spec.dirs, batch, size))
+            dynamic.append({1: batch_dim})
+        names_in += names.inputs
+        names_out += names.outputs
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            program = torch.onnx.export(
+                wrapper,
+                (example, *state_examples),
+                dynamo=True,
+                input_names=names_in,
+                output_names=names_out,
+                dynamic_shapes=(dynamic[0], tuple(dynamic[1:])),
+                opset_version=_OPSET,
+                verbose=False,
+                optimize=True,
+            )
+    except ExportError:
+        raise
+    except Exception as e:
+        cause = e
+        while cause.__cause__ is not None and not isinstance(cause, ExportError):
+            cause = cause.__cause__
+        if isinstance(cause, ExportError):
+            raise cause from e
+        raise ExportError(
+            f"torch.onnx.export failed on the code around the recurrent layers: {e}"
+        ) from e
+    return program.model_proto

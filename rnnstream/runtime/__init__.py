@@ -1,0 +1,7 @@
+"""The torch-free runtime: load an exported model and stream it (numpy + onnxruntime only)."""
+
+from rnnstream.runtime.model import Model, load
+from rnnstream.runtime.signature import METADATA_KEY, Signature, StateSpec, TensorSpec
+from rnnstream.runtime.stream import Stream
+
+__all__ = ["METADATA_KEY", "Model", "Signature", "StateSpec", "Stream", "TensorSpec", "load"]

@@ -1,0 +1,126 @@
+"""The signature: everything a stream needs to know about a model, stored in the ONNX file itself.
+
+It lives as one JSON value under ``METADATA_KEY`` in the model's ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from rnnstream.errors import SignatureError
+
+__all__ = ["METADATA_KEY", "Signature", "StateSpec", "TensorSpec"]
+
+METADATA_KEY = "rnnstream.signature"
+FORMAT_VERSION = 1
+
+Dim = int | str  # a fixed size, or the name of a dynamic axis ("batch", "time")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A graph input or output: its name, dtype, shape and where batch and time are."""
+
+    name: str
+    dtype: str
+    shape: tuple[Dim, ...]
+    batch_axis: int
+    time_axis: int | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
+        return cls(
+            name=d["name"],
+            dtype=d["dtype"],
+            shape=tuple(d["shape"]),
+            batch_axis=int(d["batch_axis"]),
+            time_axis=None if d.get("time_axis") is None else int(d["time_axis"]),
+        )
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One recurrent state: fed as ``input``, returned as ``output``, zero at the start."""
+
+    input: str
+    output: str
+    dtype: str
+    shape: tuple[Dim, ...]
+    batch_axis: int
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StateSpec:
+        return cls(
+            input=d["input"],
+            output=d["output"],
+            dtype=d["dtype"],
+            shape=tuple(d["shape"]),
+            batch_axis=int(d["batch_axis"]),
+        )
+
+    def concrete_shape(self, batch: int) -> tuple[int, ...]:
+        """The state's shape for a given batch size."""
+        shape = list(self.shape)
+        shape[self.batch_axis] = batch
+        if not all(isinstance(d, int) for d in shape):
+            raise SignatureError(f"state {self.input!r} has an unknown dimension: {self.shape}")
+        return tuple(shape)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What a model takes and returns, which inputs and outputs pair up as state, and extras."""
+
+    input: TensorSpec
+    outputs: tuple[TensorSpec, ...]
+    states: tuple[StateSpec, ...]
+    kind: str = "generic"
+    streamable: bool = True
+    vocab: str | None = None
+    bos: int | None = None
+    eos: int | None = None
+    precision: str = "float32"
+    parity: dict[str, Any] | None = None
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {"format": FORMAT_VERSION, **asdict(self)}
+        return {k: v for k, v in d.items() if v is not None}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    def with_parity(self, parity: dict[str, Any]) -> Signature:
+        return replace(self, parity=parity)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Signature:
+        if d.get("format") != FORMAT_VERSION:
+            raise SignatureError(
+                f"signature format {d.get('format')!r} is not supported (expected {FORMAT_VERSION})"
+            )
+        try:
+            return cls(
+                input=TensorSpec.from_dict(d["input"]),
+                outputs=tuple(TensorSpec.from_dict(o) for o in d["outputs"]),
+                states=tuple(StateSpec.from_dict(s) for s in d["states"]),
+                kind=d.get("kind", "generic"),
+                streamable=bool(d.get("streamable", True)),
+                vocab=d.get("vocab"),
+                bos=d.get("bos"),
+                eos=d.get("eos"),
+                precision=d.get("precision", "float32"),
+                parity=d.get("parity"),
+                source=d.get("source", {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise SignatureError(f"malformed signature: {e!r}") from e
+
+    @classmethod
+    def from_json(cls, text: str) -> Signature:
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise SignatureError(f"signature is not valid JSON: {e}") from e
