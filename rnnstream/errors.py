@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "ExportError",
     "InputError",
     "ModelFileError",
@@ -38,3 +39,7 @@ class ParityError(RnnStreamError):
     def __init__(self, message: str, report: dict) -> None:
         super().__init__(message)
         self.report = report
+
+
+class CheckpointError(RnnStreamError):
+    """A checkpoint cannot be loaded: missing, not safetensors (pickle is refused), mismatched."""

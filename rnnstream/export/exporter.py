@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import onnx
 import torch
 from torch import nn
@@ -17,7 +19,9 @@ from rnnstream.export.splice import splice_recurrent
 from rnnstream.export.trace import StateNames, find_recurrent, state_names, trace
 from rnnstream.runtime import METADATA_KEY, Signature, StateSpec, TensorSpec, load
 
-__all__ = ["ExportReport", "InputSpec", "export", "to_onnx"]
+__all__ = ["ExportReport", "InputSpec", "export", "to_onnx", "verify"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -212,11 +216,15 @@ def export(
     model.eval()
     try:
         inputs = infer_input(model, example, batch_first)
+        log.info("tracing %s and building the ONNX graph", type(model).__name__)
         proto = to_onnx(
             model, inputs, kind=kind, output_name=output_name, vocab=vocab, bos=bos, eos=eos
         )
         runtime_model = load(proto.SerializeToString())
         x = inputs.sample(parity_batch, parity_steps, seed)
+        log.info(
+            "parity: %d steps x batch %d, step by step and in chunks", parity_steps, parity_batch
+        )
         parity = measure_parity(model, runtime_model, x, parity_chunk, atol)
     finally:
         model.train(was_training)
@@ -229,6 +237,51 @@ def export(
     data = proto.SerializeToString()
     path.write_bytes(data)
     return ExportReport(str(path), signature, time.perf_counter() - start, len(data))
+
+
+def verify(
+    onnx_path: str | Path,
+    model: nn.Module,
+    *,
+    steps: int = 1000,
+    batch: int = 2,
+    chunk: int = 16,
+    atol: float | None = None,
+    seed: int = 1,
+) -> dict:
+    """Re-measure the parity of an exported file against ``model``; returns the report.
+
+    ``atol`` defaults to the tolerance recorded at export. Raises :class:`ParityError` when the
+    model and the file disagree beyond it.
+    """
+    runtime_model = load(onnx_path)
+    sig = runtime_model.signature
+    if atol is None:
+        atol = (sig.parity or {}).get("atol", 1e-5)
+    spec = sig.input
+    feature_shape = tuple(spec.shape[2:])  # batch and time are the first two axes
+    token_range = None
+    if np.dtype(spec.dtype).kind in "iu":
+        embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
+        token_range = embeddings[0].num_embeddings if embeddings else len(sig.vocab or "")
+        if not token_range:
+            raise ExportError(
+                f"{onnx_path} takes token ids but neither side gives a vocabulary size"
+            )
+    dtype = torch.float32 if token_range is None else torch.int64
+    inputs = InputSpec(dtype, feature_shape, spec.batch_axis == 0, token_range)
+    was_training = model.training
+    model.eval()
+    try:
+        log.info("parity: %d steps x batch %d against %s", steps, batch, onnx_path)
+        parity = measure_parity(
+            model, runtime_model, inputs.sample(batch, steps, seed), chunk, atol
+        )
+    finally:
+        model.train(was_training)
+    if not parity["passed"]:
+        raise ParityError(parity_failure_message(parity), parity)
+    return parity
 
 
 def parity_failure_message(parity: dict) -> str:

@@ -85,7 +85,7 @@ def measure_parity(
         "onnxruntime": onnxruntime.__version__,
     }
     if sig.streamable:
-        report["chunk"] = chunk
+        report["chunk_size"] = chunk
     worst = {"max_abs_err": 0.0, "max_rel_err": 0.0}
     for mode, (y, states) in runs.items():
         tensors = {out.name: _errors(y, y_ref)}

@@ -3,5 +3,15 @@
 from rnnstream.runtime.model import Model, load
 from rnnstream.runtime.signature import METADATA_KEY, Signature, StateSpec, TensorSpec
 from rnnstream.runtime.stream import Stream
+from rnnstream.runtime.vocab import Vocabulary
 
-__all__ = ["METADATA_KEY", "Model", "Signature", "StateSpec", "Stream", "TensorSpec", "load"]
+__all__ = [
+    "METADATA_KEY",
+    "Model",
+    "Signature",
+    "StateSpec",
+    "Stream",
+    "TensorSpec",
+    "Vocabulary",
+    "load",
+]

@@ -1,0 +1,64 @@
+"""Checkpoints: one safetensors file holding the weights and the model's JSON config. No pickle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from rnnstream.errors import CheckpointError
+from rnnstream.models.recurrent_net import RecurrentNet, RecurrentNetConfig
+
+__all__ = ["count_parameters", "load_checkpoint", "save_checkpoint"]
+
+_MODEL_KEY = "rnnstream.model"
+_CONFIG_KEY = "rnnstream.config"
+MODEL_CLASSES: dict[str, tuple[type[nn.Module], type]] = {
+    "RecurrentNet": (RecurrentNet, RecurrentNetConfig),
+}
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, extra: dict | None = None) -> None:
+    """Write ``model``'s weights and config (``model.config``) to a safetensors file."""
+    name = type(model).__name__
+    if name not in MODEL_CLASSES:
+        raise CheckpointError(f"{name} is not a known rnnstream model: {sorted(MODEL_CLASSES)}")
+    metadata = {_MODEL_KEY: name, _CONFIG_KEY: model.config.to_json()}
+    if extra:
+        metadata["rnnstream.extra"] = json.dumps(extra)
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path), metadata=metadata)
+
+
+def load_checkpoint(path: str | Path) -> nn.Module:
+    """Rebuild a model from a safetensors checkpoint. Pickle files are refused, never unpickled."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        tensors = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, ValueError, OSError) as e:
+        raise CheckpointError(
+            f"{path} is not a safetensors checkpoint ({e}); rnnstream never loads pickle files"
+        ) from e
+    name = metadata.get(_MODEL_KEY)
+    if name not in MODEL_CLASSES:
+        raise CheckpointError(f"{path} does not name a known rnnstream model (found {name!r})")
+    model_class, config_class = MODEL_CLASSES[name]
+    try:
+        model = model_class(config_class.from_json(metadata[_CONFIG_KEY]))
+        model.load_state_dict(tensors, strict=True)
+    except (KeyError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: weights do not match the config: {e}") from e
+    return model.eval()
+
+
+def count_parameters(model: nn.Module) -> int:
+    """The number of trainable values in ``model``."""
+    return sum(p.numel() for p in model.parameters())
