@@ -4,6 +4,7 @@ Importing this package never imports torch; the exporter lives in ``rnnstream.ex
 """
 
 from rnnstream.errors import (
+    CheckpointError,
     ExportError,
     InputError,
     ModelFileError,
@@ -11,9 +12,10 @@ from rnnstream.errors import (
     RnnStreamError,
     SignatureError,
 )
-from rnnstream.runtime import Model, Signature, Stream, load
+from rnnstream.runtime import Model, Signature, Stream, Vocabulary, load
 
 __all__ = [
+    "CheckpointError",
     "ExportError",
     "InputError",
     "Model",
@@ -23,6 +25,7 @@ __all__ = [
     "Signature",
     "SignatureError",
     "Stream",
+    "Vocabulary",
     "load",
 ]
 __version__ = "0.1.0"
