@@ -149,6 +149,7 @@ def to_onnx(
         kind=kind,
         streamable=not any(spec.bidirectional for _, spec in specs),
         vocab=vocab,
+        num_tokens=inputs.token_range,
         bos=bos,
         eos=eos,
         source={

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from rnnstream.errors import ModelFileError, SignatureError
+from rnnstream.errors import InputError, ModelFileError
+from rnnstream.runtime.discover import discover_signature, numpy_dtype
+from rnnstream.runtime.layout import InputLayout, OutputLayout
+from rnnstream.runtime.pool import StreamPool
 from rnnstream.runtime.signature import METADATA_KEY, Signature
 from rnnstream.runtime.stream import Stream
 
@@ -18,48 +22,49 @@ __all__ = ["Model", "load"]
 log = logging.getLogger(__name__)
 
 
-def _session_options(threads: int) -> ort.SessionOptions:
-    """Options for low-latency single-stream work on a small CPU."""
+def session_options(threads: int, optimized_cache: str | None = None) -> ort.SessionOptions:
+    """Options for low-latency streaming on a small CPU."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    if optimized_cache:
+        opts.optimized_model_filepath = optimized_cache
     return opts
 
 
 class Model:
-    """An ONNX recurrent model ready to stream. Create streams with :meth:`stream`."""
+    """An ONNX recurrent model ready to stream; :meth:`stream` and :meth:`pool` make streams."""
 
-    def __init__(self, session: ort.InferenceSession, signature: Signature, name: str) -> None:
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        signature: Signature,
+        name: str,
+        constants: Mapping[str, np.ndarray] | None = None,
+    ) -> None:
         self.session = session
         self.signature = signature
         self.name = name
+        self.constants = dict(constants or {})
         self.output_names = [o.name for o in signature.outputs] + [
             s.output for s in signature.states
         ]
 
-    def stream(self, batch: int | None = None) -> Stream:
+    def stream(self, batch: int | None = None, check_finite: bool = True) -> Stream:
         """A new stream starting from the zero state.
 
-        With ``batch=None`` the stream is a single sequence: ``step`` takes one frame (or one token
-        id) and ``feed`` a ``[T, ...]`` chunk. With ``batch=B`` both take a leading batch axis.
+        With ``batch=None`` the stream is one sequence: ``step`` takes one frame (or token id) and
+        ``feed`` a ``[T, ...]`` chunk. With ``batch=B`` both take a leading batch axis. With
+        ``check_finite`` (the default) NaN or infinite inputs are rejected.
         """
-        return Stream(self, batch)
+        return Stream(self, batch, check_finite)
 
-    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
-        """One run over whole sequences from the zero state, ``x`` in the model's own layout.
-
-        This is how a non-streamable (e.g. bidirectional) model is used. Returns every output,
-        final states included, by name.
-        """
-        x = np.asarray(x, dtype=self.signature.input.dtype)
-        rows = x.shape[self.signature.input.batch_axis]
-        results = self.session.run(
-            self.output_names, {self.signature.input.name: x, **self.zero_state(rows)}
-        )
-        return dict(zip(self.output_names, results))
+    def pool(self, check_finite: bool = True) -> StreamPool:
+        """Many independent streams of this model, batched into one run per tick."""
+        return StreamPool(self, check_finite)
 
     def zero_state(self, rows: int) -> dict[str, np.ndarray]:
         """The initial state of every state input for ``rows`` sequences."""
@@ -67,34 +72,80 @@ class Model:
             s.input: np.zeros(s.concrete_shape(rows), dtype=s.dtype) for s in self.signature.states
         }
 
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Whole sequences ``[B, T, ...]`` in one run from the zero state.
+
+        This is how a non-streamable (e.g. bidirectional) model is used. Returns the outputs as
+        ``[B, T, ...]`` and the final states in the model's layout, by name.
+        """
+        sig = self.signature
+        rows = int(np.shape(x)[0])
+        x = InputLayout(sig.input).convert(x, rows=rows, single=False, time=True)
+        feeds = {sig.input.name: x, **self.zero_state(rows), **self.constants}
+        results = dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        for spec in sig.outputs:
+            results[spec.name] = OutputLayout(spec).convert(results[spec.name], False, step=False)
+        return results
+
     def __repr__(self) -> str:
         return f"Model({self.name!r}, kind={self.signature.kind!r})"
 
 
-def load(source: str | os.PathLike | bytes, threads: int = 1) -> Model:
-    """Load an ONNX model written by ``rnnstream export`` (a path, or the file's bytes)."""
+def _read(source: str | os.PathLike | bytes) -> tuple[bytes, str]:
     if isinstance(source, bytes):
-        name = "<bytes>"
-        model_bytes = source
-    else:
-        path = Path(source)
-        name = str(path)
-        try:
-            model_bytes = path.read_bytes()
-        except OSError as e:
-            raise ModelFileError(f"cannot read model file {name}: {e.strerror}") from e
+        return source, "<bytes>"
+    path = Path(source)
+    try:
+        return path.read_bytes(), str(path)
+    except OSError as e:
+        raise ModelFileError(f"cannot read model file {path}: {e.strerror}") from e
+
+
+def _constants(
+    session: ort.InferenceSession, constants: Mapping[str, object]
+) -> dict[str, np.ndarray]:
+    inputs = {a.name: a for a in session.get_inputs()}
+    pinned = {}
+    for name, value in constants.items():
+        if name not in inputs:
+            raise InputError(f"constant {name!r} is not an input of the model ({sorted(inputs)})")
+        dtype = numpy_dtype(inputs[name])
+        value = np.asarray(value, dtype=dtype)
+        if value.ndim != len(inputs[name].shape):
+            value = value.reshape([d if isinstance(d, int) else 1 for d in inputs[name].shape])
+        pinned[name] = value
+    return pinned
+
+
+def load(
+    source: str | os.PathLike | bytes,
+    threads: int = 1,
+    providers: list[str] | None = None,
+    state_map: Mapping[str, str] | None = None,
+    constants: Mapping[str, object] | None = None,
+    optimized_cache: str | os.PathLike | None = None,
+) -> Model:
+    """Load an ONNX model (a path, or the file's bytes) for streaming.
+
+    The signature comes from the file's rnnstream metadata when present; otherwise state pairs
+    are found from names and shapes, or taken from ``state_map`` (``{"state": "stateN"}``).
+    ``constants`` pins extra inputs (``{"sr": 16000}``). ``optimized_cache`` names a file where
+    onnxruntime saves the optimised graph. The file is read as bytes, so external-data references
+    (paths outside the model) are never followed.
+    """
+    model_bytes, name = _read(source)
+    opts = session_options(threads, str(optimized_cache) if optimized_cache else None)
     try:
         session = ort.InferenceSession(
-            model_bytes, _session_options(threads), providers=["CPUExecutionProvider"]
+            model_bytes, opts, providers=providers or ["CPUExecutionProvider"]
         )
     except Exception as e:  # onnxruntime raises its own untyped errors for bad files
-        raise ModelFileError(f"{name} is not a loadable ONNX model: {e}") from e
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelFileError(f"{name} is not a loadable ONNX model: {first_line}") from e
     meta = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY not in meta:
-        raise SignatureError(
-            f"{name} has no rnnstream signature (metadata key {METADATA_KEY!r}); "
-            "export it with `rnnstream export`"
-        )
-    signature = Signature.from_json(meta[METADATA_KEY])
-    log.debug("loaded %s with %d state pairs", name, len(signature.states))
-    return Model(session, signature, name)
+    if METADATA_KEY in meta and not state_map:
+        signature = Signature.from_json(meta[METADATA_KEY])
+    else:
+        signature = discover_signature(session, state_map, constants)
+        log.info("%s: no rnnstream signature; found state pairs %s", name, signature.source)
+    return Model(session, signature, name, _constants(session, constants or {}))

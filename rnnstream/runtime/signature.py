@@ -19,6 +19,10 @@ FORMAT_VERSION = 1
 Dim = int | str  # a fixed size, or the name of a dynamic axis ("batch", "time")
 
 
+def _axis(value: object) -> int | None:
+    return None if value is None else int(value)
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     """A graph input or output: its name, dtype, shape and where batch and time are."""
@@ -26,8 +30,8 @@ class TensorSpec:
     name: str
     dtype: str
     shape: tuple[Dim, ...]
-    batch_axis: int
-    time_axis: int | None = None
+    batch_axis: int | None  # None: the tensor has no batch axis
+    time_axis: int | None = None  # None: one call is one step (no time axis)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
@@ -35,8 +39,8 @@ class TensorSpec:
             name=d["name"],
             dtype=d["dtype"],
             shape=tuple(d["shape"]),
-            batch_axis=int(d["batch_axis"]),
-            time_axis=None if d.get("time_axis") is None else int(d["time_axis"]),
+            batch_axis=_axis(d.get("batch_axis")),
+            time_axis=_axis(d.get("time_axis")),
         )
 
 
@@ -48,7 +52,7 @@ class StateSpec:
     output: str
     dtype: str
     shape: tuple[Dim, ...]
-    batch_axis: int
+    batch_axis: int | None  # None: a fixed-size state shared by no batch (batch 1 only)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StateSpec:
@@ -57,15 +61,23 @@ class StateSpec:
             output=d["output"],
             dtype=d["dtype"],
             shape=tuple(d["shape"]),
-            batch_axis=int(d["batch_axis"]),
+            batch_axis=_axis(d.get("batch_axis")),
         )
 
     def concrete_shape(self, batch: int) -> tuple[int, ...]:
-        """The state's shape for a given batch size."""
+        """The state's shape for ``batch`` rows."""
         shape = list(self.shape)
-        shape[self.batch_axis] = batch
+        if self.batch_axis is not None:
+            fixed = shape[self.batch_axis]
+            if isinstance(fixed, int) and fixed != batch:
+                raise SignatureError(
+                    f"state {self.input!r} has a fixed batch of {fixed}; cannot hold {batch} rows"
+                )
+            shape[self.batch_axis] = batch
+        elif batch != 1:
+            raise SignatureError(f"state {self.input!r} has no batch axis; it holds one stream")
         if not all(isinstance(d, int) for d in shape):
-            raise SignatureError(f"state {self.input!r} has an unknown dimension: {self.shape}")
+            raise SignatureError(f"state {self.input!r} has an unknown dimension: {list(shape)}")
         return tuple(shape)
 
 
@@ -79,6 +91,7 @@ class Signature:
     kind: str = "generic"
     streamable: bool = True
     vocab: str | None = None
+    num_tokens: int | None = None  # token-id inputs: ids must be in [0, num_tokens)
     bos: int | None = None
     eos: int | None = None
     precision: str = "float32"
@@ -109,6 +122,7 @@ class Signature:
                 kind=d.get("kind", "generic"),
                 streamable=bool(d.get("streamable", True)),
                 vocab=d.get("vocab"),
+                num_tokens=d.get("num_tokens"),
                 bos=d.get("bos"),
                 eos=d.get("eos"),
                 precision=d.get("precision", "float32"),

@@ -2,59 +2,129 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rnnstream.errors import InputError, SignatureError
+from rnnstream.runtime.layout import InputLayout, OutputLayout
 
 if TYPE_CHECKING:
     from rnnstream.runtime.model import Model
 
 __all__ = ["Stream"]
 
+Output = np.ndarray | dict[str, np.ndarray]
+
+
+def require_streamable(model: Model) -> None:
+    sig = model.signature
+    if not sig.streamable:
+        raise SignatureError(
+            f"{model.name} is not streamable (kind {sig.kind!r}): it needs the whole sequence, "
+            "e.g. a bidirectional layer; use model.run(x) on whole sequences instead"
+        )
+
+
+def run_error(model: Model, error: Exception) -> InputError:
+    """An onnxruntime failure as one readable line naming the model."""
+    text = str(error).strip().splitlines()
+    return InputError(f"{model.name}: onnxruntime rejected the run: {text[0] if text else error}")
+
 
 class Stream:
     """Carries the recurrent state of one sequence (or ``batch`` of them) between calls.
 
-    ``step`` consumes one time step, ``feed`` a chunk of them in one onnxruntime run; both update
-    the state only when the run succeeds, so a rejected input leaves the stream as it was.
+    ``step`` consumes one time step, ``feed`` a chunk of them in one onnxruntime run. The state
+    changes only when a call succeeds: after a rejected input the stream is exactly as before.
+    Models with one output return an array; models with several return ``{name: array}``.
     """
 
-    def __init__(self, model: Model, batch: int | None = None) -> None:
-        sig = model.signature
-        if not sig.streamable:
-            raise SignatureError(
-                f"{model.name} is not streamable (kind {sig.kind!r}: it needs the whole sequence, "
-                "e.g. a bidirectional layer); run it on whole sequences instead"
-            )
+    def __init__(self, model: Model, batch: int | None = None, check_finite: bool = True) -> None:
+        require_streamable(model)
         if batch is not None and batch < 1:
             raise InputError(f"batch must be >= 1, got {batch}")
+        sig = model.signature
         self.model = model
         self.batch = batch
+        self._single = batch is None
         self._rows = 1 if batch is None else batch
-        spec = sig.input
-        self._name = spec.name
-        self._dtype = np.dtype(spec.dtype)
-        self._time_major = spec.time_axis == 0
-        # The feature dimensions of one frame: the input shape without batch and time.
-        self._frame_shape = tuple(
-            d for i, d in enumerate(spec.shape) if i not in (spec.batch_axis, spec.time_axis)
-        )
-        self._out_time_axis = sig.outputs[0].time_axis
-        self._state = model.zero_state(self._rows)
+        self._input = InputLayout(sig.input, check_finite, sig.num_tokens)
+        self._outputs = [OutputLayout(o) for o in sig.outputs]
+        self._session_run = model.session.run
+        self._output_names = model.output_names
+        self._n_out = len(sig.outputs)
+        self._state_names = [s.input for s in sig.states]
+        # The feeds live across calls: the state stays in them and is replaced after each run.
+        self._feeds: dict[str, np.ndarray] = {**model.constants, **model.zero_state(self._rows)}
 
     def reset(self) -> None:
         """Return to the zero state."""
-        self._state = self.model.zero_state(self._rows)
+        self._feeds.update(self.model.zero_state(self._rows))
 
     @property
     def state(self) -> dict[str, np.ndarray]:
         """A copy of the current state, by state input name."""
-        return {k: v.copy() for k, v in self._state.items()}
+        return {name: self._feeds[name].copy() for name in self._state_names}
 
     @state.setter
     def state(self, value: dict[str, np.ndarray]) -> None:
+        self._feeds.update(self._validated_state(value))
+
+    def save_state(self, path: str | Path) -> None:
+        """Write the state to an ``.npz`` file, with the state specs to check it on load."""
+        specs = np.asarray(self._spec_fingerprint())
+        np.savez(path, __rnnstream_states__=specs, **self.state)
+
+    def load_state(self, path: str | Path) -> None:
+        """Restore a state written by :meth:`save_state`, refusing one from another model."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as e:
+            raise InputError(f"cannot read state file {path}: {e}") from e
+        fingerprint = arrays.pop("__rnnstream_states__", None)
+        if fingerprint is None or str(fingerprint) != self._spec_fingerprint():
+            raise InputError(
+                f"state file {path} was saved from a model with other states "
+                f"({None if fingerprint is None else str(fingerprint)}); this model has "
+                f"{self._spec_fingerprint()}"
+            )
+        self.state = arrays
+
+    def step(self, x: object) -> Output:
+        """One time step: a frame ``[F...]`` or token id (``[B, F...]``/``[B]`` when batched)."""
+        feeds = self._feeds
+        feeds[self._input.name] = self._input.convert(x, self._rows, self._single, time=False)
+        return self._finish(self._run(feeds), step=True)
+
+    def feed(self, chunk: object) -> Output:
+        """T time steps in one run: ``[T, F...]`` (``[B, T, F...]`` when batched) → ``[T, ...]``."""
+        if not self._input.has_time:
+            raise InputError(f"{self.model.name} has no time axis: use step() once per chunk")
+        feeds = self._feeds
+        feeds[self._input.name] = self._input.convert(chunk, self._rows, self._single, time=True)
+        return self._finish(self._run(feeds), step=False)
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return self._session_run(self._output_names, feeds)
+        except Exception as e:  # onnxruntime's own error types; the state is untouched
+            raise run_error(self.model, e) from e
+
+    def _finish(self, results: list[np.ndarray], step: bool) -> Output:
+        n_out, feeds = self._n_out, self._feeds
+        for name, value in zip(self._state_names, results[n_out:]):
+            feeds[name] = value
+        if n_out == 1:
+            return self._outputs[0].convert(results[0], self._single, step)
+        return {
+            layout.spec.name: layout.convert(r, self._single, step)
+            for layout, r in zip(self._outputs, results)
+        }
+
+    def _validated_state(self, value: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         expected = self.model.zero_state(self._rows)
         if set(value) != set(expected):
             raise InputError(f"state must have keys {sorted(expected)}, got {sorted(value)}")
@@ -67,52 +137,9 @@ class Stream:
                     f"got {arr.dtype}{list(arr.shape)}"
                 )
             new[name] = arr.copy()
-        self._state = new
+        return new
 
-    def step(self, x: np.ndarray | int | float) -> np.ndarray:
-        """One time step: a frame ``[F...]`` or token id (``[B, F...]``/``[B]`` when batched)."""
-        x = self._coerce(x, time=False)
-        x = np.expand_dims(x, 0 if self._time_major else 1)
-        y = self._run(x)
-        if self._out_time_axis is not None:
-            y = y[0] if self._time_major else y[:, 0]
-        return y[0] if self.batch is None else y
-
-    def feed(self, chunk: np.ndarray) -> np.ndarray:
-        """T time steps in one run: ``[T, F...]`` (``[B, T, F...]`` when batched) → ``[T, ...]``."""
-        x = self._coerce(chunk, time=True)
-        if x.shape[1] == 0:
-            raise InputError("feed: the chunk is empty (T=0)")
-        if self._time_major:
-            x = np.ascontiguousarray(x.swapaxes(0, 1))
-        y = self._run(x)
-        if self._time_major and self._out_time_axis is not None:
-            y = y.swapaxes(0, 1)
-        return y[0] if self.batch is None else y
-
-    def _coerce(self, x: np.ndarray | int | float, time: bool) -> np.ndarray:
-        """Check dtype and shape; return ``x`` as ``[B, (T,) F...]`` in the model's dtype."""
-        arr = np.asarray(x)
-        if arr.dtype.kind not in "biuf" or (self._dtype.kind in "iu" and arr.dtype.kind == "f"):
-            raise InputError(f"input {self._name!r}: expected {self._dtype}, got {arr.dtype}")
-        if self.batch is None:
-            arr = arr[None]
-        lead = 2 if time else 1
-        expected = ("batch", "time")[:lead] + self._frame_shape
-        ok = arr.ndim == len(expected) and arr.shape[0] == self._rows
-        ok = ok and all(a == e for a, e in zip(arr.shape[lead:], self._frame_shape))
-        if not ok:
-            got = list(arr.shape[1:] if self.batch is None else arr.shape)
-            want = list(expected[1:] if self.batch is None else expected)
-            if self.batch is not None:
-                want[0] = self._rows
-            raise InputError(f"input {self._name!r}: expected shape {want}, got {got}")
-        return arr.astype(self._dtype, copy=False)
-
-    def _run(self, x: np.ndarray) -> np.ndarray:
-        model = self.model
-        feeds = {model.signature.input.name: x, **self._state}
-        results = model.session.run(model.output_names, feeds)
-        n_out = len(model.signature.outputs)
-        self._state = {s.input: r for s, r in zip(model.signature.states, results[n_out:])}
-        return results[0]
+    def _spec_fingerprint(self) -> str:
+        return ";".join(
+            f"{s.input}->{s.output}:{s.dtype}{list(s.shape)}" for s in self.model.signature.states
+        )
