@@ -75,6 +75,9 @@ def _compatible(a: ort.NodeArg, b: ort.NodeArg) -> bool:
     )
 
 
+_TIME_NAMES = re.compile(r"time|seq|len|frame|step|^t$|^T$", re.IGNORECASE)
+
+
 def _batch_axis(dims: tuple[Dim, ...], prefer: int) -> int | None:
     """The first dynamic axis; for fully static shapes a size-1 axis (``prefer`` first)."""
     for axis, d in enumerate(dims):
@@ -83,6 +86,32 @@ def _batch_axis(dims: tuple[Dim, ...], prefer: int) -> int | None:
     if len(dims) > prefer and dims[prefer] == 1:
         return prefer
     return 0 if dims and dims[0] == 1 else None
+
+
+def _input_axes(dims: tuple[Dim, ...], state_dims: set[str]) -> tuple[int | None, int | None]:
+    """Batch and time axes of the main input.
+
+    Batch is the dynamic axis that shares its name with a state's dynamic axis, else one named
+    like "batch", else the first dynamic axis. Time is another dynamic axis when the input has
+    three or more axes or that axis is named like a time axis ("time", "seq", "len", ...).
+    """
+    dynamic = [i for i, d in enumerate(dims) if isinstance(d, str)]
+    shared = [i for i in dynamic if dims[i] in state_dims and dims[i] != "?"]
+    named = [i for i in dynamic if "batch" in str(dims[i]).lower()]
+    batch = (shared or named or [_batch_axis(dims, prefer=0)])[0]
+    rest = [i for i in dynamic if i != batch]
+    timeish = [i for i in rest if _TIME_NAMES.search(str(dims[i]))]
+    if timeish:
+        return batch, timeish[0]
+    return batch, (rest[0] if rest and len(dims) >= 3 else None)
+
+
+def _same_dim(dims: tuple[Dim, ...], x_dims: tuple[Dim, ...], x_axis: int) -> int | None:
+    """The axis of ``dims`` named like the input's axis ``x_axis`` (symbolic names only)."""
+    name = x_dims[x_axis]
+    if isinstance(name, str) and name != "?" and name in dims:
+        return dims.index(name)
+    return x_axis if x_axis < len(dims) and dims[x_axis] == name else None
 
 
 def discover_signature(
@@ -132,9 +161,8 @@ def discover_signature(
         )
     x = inputs[rest[0]]
     x_dims = _dims(x)
-    dynamic = [i for i, d in enumerate(x_dims) if isinstance(d, str)]
-    x_batch = _batch_axis(x_dims, prefer=0)
-    time_axis = next((i for i in dynamic if i != x_batch), None) if len(x_dims) >= 3 else None
+    state_dims = {d for name in pairs for d in _dims(inputs[name]) if isinstance(d, str)}
+    x_batch, time_axis = _input_axes(x_dims, state_dims)
     states = tuple(
         StateSpec(
             input=name_in,
@@ -151,13 +179,14 @@ def discover_signature(
         if name in state_outputs:
             continue
         dims = _dims(arg)
-        out_time = (
-            next((i for i, d in enumerate(dims) if d == x_dims[time_axis]), None)
-            if (time_axis is not None)
-            else None
-        )
         output_specs.append(
-            TensorSpec(name, numpy_dtype(arg), dims, _batch_axis(dims, 0), out_time)
+            TensorSpec(
+                name,
+                numpy_dtype(arg),
+                dims,
+                _same_dim(dims, x_dims, x_batch) if x_batch is not None else None,
+                _same_dim(dims, x_dims, time_axis) if time_axis is not None else None,
+            )
         )
     return Signature(
         input=TensorSpec(x.name, numpy_dtype(x), x_dims, x_batch, time_axis),

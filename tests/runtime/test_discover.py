@@ -1,0 +1,175 @@
+"""Streaming stateful ONNX models that rnnstream did not write (no signature in the file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import rnnstream
+from rnnstream.runtime.discover import state_output_candidates
+
+F, H = 4, 6
+RNG = np.random.default_rng(7)
+W = RNG.standard_normal((F, H)).astype(np.float32)
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def accumulator(path: Path, state_in: str, state_out: str, extra_const: str | None = None):
+    """``s' = 0.5 s + x W`` (broadcast over 2 rows), ``y = sum over rows of s'`` (Silero-like).
+
+    x: [batch, F]; state: [2, batch, H]; optional scalar int64 input ``extra_const`` (like
+    Silero VAD's sample rate) that scales the input.
+    """
+    f32 = TensorProto.FLOAT
+    inputs = [
+        helper.make_tensor_value_info("input", f32, ["batch", F]),
+        helper.make_tensor_value_info(state_in, f32, [2, "batch", H]),
+    ]
+    nodes = [helper.make_node("MatMul", ["input", "W"], ["xw"])]
+    xw = "xw"
+    if extra_const:
+        inputs.append(helper.make_tensor_value_info(extra_const, TensorProto.INT64, []))
+        nodes += [
+            helper.make_node("Cast", [extra_const], ["k"], to=f32),
+            helper.make_node("Mul", ["xw", "k"], ["xwk"]),
+        ]
+        xw = "xwk"
+    nodes += [
+        helper.make_node("Mul", [state_in, "half"], ["decayed"]),
+        helper.make_node("Add", ["decayed", xw], [state_out]),
+        helper.make_node("ReduceSum", [state_out, "axis0"], ["output"], keepdims=0),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "accumulator",
+        inputs,
+        [
+            helper.make_tensor_value_info("output", f32, ["batch", H]),
+            helper.make_tensor_value_info(state_out, f32, [2, "batch", H]),
+        ],
+        initializer=[
+            numpy_helper.from_array(W, "W"),
+            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+            numpy_helper.from_array(np.array([0], np.int64), "axis0"),
+        ],
+    )
+    return _save(graph, path)
+
+
+def reference(xs: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    s = np.zeros((2, 1, H), np.float32)
+    ys = []
+    for x in xs:
+        s = 0.5 * s + scale * (x[None] @ W)[None]
+        ys.append(s.sum(axis=0)[0])
+    return np.stack(ys)
+
+
+@pytest.mark.parametrize(
+    "state_in, state_out",
+    [
+        ("h0", "hn"),
+        ("state", "stateN"),
+        ("h", "h_out"),
+        ("state_in", "state_out"),
+        ("past_state", "present_state"),
+        ("cached_len", "new_cached_len"),
+        ("memory", "memory_next"),
+    ],
+)
+def test_state_pair_found_by_name(tmp_path, state_in, state_out):
+    path = accumulator(tmp_path / "m.onnx", state_in, state_out)
+    model = rnnstream.load(path)
+    (state,) = model.signature.states
+    assert (state.input, state.output, state.batch_axis) == (state_in, state_out, 1)
+    assert model.signature.input.name == "input"
+    xs = RNG.standard_normal((20, F)).astype(np.float32)
+    s = model.stream()
+    np.testing.assert_allclose(np.stack([s.step(x) for x in xs]), reference(xs), rtol=1e-5)
+
+
+def test_constants_are_pinned_like_a_sample_rate(tmp_path):
+    path = accumulator(tmp_path / "vad.onnx", "state", "stateN", extra_const="sr")
+    with pytest.raises(rnnstream.SignatureError, match=r"inputs left are \['input', 'sr'\]"):
+        rnnstream.load(path)
+    model = rnnstream.load(path, constants={"sr": 3})
+    xs = RNG.standard_normal((10, F)).astype(np.float32)
+    s = model.stream()
+    np.testing.assert_allclose(np.stack([s.step(x) for x in xs]), reference(xs, 3.0), rtol=1e-5)
+    pool = model.pool()
+    ids = [pool.open() for _ in range(3)]
+    for x in xs:
+        out = pool.step(dict.fromkeys(ids, x))
+    np.testing.assert_allclose(out[ids[2]], reference(xs, 3.0)[-1], rtol=1e-5)
+
+
+def test_unconventional_names_need_a_state_map(tmp_path):
+    path = accumulator(tmp_path / "odd.onnx", "memory_a", "memory_b")
+    with pytest.raises(rnnstream.SignatureError, match="state_map"):
+        rnnstream.load(path)
+    model = rnnstream.load(path, state_map={"memory_a": "memory_b"})
+    xs = RNG.standard_normal((5, F)).astype(np.float32)
+    s = model.stream()
+    np.testing.assert_allclose(np.stack([s.step(x) for x in xs]), reference(xs), rtol=1e-5)
+    with pytest.raises(rnnstream.SignatureError, match="'nope' is not an output"):
+        rnnstream.load(path, state_map={"memory_a": "nope"})
+
+
+def rnn_time_major(path: Path) -> Path:
+    """ONNX's own RNN operator: X [time, batch, F], state h [1, batch, H] -> Y, h_out."""
+    f32 = TensorProto.FLOAT
+    r = (RNG.standard_normal((1, H, H)) * 0.3).astype(np.float32)
+    nodes = [
+        helper.make_node("RNN", ["X", "W", "R", "", "", "h"], ["Y4", "h_out"], hidden_size=H),
+        helper.make_node("Squeeze", ["Y4", "one"], ["Y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "rnn",
+        [
+            helper.make_tensor_value_info("X", f32, ["seq_len", "batch_size", F]),
+            helper.make_tensor_value_info("h", f32, [1, "batch_size", H]),
+        ],
+        [
+            helper.make_tensor_value_info("Y", f32, ["seq_len", "batch_size", H]),
+            helper.make_tensor_value_info("h_out", f32, [1, "batch_size", H]),
+        ],
+        initializer=[
+            numpy_helper.from_array(W.T[None].copy(), "W"),
+            numpy_helper.from_array(r, "R"),
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+        ],
+    )
+    return _save(graph, path)
+
+
+def test_time_major_third_party_model_steps_and_feeds(tmp_path):
+    model = rnnstream.load(rnn_time_major(tmp_path / "rnn.onnx"))
+    sig = model.signature
+    assert (sig.input.batch_axis, sig.input.time_axis) == (1, 0)
+    assert (sig.outputs[0].batch_axis, sig.outputs[0].time_axis) == (1, 0)
+    xs = RNG.standard_normal((3, 12, F)).astype(np.float32)  # [batch, time, F]
+    stepped = model.stream(batch=3)
+    ys_step = np.stack([stepped.step(xs[:, t]) for t in range(12)], axis=1)
+    chunked = model.stream(batch=3)
+    ys_chunk = np.concatenate([chunked.feed(xs[:, :5]), chunked.feed(xs[:, 5:])], axis=1)
+    np.testing.assert_allclose(ys_step, ys_chunk, atol=1e-6)
+    assert ys_step.shape == (3, 12, H)
+
+
+def test_candidates_cover_the_common_conventions():
+    assert state_output_candidates("h0")[0] == "hn"
+    assert "stateN" in state_output_candidates("state")
+    assert "present_key" in state_output_candidates("past_key")
+    assert "h_out" in state_output_candidates("h")
