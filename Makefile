@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/rnnstream init --cell lstm --layers 2 --hidden 128 --vocab printable --seed 0 -o build/demo.safetensors
 	$(BIN)/rnnstream export build/demo.safetensors -o build/demo.onnx
 	$(BIN)/rnnstream info build/demo.onnx
-	printf 'def main():\n    return 42\n' | $(BIN)/rnnstream stream build/demo.onnx - --max-lines 12
+	printf 'def main():\n    return 42\n' | $(BIN)/rnnstream stream build/demo.onnx - --max-steps 12
 
 test: $(STAMP)
 	$(BIN)/ruff check .

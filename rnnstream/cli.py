@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import click
 import numpy as np
 
 from rnnstream.errors import ParityError, RnnStreamError
+from rnnstream.readers import FORMATS, batched, read_characters, read_frames, read_npy
 
 CELL_CHOICES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
@@ -246,36 +248,137 @@ def verify(
     _print_parity(report, as_json)
 
 
-@main.command()
-@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
-@click.option("--json", "as_json", is_flag=True, help="Print the signature as JSON.")
-def info(model_path: str, as_json: bool) -> None:
-    """Show MODEL's input, outputs, state pairs and recorded parity."""
+def _pairs(values: tuple[str, ...], what: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, other = value.partition("=")
+        if not sep or not name or not other:
+            raise click.BadParameter(f"expected NAME=VALUE, got {value!r}", param_hint=what)
+        pairs[name] = other
+    return pairs
+
+
+def _load(model_path: str, threads: int, states: tuple[str, ...], consts: tuple[str, ...]):
     import rnnstream
 
-    model = rnnstream.load(model_path)
+    constants = {k: float(v) for k, v in _pairs(consts, "--const").items()}
+    return rnnstream.load(
+        model_path,
+        threads=threads,
+        state_map=_pairs(states, "--state") or None,
+        constants=constants or None,
+    )
+
+
+_state_option = click.option(
+    "--state",
+    "states",
+    multiple=True,
+    metavar="IN=OUT",
+    help="Pair a state input with its output (models without rnnstream metadata). Repeatable.",
+)
+_const_option = click.option(
+    "--const",
+    "consts",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Pin an extra model input to a constant, e.g. --const sr=16000. Repeatable.",
+)
+
+
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print everything as JSON.")
+@_state_option
+@_const_option
+def info(model_path: str, as_json: bool, states: tuple[str, ...], consts: tuple[str, ...]) -> None:
+    """Show MODEL's inputs, outputs, state pairs, size, compute per step and recorded parity.
+
+    Works on any stateful ONNX model: without rnnstream metadata the state pairs are found from
+    names and shapes (or given with --state).
+    """
+    model = _load(model_path, 1, states, consts)
     sig = model.signature
+    cost = sig.cost or _graph_cost(model_path)
+    session = model.session
     if as_json:
-        click.echo(json.dumps(sig.to_dict(), indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "signature": sig.to_dict(),
+                    "cost": cost,
+                    "inputs": [_arg(a) for a in session.get_inputs()],
+                    "outputs": [_arg(a) for a in session.get_outputs()],
+                },
+                indent=2,
+            )
+        )
         return
+    origin = "rnnstream signature" if sig.kind != "discovered" else "discovered from names/shapes"
     click.echo(
-        f"{model_path}: kind {sig.kind}, precision {sig.precision}, "
+        f"{model_path}: kind {sig.kind} ({origin}), precision {sig.precision}, "
         f"{'streamable' if sig.streamable else 'NOT streamable (whole sequences only)'}"
     )
-    click.echo(f"  input   {sig.input.name}: {sig.input.dtype} {list(sig.input.shape)}")
-    for out in sig.outputs:
-        click.echo(f"  output  {out.name}: {out.dtype} {list(out.shape)}")
+    for a in session.get_inputs():
+        click.echo(f"  input   {a.name}: {a.type} {a.shape}")
+    for a in session.get_outputs():
+        click.echo(f"  output  {a.name}: {a.type} {a.shape}")
+    click.echo(
+        f"  stream input {sig.input.name}: batch axis {sig.input.batch_axis}, "
+        f"time axis {sig.input.time_axis}"
+    )
     for s in sig.states:
-        click.echo(f"  state   {s.input} -> {s.output}: {s.dtype} {list(s.shape)}")
+        click.echo(
+            f"  state   {s.input} -> {s.output}: {s.dtype} {list(s.shape)}, "
+            f"batch axis {s.batch_axis}"
+        )
+    for name, value in model.constants.items():
+        click.echo(f"  const   {name} = {value.tolist()}")
     if sig.vocab:
         click.echo(f"  vocab   {len(sig.vocab)} characters")
+    if cost:
+        click.echo(
+            f"  size    {cost['parameters']:,} parameters, "
+            f"{cost['macs_per_step']:,} multiply-adds per step (batch 1)"
+        )
     if sig.parity:
         _print_parity(sig.parity, as_json=False)
 
 
+def _arg(a: Any) -> dict:
+    return {"name": a.name, "type": a.type, "shape": a.shape}
+
+
+def _graph_cost(model_path: str) -> dict | None:
+    """Parameters and multiply-adds from the graph itself, when onnx is installed."""
+    try:
+        import onnx
+
+        from rnnstream.graphcost import graph_cost
+    except ImportError:
+        return None
+    return graph_cost(onnx.load(model_path, load_external_data=False))
+
+
 @main.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
-@click.argument("source", type=click.File("r"), default="-")
+@click.argument("source", default="-")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    default="auto",
+    show_default=True,
+    help="Input format. auto: text for models with a vocabulary, .npy by extension, "
+    "else JSON lists or CSV rows per line.",
+)
+@click.option(
+    "--chunk",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Steps per onnxruntime run (feed); output is still one line per step.",
+)
 @click.option(
     "--top",
     type=click.IntRange(1),
@@ -283,55 +386,74 @@ def info(model_path: str, as_json: bool) -> None:
     show_default=True,
     help="Most likely next tokens shown per step (models with a vocabulary).",
 )
+@click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after N steps.")
 @click.option(
-    "--max-lines", type=click.IntRange(1), default=None, help="Stop after this many steps."
+    "--threads",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="onnxruntime intra-op threads.",
 )
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
-def stream(model_path: str, source: Any, top: int, max_lines: int | None, threads: int) -> None:
-    """Stream SOURCE (a file, or - for stdin) through MODEL, one JSON line per step.
+@_state_option
+@_const_option
+def stream(
+    model_path: str,
+    source: str,
+    fmt: str,
+    chunk: int,
+    top: int,
+    max_steps: int | None,
+    threads: int,
+    states: tuple[str, ...],
+    consts: tuple[str, ...],
+) -> None:
+    """Stream SOURCE (a file, or - for stdin) through MODEL: one JSON line per step, flushed.
 
-    A model with a vocabulary reads text and steps one character at a time, printing the most
-    likely next characters; other models read one frame per line (a JSON list or comma-separated
-    numbers) and print the output.
+    A model with a vocabulary reads text, one character per step, and prints the most likely
+    next characters; other models read frames (a JSON list or comma-separated numbers per line,
+    or an .npy file of [T, ...] frames) and print the output. Ends at end of input or Ctrl-C.
     """
-    import rnnstream
     from rnnstream.runtime import Vocabulary
 
-    model = rnnstream.load(model_path, threads=threads)
+    model = _load(model_path, threads, states, consts)
     s = model.stream()
     vocab = Vocabulary(model.signature.vocab) if model.signature.vocab else None
-    items = _characters(source) if vocab else (_frame(line) for line in source if line.strip())
-    for t, item in enumerate(items):
-        if max_lines is not None and t >= max_lines:
-            break
-        if vocab is not None:
-            logits = s.step(vocab.encode(item)[0])
-            probs = np.exp(logits - logits.max())
-            probs /= probs.sum()
-            best = np.argsort(-probs)[:top]
-            record = {
-                "t": t,
-                "token": item,
-                "next": [[vocab.chars[i], round(float(probs[i]), 4)] for i in best],
-            }
+    if fmt == "npy" or (fmt == "auto" and source.endswith(".npy")):
+        items: Any = iter(read_npy(source))
+    else:
+        text = click.open_file(source, "r")
+        if vocab is not None and fmt in ("auto", "text"):
+            items = (int(vocab.encode(c)[0]) for c in read_characters(text))
         else:
-            record = {"t": t, "y": np.round(s.step(item), 6).tolist()}
-        click.echo(json.dumps(record))
-        sys.stdout.flush()
-
-
-def _characters(source: Any):
-    while char := source.read(1):
-        yield char
-
-
-def _frame(line: str) -> np.ndarray:
-    text = line.strip()
+            items = read_frames(text, fmt)
+    if max_steps is not None:
+        items = islice(items, max_steps)
+    t = 0
     try:
-        values = json.loads(text) if text.startswith("[") else [float(v) for v in text.split(",")]
-    except ValueError as e:
-        raise click.ClickException(f"cannot read a frame from line {text[:60]!r}: {e}") from e
-    return np.asarray(values, dtype=np.float32)
+        for group in batched(items, chunk):
+            ys = s.feed(np.asarray(group)) if chunk > 1 else [s.step(group[0])]
+            for x, y in zip(group, ys):
+                click.echo(json.dumps(_step_record(t, x, y, vocab, top)))
+                t += 1
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        click.echo(f"interrupted after {t} steps", err=True)
+        sys.exit(130)
+
+
+def _step_record(t: int, x: Any, y: Any, vocab: Any, top: int) -> dict:
+    if isinstance(y, dict):
+        return {"t": t, **{k: np.round(v, 6).tolist() for k, v in y.items()}}
+    if vocab is None:
+        return {"t": t, "y": np.round(y, 6).tolist()}
+    probs = np.exp(y - y.max())
+    probs /= probs.sum()
+    best = np.argsort(-probs)[:top]
+    return {
+        "t": t,
+        "token": vocab.decode([x]),
+        "next": [[vocab.decode([i]), round(float(probs[i]), 4)] for i in best],
+    }
 
 
 def _print_parity(parity: dict, as_json: bool) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +17,7 @@ from rnnstream.export.layers import RecurrentSpec
 from rnnstream.export.parity import measure_parity
 from rnnstream.export.splice import splice_recurrent
 from rnnstream.export.trace import StateNames, find_recurrent, state_names, trace
+from rnnstream.graphcost import graph_cost
 from rnnstream.runtime import METADATA_KEY, Signature, StateSpec, TensorSpec, load
 
 __all__ = ["ExportReport", "InputSpec", "export", "to_onnx", "verify"]
@@ -158,6 +159,7 @@ def to_onnx(
             "torch": torch.__version__,
         },
     )
+    signature = replace(signature, cost=graph_cost(traced))
     _set_signature(traced, signature)
     try:
         onnx.checker.check_model(traced, full_check=True)

@@ -96,6 +96,7 @@ class Signature:
     eos: int | None = None
     precision: str = "float32"
     parity: dict[str, Any] | None = None
+    cost: dict[str, int] | None = None  # parameters and multiply-adds per step (batch 1)
     source: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +128,7 @@ class Signature:
                 eos=d.get("eos"),
                 precision=d.get("precision", "float32"),
                 parity=d.get("parity"),
+                cost=d.get("cost"),
                 source=d.get("source", {}),
             )
         except (KeyError, TypeError, ValueError) as e:

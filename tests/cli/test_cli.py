@@ -85,8 +85,12 @@ def test_info_text_and_json(char_model):
     _, onnx_path = char_model
     text = run("info", str(onnx_path)).output
     assert "h0 -> hn" in text and "kind char_lm" in text and "100 characters" in text
-    sig = json.loads(run("info", str(onnx_path), "--json").output)
-    assert sig["states"][0]["shape"] == [2, "batch", 32]
+    info = json.loads(run("info", str(onnx_path), "--json").output)
+    assert info["signature"]["states"][0]["shape"] == [2, "batch", 32]
+    assert [a["name"] for a in info["inputs"]] == ["x", "h0"]
+    # 2-layer GRU, embedding 32 -> hidden 32, head 32 -> 100: weights of W, R and the head.
+    assert info["cost"]["macs_per_step"] == 2 * (3 * 32 * 32 * 2) + 32 * 100
+    assert "multiply-adds per step" in text
     assert "c0" not in text  # a GRU has no cell state
 
 
@@ -119,6 +123,26 @@ def test_stream_text_one_json_line_per_character(char_model):
     assert [line["next"][0][0] for line in lines] == [
         model.signature.vocab[int(np.argmax(v))] for v in logits
     ]
+
+
+def test_stream_chunked_and_npy_match_stepping(tmp_path, char_model):
+    _, onnx_path = char_model
+    text = "for i in range(3):\n"
+    stepped = run("stream", str(onnx_path), "-", input=text).output
+    chunked = run("stream", str(onnx_path), "-", "--chunk", "7", input=text).output
+    lines_a = [json.loads(x) for x in stepped.splitlines()]
+    lines_b = [json.loads(x) for x in chunked.splitlines()]
+    assert [x["token"] for x in lines_b] == list(text)
+    assert [x["next"][0][0] for x in lines_a] == [x["next"][0][0] for x in lines_b]
+    ckpt, out = tmp_path / "f.safetensors", tmp_path / "f.onnx"
+    run("init", "--cell", "gru", "--hidden", "5", "--input-size", "2", "-o", str(ckpt))
+    run("export", str(ckpt), "-o", str(out), "--steps", "20")
+    frames = np.random.default_rng(0).standard_normal((6, 2)).astype(np.float32)
+    np.save(tmp_path / "frames.npy", frames)
+    lines = run("stream", str(out), str(tmp_path / "frames.npy"), "--max-steps", "4").output
+    ys = [json.loads(x)["y"] for x in lines.splitlines()]
+    expected = rnnstream.load(out).stream().feed(frames)[:4]
+    np.testing.assert_allclose(ys, expected, atol=1e-5)
 
 
 def test_stream_frames_json_and_csv(tmp_path):
