@@ -182,6 +182,8 @@ def export(
             output,
             kind=config.kind,
             vocab=config.vocab,
+            bos=getattr(config, "bos", None),
+            eos=getattr(config, "eos", None),
             parity_steps=steps,
             parity_batch=batch,
             parity_chunk=chunk,
@@ -456,6 +458,93 @@ def _step_record(t: int, x: Any, y: Any, vocab: Any, top: int) -> dict:
     }
 
 
+@main.command()
+@click.argument(
+    "model_path", metavar="MODEL", required=False, type=click.Path(exists=True, dir_okay=False)
+)
+@click.option(
+    "--against",
+    "checkpoint",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PyTorch checkpoint of MODEL, to time PyTorch eager stepping as well.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(10),
+    default=300,
+    show_default=True,
+    help="Timed calls per method per round.",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1),
+    default=5,
+    show_default=True,
+    help="Interleaved rounds (methods take turns, so noise hits all alike).",
+)
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the results as JSON to this file ('-' for stdout only).",
+)
+@_state_option
+@_const_option
+def bench(
+    model_path: str | None,
+    checkpoint: str | None,
+    steps: int,
+    rounds: int,
+    threads: int,
+    json_path: str | None,
+    states: tuple[str, ...],
+    consts: tuple[str, ...],
+) -> None:
+    """Time per-step latency of MODEL: bare onnxruntime, Stream, StreamPool and PyTorch.
+
+    Reports medians and p99 per stream-step and their ratios, all measured in one run. Without
+    MODEL, builds and exports the reference model (2-layer LSTM 64->256, head 256->64; needs the
+    export extra) and times PyTorch eager on it too.
+    """
+    from rnnstream.bench import run_benchmark
+
+    torch_module = None
+    if model_path is None:
+        model_path, torch_module = _reference_model()
+    elif checkpoint:
+        from rnnstream.models import load_checkpoint
+
+        torch_module = load_checkpoint(checkpoint)
+    model = _load(model_path, threads, states, consts)
+    logging.getLogger(__name__).info("timing %s: %d rounds x %d steps", model_path, rounds, steps)
+    result = run_benchmark(model, torch_module, steps=steps, rounds=rounds)
+    if json_path == "-":
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    click.echo(result.table())
+    if json_path:
+        Path(json_path).write_text(json.dumps(result.to_dict(), indent=2))
+
+
+def _reference_model() -> tuple[str, Any]:
+    import tempfile
+
+    import torch
+
+    from rnnstream.export import export as export_model
+    from rnnstream.models import RecurrentNet, RecurrentNetConfig
+
+    torch.manual_seed(0)
+    config = RecurrentNetConfig(
+        cell="lstm", num_layers=2, input_size=64, hidden_size=256, output_size=64
+    )
+    module = RecurrentNet(config).eval()
+    path = str(Path(tempfile.mkdtemp(prefix="rnnstream-bench-")) / "reference.onnx")
+    export_model(module, path, parity_steps=200)
+    return path, module
+
+
 def _print_parity(parity: dict, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(parity, indent=2))
@@ -473,3 +562,253 @@ def _print_parity(parity: dict, as_json: bool) -> None:
                 f"  {label:<14} {tensor:<10} max abs {err['max_abs_err']:.3g}  "
                 f"max rel {err['max_rel_err']:.3g}"
             )
+
+
+@main.group("train")
+def train_group() -> None:
+    """Train a model from scratch (needs the export extra: torch). See `train KIND --help`."""
+
+
+@train_group.command("charlm")
+@click.option(
+    "--data",
+    default="stdlib",
+    show_default=True,
+    help="'stdlib': this Python's standard library sources, split by file (5% validation); "
+    "or the path of a UTF-8 text file (its last lines are the validation text).",
+)
+@click.option("--cell", type=click.Choice(CELL_CHOICES), default="lstm", show_default=True)
+@click.option("--layers", "num_layers", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--hidden", "hidden_size", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--embed", "embed_size", type=click.IntRange(1), default=64, show_default=True)
+@click.option(
+    "--vocab",
+    type=click.Choice(["printable", "data"]),
+    default="printable",
+    show_default=True,
+    help="printable: string.printable; data: the characters of the training text. Other "
+    "characters become U+FFFD. Token ids 0 and 1 are BOS and EOS.",
+)
+@click.option("--dropout", type=click.FloatRange(0, 1), default=0.0, show_default=True)
+@click.option(
+    "--steps", type=click.IntRange(1), default=1000, show_default=True, help="Optimizer steps."
+)
+@click.option(
+    "--batch", type=click.IntRange(1), default=32, show_default=True, help="Parallel streams."
+)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="Truncated-BPTT length: the state carries over, gradients stop at each chunk.",
+)
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True)
+@click.option(
+    "--min-lr",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=0.1,
+    show_default=True,
+    help="Cosine decay to lr x this by the last step (1: constant).",
+)
+@click.option(
+    "--clip",
+    type=click.FloatRange(0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Gradient-norm clipping.",
+)
+@click.option(
+    "--accumulate",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="Batches whose gradients add up to one optimizer step.",
+)
+@click.option(
+    "--eval-every",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Validate every N steps (always at epoch ends and after the last step).",
+)
+@click.option(
+    "--save-every",
+    type=click.IntRange(0),
+    default=500,
+    show_default=True,
+    help="Checkpoint every N steps (always after the last step).",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds init, order, dropout.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Continue the run saved in --output up to --steps in total (the architecture comes "
+    "from the checkpoint; give the same data, batch and seq-len).",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Checkpoint to write (safetensors); the optimizer state goes next to it as "
+    "NAME.train.safetensors.",
+)
+def train_charlm(
+    data: str,
+    cell: str,
+    num_layers: int,
+    hidden_size: int,
+    embed_size: int,
+    vocab: str,
+    dropout: float,
+    steps: int,
+    batch: int,
+    seq_len: int,
+    lr: float,
+    min_lr: float,
+    clip: float,
+    accumulate: int,
+    eval_every: int,
+    save_every: int,
+    seed: int,
+    threads: int,
+    resume: bool,
+    output: Path,
+) -> None:
+    """Train a character language model (CharLM) with teacher forcing.
+
+    Adam with cosine learning-rate decay, gradient-norm clipping and accumulation; truncated BPTT
+    over long streams (documents joined as BOS text EOS and cut into --batch parallel lanes).
+    Shows a progress bar, and the training loss and validation bits per character at each
+    evaluation. The same --seed (and --threads) gives the same weights.
+
+    \b
+    The shipped demo model (`make demo-model`):
+      rnnstream train charlm --data stdlib --steps 6000 -o charlm.safetensors
+      rnnstream export charlm.safetensors
+    """
+    import torch
+
+    from rnnstream.models import CharLM, CharLMConfig, count_parameters, load_checkpoint
+    from rnnstream.train import LanguageModelTask, TrainConfig, corpus_chars, load_corpus, train
+
+    torch.set_num_threads(threads)
+    try:
+        corpus = load_corpus(data)
+        if resume:
+            model = load_checkpoint(output)
+        else:
+            chars = corpus_chars(corpus.train) if vocab == "data" else CharLMConfig().chars
+            torch.manual_seed(seed)
+            arch = CharLMConfig(
+                cell=cell,
+                num_layers=num_layers,
+                hidden_size=hidden_size,
+                embed_size=embed_size,
+                chars=chars,
+                dropout=dropout,
+            )
+            model = CharLM(arch)
+        task = LanguageModelTask.from_corpus(corpus, model.config, batch, seq_len, seed)
+        config = TrainConfig(
+            steps=steps,
+            lr=lr,
+            min_lr_fraction=min_lr,
+            clip=clip,
+            accumulate=accumulate,
+            eval_every=eval_every,
+            save_every=save_every,
+            seed=seed,
+        )
+    except (OSError, ValueError) as e:
+        raise click.UsageError(str(e)) from e
+    c = model.config
+    click.echo(corpus.describe(), err=True)
+    click.echo(
+        f"CharLM {c.cell} x{c.num_layers}, hidden {c.hidden_size}, vocabulary {c.vocab_size}: "
+        f"{count_parameters(model):,} parameters; {task.batches_per_epoch} batches of "
+        f"{batch}x{seq_len} per epoch",
+        err=True,
+    )
+    with click.progressbar(
+        length=steps,
+        label="training",
+        file=sys.stderr,
+        item_show_func=lambda info: info and f"loss {info.loss:.3f}",
+    ) as bar:
+
+        def on_step(info: Any) -> None:
+            bar.update(info.step - bar.pos, info)
+
+        result = train(model, task, config, checkpoint=output, resume=resume, on_step=on_step)
+    final = result.metrics
+    click.echo(
+        f"wrote {output}: {result.steps} steps in {result.seconds / 60:.1f} min; "
+        f"validation loss {final['val_loss']:.4f}, {final['val_bpc']:.3f} bits per character"
+    )
+
+
+@main.command()
+@click.argument(
+    "model_path", metavar="[MODEL]", required=False, type=click.Path(exists=True, dir_okay=False)
+)
+@click.option("--prompt", default="", help="Text to start from (fed in one run after BOS).")
+@click.option("--max-tokens", type=click.IntRange(1), default=300, show_default=True)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(0),
+    default=0.8,
+    show_default=True,
+    help="Sampling temperature; 0 is greedy.",
+)
+@click.option("--seed", type=int, default=None, help="Makes the sampling reproducible.")
+@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
+def generate(
+    model_path: str | None,
+    prompt: str,
+    max_tokens: int,
+    temperature: float,
+    seed: int | None,
+    threads: int,
+) -> None:
+    """Generate text from a character language model, printing each token as it comes.
+
+    MODEL defaults to the shipped demo model (a character LSTM trained on the Python standard
+    library). Generation runs on the torch-free runtime: one step per token with the state
+    carried, stopping at EOS or --max-tokens. Speed and the parity recorded at export go to
+    stderr.
+    """
+    import time
+
+    import rnnstream
+    from rnnstream.assets import DEMO_ONNX
+    from rnnstream.runtime.sample import sample_text
+
+    model = rnnstream.load(model_path or DEMO_ONNX, threads=threads)
+    click.echo(prompt, nl=False)
+    start = time.perf_counter()
+    first = start
+    count = 0
+    for char in sample_text(model, prompt, max_tokens, temperature, seed):
+        if count == 0:
+            first = time.perf_counter()
+        click.echo(char, nl=False)
+        sys.stdout.flush()
+        count += 1
+    end = time.perf_counter()
+    click.echo()
+    speed = f"{(end - first) * 1e3 / (count - 1):.3f} ms/token" if count > 1 else "n/a"
+    click.echo(
+        f"{count} tokens: prompt ({len(prompt)} characters, one run) to first token "
+        f"{(first - start) * 1e3:.2f} ms, then {speed}",
+        err=True,
+    )
+    parity = model.signature.parity
+    if parity:
+        click.echo(
+            f"parity at export: max abs err {parity['max_abs_err']:.3g} (atol {parity['atol']:g})"
+            f" over {parity['steps']} steps x batch {parity['batch']}",
+            err=True,
+        )

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rnnstream.errors import InputError, SignatureError
+from rnnstream.runtime.binding import PingPongState
 from rnnstream.runtime.layout import InputLayout, OutputLayout
 
 if TYPE_CHECKING:
@@ -52,25 +53,23 @@ class Stream:
         self._rows = 1 if batch is None else batch
         self._input = InputLayout(sig.input, check_finite, sig.num_tokens)
         self._outputs = [OutputLayout(o) for o in sig.outputs]
-        self._session_run = model.session.run
-        self._output_names = model.output_names
         self._n_out = len(sig.outputs)
-        self._state_names = [s.input for s in sig.states]
-        # The feeds live across calls: the state stays in them and is replaced after each run.
-        self._feeds: dict[str, np.ndarray] = {**model.constants, **model.zero_state(self._rows)}
+        self._state = PingPongState(model, self._rows)
 
     def reset(self) -> None:
         """Return to the zero state."""
-        self._feeds.update(self.model.zero_state(self._rows))
+        for array in self._state.current.values():
+            array.fill(0)
 
     @property
     def state(self) -> dict[str, np.ndarray]:
         """A copy of the current state, by state input name."""
-        return {name: self._feeds[name].copy() for name in self._state_names}
+        return {name: array.copy() for name, array in self._state.current.items()}
 
     @state.setter
     def state(self, value: dict[str, np.ndarray]) -> None:
-        self._feeds.update(self._validated_state(value))
+        for name, array in self._validated_state(value).items():
+            np.copyto(self._state.current[name], array)
 
     def save_state(self, path: str | Path) -> None:
         """Write the state to an ``.npz`` file, with the state specs to check it on load."""
@@ -95,30 +94,23 @@ class Stream:
 
     def step(self, x: object) -> Output:
         """One time step: a frame ``[F...]`` or token id (``[B, F...]``/``[B]`` when batched)."""
-        feeds = self._feeds
-        feeds[self._input.name] = self._input.convert(x, self._rows, self._single, time=False)
-        return self._finish(self._run(feeds), step=True)
+        x = self._input.convert(x, self._rows, self._single, time=False)
+        return self._run(x, step=True)
 
     def feed(self, chunk: object) -> Output:
         """T time steps in one run: ``[T, F...]`` (``[B, T, F...]`` when batched) → ``[T, ...]``."""
         if not self._input.has_time:
             raise InputError(f"{self.model.name} has no time axis: use step() once per chunk")
-        feeds = self._feeds
-        feeds[self._input.name] = self._input.convert(chunk, self._rows, self._single, time=True)
-        return self._finish(self._run(feeds), step=False)
+        x = self._input.convert(chunk, self._rows, self._single, time=True)
+        return self._run(x, step=False)
 
-    def _run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    def _run(self, x: np.ndarray, step: bool) -> Output:
         try:
-            return self._session_run(self._output_names, feeds)
+            results = self._state.run(x, step)
         except Exception as e:  # onnxruntime's own error types; the state is untouched
             raise run_error(self.model, e) from e
-
-    def _finish(self, results: list[np.ndarray], step: bool) -> Output:
-        n_out, feeds = self._n_out, self._feeds
-        for name, value in zip(self._state_names, results[n_out:]):
-            feeds[name] = value
-        if n_out == 1:
-            return self._outputs[0].convert(results[0], self._single, step)
+        if self._n_out == 1:
+            return self._outputs[0].convert(results[0], self._single, step=step)
         return {
             layout.spec.name: layout.convert(r, self._single, step)
             for layout, r in zip(self._outputs, results)

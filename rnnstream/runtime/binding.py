@@ -1,0 +1,95 @@
+"""State kept in onnxruntime-bound buffers between steps: two sets, read and written in turn.
+
+Each run reads the state from one set of arrays and writes the new state into the other, through
+IOBinding, so no state is copied or re-fed as a dict per step. A failed run leaves the current set
+untouched (only the other set may be half written), which is what keeps a rejected step harmless.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import onnxruntime as ort
+
+if TYPE_CHECKING:
+    from rnnstream.runtime.model import Model
+
+__all__ = ["PingPongState"]
+
+
+class PingPongState:
+    """Two state buffers for ``rows`` sequences with IOBindings for single steps and chunks."""
+
+    def __init__(self, model: Model, rows: int) -> None:
+        sig = model.signature
+        self._session = model.session
+        self._input_name = sig.input.name
+        self._n_out = len(sig.outputs)
+        self._output_names = [o.name for o in sig.outputs]
+        self.names = [s.input for s in sig.states]
+        self.buffers = [model.zero_state(rows), model.zero_state(rows)]
+        self.turn = 0
+        step_shapes = [_step_shape(o.shape, o.batch_axis, o.time_axis, rows) for o in sig.outputs]
+        self._step_outputs: list[np.ndarray] | None = None
+        if all(shape is not None for shape in step_shapes):
+            self._step_outputs = [
+                np.zeros(shape, dtype=o.dtype) for shape, o in zip(step_shapes, sig.outputs)
+            ]
+        self._step = [self._bind(model, k, self._step_outputs) for k in range(2)]
+        self._chunk = [self._bind(model, k, None) for k in range(2)]
+
+    def _bind(self, model: Model, k: int, outputs: list[np.ndarray] | None) -> ort.IOBinding:
+        io = self._session.io_binding()
+        for name, value in model.constants.items():
+            io.bind_cpu_input(name, value)
+        # Outputs first: copy_outputs_to_cpu returns them in binding order.
+        for i, spec in enumerate(model.signature.outputs):
+            if outputs is None:
+                io.bind_output(spec.name)
+            else:
+                io.bind_ortvalue_output(spec.name, _wrap(outputs[i]))
+        for spec in model.signature.states:
+            io.bind_ortvalue_input(spec.input, _wrap(self.buffers[k][spec.input]))
+            io.bind_ortvalue_output(spec.output, _wrap(self.buffers[1 - k][spec.input]))
+        return io
+
+    @property
+    def current(self) -> dict[str, np.ndarray]:
+        """The live state arrays (not copies)."""
+        return self.buffers[self.turn]
+
+    def run(self, x: np.ndarray, step: bool) -> list[np.ndarray]:
+        """Run on ``x`` (model layout), advance the state, return copies of the outputs."""
+        fixed = step and self._step_outputs is not None
+        io = (self._step if fixed else self._chunk)[self.turn]
+        io.bind_cpu_input(self._input_name, x)
+        if not fixed:  # a fresh output each run: chunk lengths differ
+            for name in self._output_names:
+                io.bind_output(name)
+        self._session.run_with_iobinding(io)
+        self.turn ^= 1
+        if fixed:
+            return [y.copy() for y in self._step_outputs]
+        return io.copy_outputs_to_cpu()[: self._n_out]
+
+
+def _wrap(array: np.ndarray) -> ort.OrtValue:
+    """An OrtValue sharing ``array``'s memory (the array must outlive it)."""
+    return ort.OrtValue.ortvalue_from_numpy(array)
+
+
+def _step_shape(
+    shape: tuple, batch_axis: int | None, time_axis: int | None, rows: int
+) -> tuple[int, ...] | None:
+    """The output's shape for one step of ``rows`` sequences, or None if a dimension is unknown."""
+    concrete = []
+    for axis, d in enumerate(shape):
+        if axis == batch_axis:
+            d = rows
+        elif axis == time_axis:
+            d = 1
+        if not isinstance(d, int):
+            return None
+        concrete.append(d)
+    return tuple(concrete)
