@@ -7,6 +7,8 @@ that the per-step path only does what the call needs.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from rnnstream.errors import InputError
@@ -34,6 +36,12 @@ def _permutation(source: list[str], target: list[str]) -> tuple[int, ...] | None
     return None if perm == tuple(range(len(perm))) else perm
 
 
+def _all_finite(arr: np.ndarray) -> bool:
+    """True when no element is NaN or infinite (a dot product first: cheap when all is well)."""
+    flat = arr.reshape(-1)
+    return math.isfinite(flat.dot(flat)) or bool(np.isfinite(arr).all())
+
+
 class InputLayout:
     """Checks a caller's frames and puts them in the model's layout and dtype."""
 
@@ -57,7 +65,45 @@ class InputLayout:
         self._step_perm = _permutation(caller, model) if self.has_time else None
         step_caller = [label for label in caller if label != "t"]
         self._flat_perm = _permutation(step_caller, [m for m in model if m != "t"])
+        # One step's data is in the same order as the model's whenever batch precedes features
+        # (a size-1 time axis can sit anywhere), so a reshape is enough.
+        no_time = [label for label in model if label != "t"]
+        self._perm_needed = _permutation(step_caller, no_time) is not None
         self._time_index = model.index("t") if self.has_time else None
+        self._fast: dict[tuple[int, bool], tuple[tuple[int, ...], tuple[int, ...]]] = {}
+
+    def step_shapes(self, rows: int, single: bool) -> tuple[tuple, tuple] | None:
+        """(caller shape, model shape) of one step, when every frame dimension is fixed."""
+        if not all(isinstance(d, int) for d in self.frame_shape):
+            return None
+        caller = tuple(self.frame_shape) if single else (rows, *self.frame_shape)
+        model = []
+        features = iter(self.frame_shape)
+        for axis in range(len(self.spec.shape)):
+            if axis == self.spec.batch_axis:
+                model.append(rows)
+            elif axis == self.spec.time_axis:
+                model.append(1)
+            else:
+                model.append(next(features))
+        return caller, tuple(model)
+
+    def convert_step(self, x: object, rows: int, single: bool) -> np.ndarray:
+        """:meth:`convert` for one step, with a fast path for the common well-formed frame."""
+        key = (rows, single)
+        if key not in self._fast:
+            self._fast[key] = self.step_shapes(rows, single) or ((), ())
+        caller, model = self._fast[key]
+        arr = np.asarray(x)
+        if (
+            arr.shape != caller
+            or arr.dtype != self.dtype
+            or self._perm_needed
+            or (self.check_finite and not _all_finite(arr))
+            or self.num_tokens is not None
+        ):
+            return self.convert(x, rows, single, time=False)
+        return arr.reshape(model)
 
     def describe(self, rows: int | None, time: bool) -> list[object]:
         lead: list[object] = [] if rows is None else [rows]
@@ -80,7 +126,7 @@ class InputLayout:
             raise InputError(f"input {self.name!r}: the chunk is empty (0 time steps)")
         if arr.dtype != self.dtype:
             arr = arr.astype(self.dtype)
-        if self.check_finite and not np.isfinite(arr).all():
+        if self.check_finite and not _all_finite(arr):
             raise InputError(f"input {self.name!r}: contains NaN or infinity")
         if (
             self.num_tokens is not None

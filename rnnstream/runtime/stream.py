@@ -94,8 +94,7 @@ class Stream:
 
     def step(self, x: object) -> Output:
         """One time step: a frame ``[F...]`` or token id (``[B, F...]``/``[B]`` when batched)."""
-        x = self._input.convert(x, self._rows, self._single, time=False)
-        return self._run(x, step=True)
+        return self._run(self._input.convert_step(x, self._rows, self._single), step=True)
 
     def feed(self, chunk: object) -> Output:
         """T time steps in one run: ``[T, F...]`` (``[B, T, F...]`` when batched) → ``[T, ...]``."""
