@@ -1,13 +1,22 @@
 """PyTorch models that export and stream (needs the ``export`` extra)."""
 
-from rnnstream.models.checkpoint import count_parameters, load_checkpoint, save_checkpoint
+from rnnstream.models.charlm import CharLM, CharLMConfig
+from rnnstream.models.checkpoint import (
+    count_parameters,
+    load_checkpoint,
+    read_checkpoint_extra,
+    save_checkpoint,
+)
 from rnnstream.models.recurrent_net import VOCABULARIES, RecurrentNet, RecurrentNetConfig
 
 __all__ = [
     "VOCABULARIES",
+    "CharLM",
+    "CharLMConfig",
     "RecurrentNet",
     "RecurrentNetConfig",
     "count_parameters",
     "load_checkpoint",
+    "read_checkpoint_extra",
     "save_checkpoint",
 ]

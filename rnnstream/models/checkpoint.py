@@ -10,14 +10,17 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rnnstream.errors import CheckpointError
+from rnnstream.models.charlm import CharLM, CharLMConfig
 from rnnstream.models.recurrent_net import RecurrentNet, RecurrentNetConfig
 
-__all__ = ["count_parameters", "load_checkpoint", "save_checkpoint"]
+__all__ = ["count_parameters", "load_checkpoint", "read_checkpoint_extra", "save_checkpoint"]
 
 _MODEL_KEY = "rnnstream.model"
 _CONFIG_KEY = "rnnstream.config"
+_EXTRA_KEY = "rnnstream.extra"
 MODEL_CLASSES: dict[str, tuple[type[nn.Module], type]] = {
     "RecurrentNet": (RecurrentNet, RecurrentNetConfig),
+    "CharLM": (CharLM, CharLMConfig),
 }
 
 
@@ -28,7 +31,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, extra: dict | None = Non
         raise CheckpointError(f"{name} is not a known rnnstream model: {sorted(MODEL_CLASSES)}")
     metadata = {_MODEL_KEY: name, _CONFIG_KEY: model.config.to_json()}
     if extra:
-        metadata["rnnstream.extra"] = json.dumps(extra)
+        metadata[_EXTRA_KEY] = json.dumps(extra)
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata=metadata)
@@ -57,6 +60,16 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     except (KeyError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: weights do not match the config: {e}") from e
     return model.eval()
+
+
+def read_checkpoint_extra(path: str | Path) -> dict:
+    """The ``extra`` dict saved with a checkpoint (e.g. training progress); ``{}`` if none."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+    except (SafetensorError, ValueError, OSError) as e:
+        raise CheckpointError(f"{path} is not a safetensors checkpoint ({e})") from e
+    return json.loads(metadata.get(_EXTRA_KEY, "{}"))
 
 
 def count_parameters(model: nn.Module) -> int:
