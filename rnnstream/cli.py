@@ -812,3 +812,7 @@ def generate(
             f" over {parity['steps']} steps x batch {parity['batch']}",
             err=True,
         )
+
+
+if __name__ == "__main__":
+    main()

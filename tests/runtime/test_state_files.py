@@ -1,0 +1,83 @@
+"""State snapshots on disk, the optimised-graph cache, and Ctrl-C in the streaming CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import rnnstream
+from rnnstream.export import export
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    d = tmp_path_factory.mktemp("state")
+    torch.manual_seed(0)
+    export(torch.nn.LSTM(3, 5, 2, batch_first=True), d / "lstm.onnx", parity_steps=50)
+    export(torch.nn.GRU(3, 5, 2, batch_first=True), d / "gru.onnx", parity_steps=50)
+    return d
+
+
+def test_save_and_load_state_resumes_the_stream(paths, tmp_path):
+    model = rnnstream.load(paths / "lstm.onnx")
+    xs = np.random.default_rng(0).standard_normal((20, 3)).astype(np.float32)
+    s = model.stream()
+    s.feed(xs[:10])
+    s.save_state(tmp_path / "snap.npz")
+    expected = s.feed(xs[10:])
+    resumed = model.stream()
+    resumed.load_state(tmp_path / "snap.npz")
+    np.testing.assert_array_equal(resumed.feed(xs[10:]), expected)
+
+
+def test_state_from_another_model_is_refused_and_changes_nothing(paths, tmp_path):
+    gru = rnnstream.load(paths / "gru.onnx").stream()
+    gru.step(np.ones(3, dtype=np.float32))
+    gru.save_state(tmp_path / "gru.npz")
+    lstm = rnnstream.load(paths / "lstm.onnx").stream()
+    lstm.step(np.ones(3, dtype=np.float32))
+    before = lstm.state
+    with pytest.raises(rnnstream.InputError, match="saved from a model with other states"):
+        lstm.load_state(tmp_path / "gru.npz")
+    np.save(tmp_path / "junk.npy", np.zeros(3))
+    with pytest.raises(rnnstream.InputError, match="cannot read state file"):
+        lstm.load_state(tmp_path / "junk.npy.missing")
+    for name, value in lstm.state.items():
+        np.testing.assert_array_equal(value, before[name])
+
+
+def test_optimized_cache_is_written_and_loads(paths, tmp_path):
+    cache = tmp_path / "lstm.opt.onnx"
+    first = rnnstream.load(paths / "lstm.onnx", optimized_cache=cache)
+    assert cache.is_file() and cache.stat().st_size > 0
+    x = np.ones(3, dtype=np.float32)
+    again = rnnstream.load(cache)  # the cached graph keeps the signature
+    np.testing.assert_allclose(again.stream().step(x), first.stream().step(x), atol=1e-6)
+
+
+def test_ctrl_c_ends_the_stream_cleanly(paths):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnstream.cli", "-q", "stream", str(paths / "lstm.onnx"), "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    proc.stdin.write("[1, 2, 3]\n")
+    proc.stdin.flush()
+    first = proc.stdout.readline()  # printed as soon as computed, before more input
+    assert '"t": 0' in first
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "interrupted after 1 steps" in err
+    assert "Traceback" not in err
