@@ -64,6 +64,8 @@ def load_checkpoint(path: str | Path) -> nn.Module:
 
 def read_checkpoint_extra(path: str | Path) -> dict:
     """The ``extra`` dict saved with a checkpoint (e.g. training progress); ``{}`` if none."""
+    if not Path(path).is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
