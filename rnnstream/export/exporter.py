@@ -218,6 +218,7 @@ def export(
     was_training = model.training
     model.eval()
     try:
+        _check_exportable(model)
         inputs = infer_input(model, example, batch_first)
         log.info("tracing %s and building the ONNX graph", type(model).__name__)
         proto = to_onnx(

@@ -14,21 +14,29 @@ __all__ = ["measure_parity", "torch_reference"]
 
 
 def torch_reference(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One full-sequence forward from the zero state: the output and every final state."""
-    finals: list[np.ndarray] = []
+    """One full-sequence forward from the zero state: the output and every final state.
 
-    def keep_final(_module: nn.Module, _args: object, out: tuple) -> None:
-        state = out[1] if isinstance(out[1], tuple) else (out[1],)
-        finals.extend(t.detach().numpy() for t in state)
+    Final states come in :func:`find_recurrent` order (the order of the signature's states),
+    whatever order the modules run in.
+    """
+    finals: dict[str, list[np.ndarray]] = {}
 
-    hooks = [m.register_forward_hook(keep_final) for _, m in find_recurrent(model)]
+    def keeper(name: str):
+        def keep_final(_module: nn.Module, _args: object, out: tuple) -> None:
+            state = out[1] if isinstance(out[1], tuple) else (out[1],)
+            finals[name] = [t.detach().numpy() for t in state]
+
+        return keep_final
+
+    recurrent = find_recurrent(model)
+    hooks = [m.register_forward_hook(keeper(name)) for name, m in recurrent]
     try:
         with torch.no_grad():
             y = primary_output(model(x)).numpy()
     finally:
         for h in hooks:
             h.remove()
-    return y, finals
+    return y, [t for name, _ in recurrent for t in finals.get(name, [])]
 
 
 def _errors(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:

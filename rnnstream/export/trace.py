@@ -73,6 +73,12 @@ class RecurrentPlaceholder(nn.Module):
                 f"{self.key or 'the recurrent layer'} got a {x.dim()}-D input; only batched 3-D "
                 "input exports (unbatched input has no batch axis to stream over)"
             )
+        if x.shape[-1] != spec.input_size:
+            raise ExportError(
+                f"{self.key or 'the recurrent layer'} expects {spec.input_size} input features "
+                f"but was traced with {x.shape[-1]}: the example input was guessed wrong; pass "
+                "example= (a tensor shaped like the model's real input)"
+            )
         batch = x.shape[0] if spec.batch_first else x.shape[1]
         rows = spec.num_layers * spec.dirs
         shapes = [

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from rnnstream.errors import InputError, ModelFileError
+from rnnstream.errors import InputError, ModelFileError, SignatureError
 from rnnstream.runtime.discover import discover_signature, numpy_dtype
 from rnnstream.runtime.layout import InputLayout, OutputLayout
 from rnnstream.runtime.pool import StreamPool
@@ -146,6 +146,9 @@ def load(
     if METADATA_KEY in meta and not state_map:
         signature = Signature.from_json(meta[METADATA_KEY])
     else:
-        signature = discover_signature(session, state_map, constants)
+        try:
+            signature = discover_signature(session, state_map, constants)
+        except SignatureError as e:
+            raise SignatureError(f"{name}: {e}") from e
         log.info("%s: no rnnstream signature; found state pairs %s", name, signature.source)
     return Model(session, signature, name, _constants(session, constants or {}))
