@@ -40,6 +40,10 @@ class BenchResult:
             ("stream.step", "ort.iobinding (ping-pong)"),
             ("torch eager (best)", "stream.step"),
         ] + [(f"pool x{n}", f"ort.run batch {n}") for n in (1, 8, 64)]
+        pairs += [
+            ("pool x64 join+leave", "ort.run batch 64"),
+            ("pool x64 join+leave, ~3 rest", "ort.run batch 64"),
+        ]
         out = {}
         for a, b in pairs:
             r = self.ratio(a, b)
@@ -140,6 +144,23 @@ def _iobinding(model: Model, x: np.ndarray) -> Timed:
     return step
 
 
+def _churning_pool(
+    model: Model, frame: np.ndarray, n: int, skip: int, rng: np.random.Generator
+) -> Timed:
+    """A pool of ``n`` streams where each tick one stream leaves and one joins, and all but
+    ``skip`` of them step (a gather/scatter tick); timed per stream-step."""
+    pool = model.pool()
+    ids = [pool.open() for _ in range(n)]
+
+    def step() -> None:
+        pool.close(ids.pop(int(rng.integers(len(ids)))))
+        ids.append(pool.open())
+        resting = set(rng.permutation(n)[:skip].tolist())
+        pool.step({stream: frame for i, stream in enumerate(ids) if i not in resting})
+
+    return step
+
+
 def _torch_eager(module: object, x: np.ndarray, mkldnn: bool) -> Timed:
     """PyTorch stepping ``module`` (``forward(x, state) -> (y, state)``), state carried."""
     import torch
@@ -189,6 +210,12 @@ def run_benchmark(
                 _torch_eager(torch_module, _frame(model, n, rng), False),
                 n,
             )
+    if 64 in pool_sizes:
+        methods["pool x64 join+leave"] = (_churning_pool(model, caller_frame, 64, 0, rng), 64)
+        methods["pool x64 join+leave, ~3 rest"] = (
+            _churning_pool(model, caller_frame, 64, 3, rng),
+            61,
+        )
     rows = _measure(methods, steps, rounds)
     torch_rows = [k for k in rows if k.startswith("torch eager (")]
     if torch_rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from typing import TYPE_CHECKING
 
@@ -20,9 +21,10 @@ __all__ = ["StreamPool"]
 class StreamPool:
     """Independent streams that share one batched run per :meth:`step`.
 
-    The states of all open streams live in one array per state, one batch row per stream, in
-    opening order. A tick where every open stream steps feeds those arrays as they are; a tick
-    with a subset gathers its rows and scatters the results back, leaving the others untouched.
+    The states of all streams live in one array per state, one batch row per stream. A closed
+    stream's row becomes a hole that the next :meth:`open` reuses, so streams joining and leaving
+    copy no state. A tick where every row steps feeds the arrays as they are; any other tick
+    gathers the stepping rows and scatters the results back, leaving the other rows untouched.
     """
 
     def __init__(self, model: Model, check_finite: bool = True) -> None:
@@ -33,16 +35,16 @@ class StreamPool:
         self.model = model
         self._input = InputLayout(sig.input, check_finite, sig.num_tokens)
         self._output = OutputLayout(sig.outputs[0])
-        self._in_axis = sig.input.batch_axis
-        self._state_specs = sig.states
+        self._specs = sig.states
         self._n_out = len(sig.outputs)
         self._ids = itertools.count()
-        self._rows: dict[int, int] = {}  # stream id -> row in the state arrays
-        self._order: list[int] = []  # stream ids by row
+        self._rows: dict[int, int] = {}  # stream id -> its row in the state arrays
+        self._holes: list[int] = []  # rows of closed streams (a heap: lowest reused first)
+        self._all_rows: list[int] = []  # [0, 1, ..., capacity-1]
         self._states = model.zero_state(0)
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._rows)
 
     def __contains__(self, stream_id: int) -> bool:
         return stream_id in self._rows
@@ -50,42 +52,37 @@ class StreamPool:
     def open(self) -> int:
         """Open a new stream at the zero state; returns its id."""
         stream_id = next(self._ids)
-        zero = self.model.zero_state(1)
-        for spec in self._state_specs:
-            name = spec.input
-            self._states[name] = np.concatenate(
-                [self._states[name], zero[name]], axis=spec.batch_axis
-            )
-        self._rows[stream_id] = len(self._order)
-        self._order.append(stream_id)
+        if self._holes:
+            row = heapq.heappop(self._holes)
+            self._zero_row(row)
+        else:
+            row = len(self._all_rows)
+            zero = self.model.zero_state(1)
+            for spec in self._specs:
+                self._states[spec.input] = np.concatenate(
+                    [self._states[spec.input], zero[spec.input]], axis=spec.batch_axis
+                )
+            self._all_rows.append(row)
+        self._rows[stream_id] = row
         return stream_id
 
     def close(self, stream_id: int) -> None:
         """Close a stream and forget its state."""
-        row = self._row(stream_id)
-        for spec in self._state_specs:
-            self._states[spec.input] = np.delete(
-                self._states[spec.input], row, axis=spec.batch_axis
-            )
+        heapq.heappush(self._holes, self._row(stream_id))
         del self._rows[stream_id]
-        self._order.pop(row)
-        for moved in self._order[row:]:
-            self._rows[moved] -= 1
+        if len(self._holes) > max(8, len(self._rows)):
+            self._compact()
 
     def reset(self, stream_id: int) -> None:
         """Put one stream back to the zero state."""
-        row = self._row(stream_id)
-        for spec in self._state_specs:
-            index = [slice(None)] * len(spec.shape)
-            index[spec.batch_axis] = row
-            self._states[spec.input][tuple(index)] = 0
+        self._zero_row(self._row(stream_id))
 
     def state(self, stream_id: int) -> dict[str, np.ndarray]:
         """A copy of one stream's state, shaped as a single stream's."""
         row = self._row(stream_id)
         return {
             spec.input: np.take(self._states[spec.input], [row], axis=spec.batch_axis)
-            for spec in self._state_specs
+            for spec in self._specs
         }
 
     def step(self, inputs: dict[int, object]) -> dict[int, np.ndarray]:
@@ -96,36 +93,63 @@ class StreamPool:
         """
         if not inputs:
             return {}
-        ids = sorted(inputs, key=self._row)
-        rows = [self._rows[i] for i in ids]
-        frames = []
-        for stream_id in ids:
-            try:
-                frames.append(self._input.convert(inputs[stream_id], 1, True, time=False))
-            except InputError as e:
-                raise InputError(f"stream {stream_id}: {e}") from e
-        x = np.concatenate(frames, axis=self._in_axis) if len(frames) > 1 else frames[0]
-        everyone = rows == list(range(len(self._order)))
+        ids = list(inputs)
+        rows = [self._row(i) for i in ids]
+        everyone = len(rows) == len(self._all_rows)
+        if everyone and rows != self._all_rows:
+            ids.sort(key=self._rows.__getitem__)
+            rows = self._all_rows
+        x = self._batch_input(ids, inputs)
         feeds = {self._input.name: x, **self.model.constants}
-        for spec in self._state_specs:
+        for spec in self._specs:
             state = self._states[spec.input]
             feeds[spec.input] = state if everyone else np.take(state, rows, axis=spec.batch_axis)
         try:
             results = self.model.session.run(self.model.output_names, feeds)
         except Exception as e:  # onnxruntime's own error types; no state has changed
             raise run_error(self.model, e) from e
-        for spec, new in zip(self._state_specs, results[self._n_out :]):
+        for spec, new in zip(self._specs, results[self._n_out :]):
             if everyone:
                 self._states[spec.input] = new
             else:
-                index = [slice(None)] * new.ndim
-                index[spec.batch_axis] = rows
-                self._states[spec.input][tuple(index)] = new
+                self._states[spec.input][_index(new.ndim, spec.batch_axis, rows)] = new
         y = self._output.convert(results[0], single=False, step=True)
         return dict(zip(ids, y))
+
+    def _batch_input(self, ids: list[int], inputs: dict[int, object]) -> np.ndarray:
+        """The frames of ``ids`` as one model input; a bad frame is named by its stream."""
+        try:
+            return self._input.convert_step(np.stack([inputs[i] for i in ids]), len(ids), False)
+        except (InputError, ValueError, TypeError):
+            for stream_id in ids:  # find the culprit
+                try:
+                    self._input.convert_step(inputs[stream_id], 1, True)
+                except InputError as e:
+                    raise InputError(f"stream {stream_id}: {e}") from e
+            raise
+
+    def _zero_row(self, row: int) -> None:
+        for spec in self._specs:
+            self._states[spec.input][_index(len(spec.shape), spec.batch_axis, row)] = 0
+
+    def _compact(self) -> None:
+        """Drop the holes: live rows move to the front, in row order."""
+        live = sorted(self._rows.items(), key=lambda item: item[1])
+        keep = [row for _, row in live]
+        for spec in self._specs:
+            self._states[spec.input] = np.take(self._states[spec.input], keep, spec.batch_axis)
+        self._rows = {stream_id: new for new, (stream_id, _) in enumerate(live)}
+        self._holes = []
+        self._all_rows = list(range(len(keep)))
 
     def _row(self, stream_id: int) -> int:
         try:
             return self._rows[stream_id]
         except KeyError:
             raise InputError(f"stream {stream_id} is not open in this pool") from None
+
+
+def _index(ndim: int, axis: int, rows: int | list[int]) -> tuple:
+    index: list[object] = [slice(None)] * ndim
+    index[axis] = rows
+    return tuple(index)
