@@ -91,14 +91,15 @@ class Model:
         return f"Model({self.name!r}, kind={self.signature.kind!r})"
 
 
-def _read(source: str | os.PathLike | bytes) -> tuple[bytes, str]:
+def _source(source: str | os.PathLike | bytes) -> tuple[str | bytes, str]:
+    """What onnxruntime opens (a path, so external data resolves in its folder) and a name."""
     if isinstance(source, bytes):
         return source, "<bytes>"
     path = Path(source)
-    try:
-        return path.read_bytes(), str(path)
-    except OSError as e:
-        raise ModelFileError(f"cannot read model file {path}: {e.strerror}") from e
+    if not path.is_file():
+        reason = "is a directory" if path.is_dir() else "does not exist"
+        raise ModelFileError(f"cannot read model file {path}: it {reason}")
+    return str(path), str(path)
 
 
 def _constants(
@@ -130,14 +131,15 @@ def load(
     The signature comes from the file's rnnstream metadata when present; otherwise state pairs
     are found from names and shapes, or taken from ``state_map`` (``{"state": "stateN"}``).
     ``constants`` pins extra inputs (``{"sr": 16000}``). ``optimized_cache`` names a file where
-    onnxruntime saves the optimised graph. The file is read as bytes, so external-data references
-    (paths outside the model) are never followed.
+    onnxruntime saves the optimised graph. Weights stored as external data load from the model's
+    folder; a reference that leaves the folder is refused (onnxruntime >= 1.25 validates the
+    paths, for files and for bytes alike).
     """
-    model_bytes, name = _read(source)
+    model_source, name = _source(source)
     opts = session_options(threads, str(optimized_cache) if optimized_cache else None)
     try:
         session = ort.InferenceSession(
-            model_bytes, opts, providers=providers or ["CPUExecutionProvider"]
+            model_source, opts, providers=providers or ["CPUExecutionProvider"]
         )
     except Exception as e:  # onnxruntime raises its own untyped errors for bad files
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

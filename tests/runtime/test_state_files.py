@@ -81,3 +81,42 @@ def test_ctrl_c_ends_the_stream_cleanly(paths):
     assert proc.returncode == 130
     assert "interrupted after 1 steps" in err
     assert "Traceback" not in err
+
+
+def _external_data_model(folder, location: str):
+    """A one-MatMul model whose weight lives in an external file named ``location``."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    folder.mkdir(parents=True, exist_ok=True)
+    weight = numpy_helper.from_array(np.eye(4, dtype=np.float32), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [weight],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = folder / "m.onnx"
+    onnx.save(model, path, save_as_external_data=True, location="w.bin", size_threshold=0)
+    if location != "w.bin":
+        proto = onnx.load(path, load_external_data=False)
+        for entry in proto.graph.initializer[0].external_data:
+            if entry.key == "location":
+                entry.value = location
+        onnx.save(proto, path)
+    return path
+
+
+def test_external_data_outside_the_model_folder_is_refused(tmp_path):
+    inside = _external_data_model(tmp_path / "ok", "w.bin")
+    with pytest.raises(rnnstream.SignatureError, match="no state pairs"):
+        rnnstream.load(inside)  # the weights load; it just isn't stateful
+    (tmp_path / "secret.bin").write_bytes((tmp_path / "ok" / "w.bin").read_bytes())
+    escaping = _external_data_model(tmp_path / "bad", "../secret.bin")
+    with pytest.raises(rnnstream.ModelFileError, match="escapes"):
+        rnnstream.load(escaping)
+    with pytest.raises(rnnstream.ModelFileError, match="escapes"):
+        rnnstream.load(escaping.read_bytes())
