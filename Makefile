@@ -27,6 +27,17 @@ test: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q
 
+# The torch-free runtime on aarch64 under qemu user-mode emulation (needs root and a Debian host):
+# the first run installs qemu-user-static, binfmt-support and debootstrap and caches an aarch64
+# Debian root in .arm/ (a few minutes); every run exports the models here, streams them there
+# and prints the parity table (arm/test.sh, tests/arm/).
+.PHONY: test-arm clean-arm
+test-arm: $(STAMP)
+	bash arm/test.sh
+
+clean-arm:
+	rm -rf --one-file-system .arm
+
 lint:
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
