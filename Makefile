@@ -38,6 +38,17 @@ test-arm: $(STAMP)
 clean-arm:
 	rm -rf --one-file-system .arm
 
+# Retrain and re-export the demo model shipped in rnnstream/assets (about 40 minutes on one core).
+.PHONY: demo-model
+demo-model: $(STAMP)
+	@mkdir -p build
+	$(BIN)/rnnstream train charlm --data stdlib --cell lstm --layers 2 --hidden 256 --embed 64 \
+		--batch 32 --seq-len 128 --steps 6000 --lr 0.002 --min-lr 0.1 --clip 1.0 \
+		--eval-every 1500 --seed 0 --threads 1 -o build/charlm-stdlib.safetensors
+	cp build/charlm-stdlib.safetensors rnnstream/assets/charlm-stdlib.safetensors
+	$(BIN)/rnnstream export rnnstream/assets/charlm-stdlib.safetensors \
+		-o rnnstream/assets/charlm-stdlib.onnx
+
 lint:
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
