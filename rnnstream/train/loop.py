@@ -128,7 +128,8 @@ def train(
     Each step accumulates the gradients of ``config.accumulate`` batches, clips their norm to
     ``config.clip`` and takes one Adam step. With ``checkpoint`` the model and training state are
     saved every ``config.save_every`` steps and at the end; ``resume=True`` restores them (the
-    model's weights must already be loaded from ``checkpoint``) and continues.
+    model's weights must already be loaded from ``checkpoint``) and continues. The model is left
+    in eval mode.
     """
     checkpoint = Path(checkpoint) if checkpoint is not None else None
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
