@@ -16,7 +16,7 @@ import onnxruntime as ort
 
 from rnnstream.runtime import Model
 
-__all__ = ["BenchResult", "run_benchmark"]
+__all__ = ["BenchResult", "measure", "run_benchmark"]
 
 Timed = Callable[[], object]
 
@@ -68,7 +68,7 @@ class BenchResult:
         return "\n".join(lines)
 
 
-def _measure(methods: dict[str, tuple[Timed, int]], steps: int, rounds: int) -> dict:
+def measure(methods: dict[str, tuple[Timed, int]], steps: int, rounds: int) -> dict:
     """Time each method ``steps`` calls per round, rounds interleaved; per-stream-step stats."""
     samples: dict[str, list[float]] = {name: [] for name in methods}
     for fn, _ in methods.values():  # warm-up
@@ -216,7 +216,7 @@ def run_benchmark(
             _churning_pool(model, caller_frame, 64, 3, rng),
             61,
         )
-    rows = _measure(methods, steps, rounds)
+    rows = measure(methods, steps, rounds)
     torch_rows = [k for k in rows if k.startswith("torch eager (")]
     if torch_rows:
         rows["torch eager (best)"] = min(

@@ -14,13 +14,16 @@ from torch import nn
 
 from rnnstream.errors import ExportError, ParityError
 from rnnstream.export.layers import RecurrentSpec
-from rnnstream.export.parity import measure_parity
+from rnnstream.export.parity import measure_parity, within
+from rnnstream.export.quality import EVAL_TOKENS, task_quality
+from rnnstream.export.quantize import quantize
 from rnnstream.export.splice import splice_recurrent
+from rnnstream.export.tolerance import Tolerance, tolerance_for
 from rnnstream.export.trace import StateNames, find_recurrent, state_names, trace
 from rnnstream.graphcost import graph_cost
-from rnnstream.runtime import METADATA_KEY, Signature, StateSpec, TensorSpec, load
+from rnnstream.runtime import METADATA_KEY, Model, Signature, StateSpec, TensorSpec, load
 
-__all__ = ["ExportReport", "InputSpec", "export", "to_onnx", "verify"]
+__all__ = ["ExportReport", "InputSpec", "export", "quantize_file", "to_onnx", "verify"]
 
 log = logging.getLogger(__name__)
 
@@ -203,17 +206,27 @@ def export(
     parity_steps: int = 1000,
     parity_batch: int = 2,
     parity_chunk: int = 16,
-    atol: float = 1e-5,
+    atol: float | None = None,
     seed: int = 0,
+    precision: str = "float32",
+    eval_data: str = "stdlib",
+    eval_tokens: int = EVAL_TOKENS,
 ) -> ExportReport:
     """Export ``model`` to ``path`` as a streamable ONNX model and prove parity with PyTorch.
 
     The model's recurrent state becomes graph inputs/outputs (``h0``/``c0`` → ``hn``/``cn``), batch
     and time are dynamic, and the signature (with the parity record) is stored in the file. Parity
     steps the ONNX model ``parity_steps`` times over ``parity_batch`` random sequences, and in
-    chunks of ``parity_chunk``, against one PyTorch forward. Raises :class:`ParityError` (nothing
-    is written) when the largest absolute error exceeds ``atol``.
+    chunks of ``parity_chunk``, against one PyTorch forward. ``precision`` ``"int8"`` or
+    ``"float16"`` writes a quantised model (see :func:`rnnstream.export.quantize`), whose parity
+    record also scores the task metric (bits per character for a char LM, on the first
+    ``eval_tokens`` tokens of ``eval_data``'s validation text) next to PyTorch's. Raises
+    :class:`ParityError` (nothing is written) when the errors exceed the precision's tolerance
+    (:data:`~rnnstream.export.tolerance.TOLERANCES`; ``atol`` overrides its absolute part).
     """
+    tolerance = tolerance_for(precision)
+    if atol is not None:
+        tolerance = replace(tolerance, atol=atol)
     start = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -224,12 +237,12 @@ def export(
         proto = to_onnx(
             model, inputs, kind=kind, output_name=output_name, vocab=vocab, bos=bos, eos=eos
         )
+        if precision != "float32":
+            log.info("converting to %s", precision)
+            proto = quantize(proto, precision)
         runtime_model = load(proto.SerializeToString())
         x = inputs.sample(parity_batch, parity_steps, seed)
-        log.info(
-            "parity: %d steps x batch %d, step by step and in chunks", parity_steps, parity_batch
-        )
-        parity = measure_parity(model, runtime_model, x, parity_chunk, atol)
+        parity = _measure(model, runtime_model, x, parity_chunk, tolerance, eval_data, eval_tokens)
     finally:
         model.train(was_training)
     if not parity["passed"]:
@@ -255,31 +268,29 @@ def verify(
 ) -> dict:
     """Re-measure the parity of an exported file against ``model``; returns the report.
 
-    ``atol`` defaults to the tolerance recorded at export. Raises :class:`ParityError` when the
-    model and the file disagree beyond it.
+    The tolerance is the one recorded at export for the file's precision, else that precision's
+    entry in :data:`~rnnstream.export.tolerance.TOLERANCES`; ``atol`` overrides its absolute
+    part. A lower-precision file's task metric is re-measured on the recorded validation data.
+    Raises :class:`ParityError` when the model and the file disagree beyond the tolerance.
     """
     runtime_model = load(onnx_path)
     sig = runtime_model.signature
-    if atol is None:
-        atol = (sig.parity or {}).get("atol", 1e-5)
-    spec = sig.input
-    feature_shape = tuple(spec.shape[2:])  # batch and time are the first two axes
-    token_range = None
-    if np.dtype(spec.dtype).kind in "iu":
-        embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
-        token_range = embeddings[0].num_embeddings if embeddings else len(sig.vocab or "")
-        if not token_range:
-            raise ExportError(
-                f"{onnx_path} takes token ids but neither side gives a vocabulary size"
-            )
-    dtype = torch.float32 if token_range is None else torch.int64
-    inputs = InputSpec(dtype, feature_shape, spec.batch_axis == 0, token_range)
+    tolerance = tolerance_for(sig.precision, sig.parity)
+    if atol is not None:
+        tolerance = replace(tolerance, atol=atol)
+    inputs = _inputs_of(sig, model, str(onnx_path))
+    task = (sig.parity or {}).get("task") or {}
     was_training = model.training
     model.eval()
     try:
-        log.info("parity: %d steps x batch %d against %s", steps, batch, onnx_path)
-        parity = measure_parity(
-            model, runtime_model, inputs.sample(batch, steps, seed), chunk, atol
+        parity = _measure(
+            model,
+            runtime_model,
+            inputs.sample(batch, steps, seed),
+            chunk,
+            tolerance,
+            task.get("data", "stdlib"),
+            task.get("tokens", EVAL_TOKENS),
         )
     finally:
         model.train(was_training)
@@ -288,17 +299,123 @@ def verify(
     return parity
 
 
+def quantize_file(
+    source: str | Path,
+    path: str | Path,
+    precision: str,
+    *,
+    against: nn.Module | None = None,
+    steps: int = 1000,
+    batch: int = 2,
+    chunk: int = 16,
+    atol: float | None = None,
+    seed: int = 0,
+    eval_data: str = "stdlib",
+    eval_tokens: int = EVAL_TOKENS,
+) -> ExportReport:
+    """Write ``source`` (a float32 rnnstream export) at ``precision`` to ``path``, with parity.
+
+    Parity and the task metric are measured against ``against`` (the PyTorch model) when given,
+    else against the float32 source file itself, whose own parity with PyTorch is kept in the
+    record (``reference_parity``). Raises :class:`ParityError` (nothing is written) beyond the
+    precision's tolerance.
+    """
+    start = time.perf_counter()
+    tolerance = tolerance_for(precision)
+    if atol is not None:
+        tolerance = replace(tolerance, atol=atol)
+    source_model = load(source)
+    proto = quantize(source, precision)
+    runtime_model = load(proto.SerializeToString())
+    sig = runtime_model.signature
+    reference: nn.Module | Model = source_model if against is None else against
+    x = _inputs_of(sig, against, str(source)).sample(batch, steps, seed)
+    was_training = against is not None and against.training
+    if against is not None:
+        against.eval()
+    try:
+        parity = _measure(reference, runtime_model, x, chunk, tolerance, eval_data, eval_tokens)
+    finally:
+        if was_training:
+            against.train()
+    source_parity = source_model.signature.parity
+    if against is None and source_parity:
+        parity["reference_parity"] = {
+            k: source_parity[k] for k in ("max_abs_err", "max_rel_err", "atol", "steps", "passed")
+        }
+    if not parity["passed"]:
+        raise ParityError(parity_failure_message(parity), parity)
+    signature = sig.with_parity(parity)
+    _set_signature(proto, signature)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = proto.SerializeToString()
+    path.write_bytes(data)
+    return ExportReport(str(path), signature, time.perf_counter() - start, len(data))
+
+
+def _inputs_of(sig: Signature, model: nn.Module | None, name: str) -> InputSpec:
+    """The input of a file's model, from its signature (and the PyTorch model's embedding)."""
+    spec = sig.input
+    feature_shape = tuple(spec.shape[2:])  # batch and time are the first two axes
+    token_range = None
+    if np.dtype(spec.dtype).kind in "iu":
+        embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)] if model else []
+        token_range = (
+            embeddings[0].num_embeddings if embeddings else sig.num_tokens or len(sig.vocab or "")
+        )
+        if not token_range:
+            raise ExportError(f"{name} takes token ids but nothing gives a vocabulary size")
+    dtype = torch.float32 if token_range is None else torch.int64
+    return InputSpec(dtype, feature_shape, spec.batch_axis == 0, token_range)
+
+
+def _measure(
+    reference: nn.Module | Model,
+    runtime_model: Model,
+    x: torch.Tensor,
+    chunk: int,
+    tolerance: Tolerance,
+    eval_data: str,
+    eval_tokens: int,
+) -> dict:
+    """The parity record: errors against ``reference`` and, below float32, the task metric."""
+    precision = runtime_model.signature.precision
+    log.info("parity (%s): a %s stream, step by step and in chunks", precision, list(x.shape))
+    parity = measure_parity(reference, runtime_model, x, chunk, tolerance.atol, tolerance.rtol)
+    parity["precision"] = precision
+    if precision != "float32":
+        log.info("task metric on %s validation text (%d tokens)", eval_data, eval_tokens)
+        task = task_quality(
+            reference, runtime_model, eval_data, eval_tokens, tolerance.max_bpc_increase
+        )
+        if task is not None:
+            parity["task"] = task
+            parity["passed"] = parity["passed"] and task["passed"]
+    return parity
+
+
 def parity_failure_message(parity: dict) -> str:
     """A one-paragraph account of which tensors missed the tolerance and by how much."""
     worst = []
+    rtol = parity.get("rtol", 0.0)
     for mode in ("step", "chunk", "sequence"):
         for tensor, err in parity.get(mode, {}).items():
-            if err["max_abs_err"] > parity["atol"]:
+            if not within(err, parity["atol"], rtol):
                 worst.append(
                     f"{tensor} ({mode}): max abs err {err['max_abs_err']:.3g}, "
                     f"max rel err {err['max_rel_err']:.3g}"
                 )
+    task = parity.get("task")
+    if task and not task["passed"]:
+        worst.append(
+            f"{task['metric']} {task['value']:.4f} vs {task['reference']:.4f} "
+            f"(+{task['increase']:.4f} > {task['max_increase']:g})"
+        )
+    limits = f"atol={parity['atol']:g}" + (f", rtol={rtol:g}" if rtol else "")
+    reference = "PyTorch" if parity.get("reference", "pytorch") == "pytorch" else "its reference"
     return (
-        f"parity failed: the ONNX model differs from PyTorch beyond atol={parity['atol']:g} over "
-        f"{parity['steps']} steps x batch {parity['batch']}: " + "; ".join(worst)
+        f"parity failed: the {parity.get('precision', 'float32')} ONNX model differs from "
+        f"{reference} beyond {limits} over {parity['steps']} steps x batch {parity['batch']}: "
+        + "; ".join(worst)
     )

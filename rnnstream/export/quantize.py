@@ -1,0 +1,164 @@
+"""Lower-precision versions of an exported model: dynamic int8 and float16 weights.
+
+``quantize`` converts the graph and carries the signature over with ``precision`` set; the parity
+of the result is measured by :func:`rnnstream.export.quantize_file` or ``export(precision=...)``.
+
+* ``int8``: onnxruntime's dynamic quantisation. Weights are stored as int8 (per output channel),
+  activations are quantised to uint8 on the fly at each run. LSTM operators become
+  ``DynamicQuantizeLSTM``; GRU and RNN operators, which onnxruntime does not quantise, are first
+  rewritten as a Scan over MatMuls (:mod:`rnnstream.export.scan_cells`) whose weights quantise like
+  the linear layers'.
+* ``float16``: every float initializer is stored as float16 and cast back to float32 where the
+  graph reads it. onnxruntime folds the casts when it loads the model, so the file is half the
+  size while every operator computes in float32: onnxruntime's CPU provider has no float16 kernels
+  for MatMul, Gemm, LSTM, GRU, RNN or the elementwise operators on x86-64 and would insert casts
+  around each of them at every step instead. Inputs, outputs and states stay float32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+from google.protobuf.message import DecodeError
+from onnx import TensorProto, helper, numpy_helper
+
+from rnnstream.errors import ExportError
+from rnnstream.export.scan_cells import rewrite_as_scan
+from rnnstream.runtime import METADATA_KEY, Signature
+
+__all__ = ["PRECISIONS", "quantize"]
+
+PRECISIONS = ("float32", "float16", "int8")
+_FP16_MAX = float(np.finfo(np.float16).max)
+
+
+def quantize(source: str | Path | bytes | onnx.ModelProto, precision: str) -> onnx.ModelProto:
+    """``source`` (a float32 model exported by rnnstream) converted to ``precision``.
+
+    ``precision`` is ``"int8"`` or ``"float16"``. The signature and other metadata carry over with
+    the precision set and no parity record (parity is measured on the result, not inherited).
+    """
+    if precision not in PRECISIONS[1:]:
+        raise ExportError(f"precision must be one of {PRECISIONS[1:]}, got {precision!r}")
+    data = _read(source)
+    try:
+        model = onnx.load_from_string(data)
+    except DecodeError as e:
+        raise ExportError(f"{_name(source)} is not an ONNX model: {e}") from e
+    props = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in props:
+        raise ExportError("the model has no rnnstream signature: export it with rnnstream first")
+    signature = Signature.from_json(props[METADATA_KEY])
+    if signature.precision != "float32":
+        raise ExportError(f"the model is already {signature.precision}; start from float32")
+    if precision == "int8":
+        converted, details = _int8(model)
+    else:
+        converted, details = _float16(model)
+    details["onnxruntime"] = onnxruntime.__version__
+    details["float32_sha256"] = hashlib.sha256(data).hexdigest()
+    signature = replace(
+        signature,
+        precision=precision,
+        parity=None,
+        source={**signature.source, "quantization": details},
+    )
+    converted.producer_name = model.producer_name
+    props[METADATA_KEY] = signature.to_json()
+    del converted.metadata_props[:]
+    onnx.helper.set_model_props(converted, props)
+    try:
+        onnx.checker.check_model(converted)
+    except onnx.checker.ValidationError as e:
+        raise ExportError(f"the {precision} graph fails onnx's checker: {e}") from e
+    return converted
+
+
+def _name(source: str | Path | bytes | onnx.ModelProto) -> str:
+    return str(source) if isinstance(source, (str, Path)) else "the model"
+
+
+def _read(source: str | Path | bytes | onnx.ModelProto) -> bytes:
+    """The serialised model (a file's bytes as they are, so that their hash is the file's)."""
+    if isinstance(source, onnx.ModelProto):
+        return source.SerializeToString()
+    if isinstance(source, bytes):
+        return source
+    try:
+        return Path(source).read_bytes()
+    except OSError as e:
+        raise ExportError(f"cannot read the ONNX model {source}: {e.strerror}") from e
+
+
+@contextmanager
+def _root_logger_muted() -> Iterator[None]:
+    """onnxruntime.quantization advises on pre-processing through the root logger (and would
+    configure it): give the root logger a handler that drops the advice while it runs."""
+    root = logging.getLogger()
+    handler = logging.NullHandler()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def _int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    float_nodes = rewrite_as_scan(model)
+    with tempfile.TemporaryDirectory(prefix="rnnstream-int8-") as tmp, _root_logger_muted():
+        out = Path(tmp) / "int8.onnx"
+        quantize_dynamic(
+            model,
+            out,
+            op_types_to_quantize=["MatMul", "LSTM", "Gather"],
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            extra_options={"EnableSubgraph": True},
+        )
+        converted = onnx.load(str(out))
+    details = {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "weights": "int8, symmetric, per output channel",
+        "activations": "uint8, quantised at each run",
+        "float_recurrent_nodes": float_nodes,
+    }
+    return converted, details
+
+
+def _float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+    graph = model.graph
+    casts = []
+    for init in graph.initializer:
+        if init.data_type != TensorProto.FLOAT:
+            continue
+        value = numpy_helper.to_array(init)
+        if value.size and float(np.abs(value).max()) > _FP16_MAX:
+            raise ExportError(
+                f"initializer {init.name!r} has values beyond float16's range (±{_FP16_MAX:g})"
+            )
+        name = init.name
+        init.CopyFrom(numpy_helper.from_array(value.astype(np.float16), f"{name}/float16"))
+        casts.append(helper.make_node("Cast", [init.name], [name], to=TensorProto.FLOAT))
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    details = {
+        "method": "float16 initializers, cast to float32 when loaded",
+        "weights": "float16",
+        "compute": "float32",
+    }
+    return model, details
