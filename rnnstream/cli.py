@@ -33,6 +33,10 @@ class _Group(click.Group):
             raise click.ClickException(f"{type(e).__name__}: {e}") from e
 
 
+class _CliHandler(logging.StreamHandler):
+    """Progress messages of the command line (kept apart from handlers the caller installs)."""
+
+
 @click.group(cls=_Group)
 @click.version_option(package_name="rnnstream")
 @click.option("-q", "--quiet", is_flag=True, help="Only print results, no progress messages.")
@@ -46,9 +50,11 @@ def main(quiet: bool) -> None:
       rnnstream info model.onnx
       echo "hello" | rnnstream stream model.onnx -
     """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("[rnnstream] %(message)s"))
     logger = logging.getLogger("rnnstream")
+    for old in [h for h in logger.handlers if isinstance(h, _CliHandler)]:
+        logger.removeHandler(old)  # one handler, on this invocation's stderr
+    handler = _CliHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("[rnnstream] %(message)s"))
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
@@ -551,6 +557,8 @@ def stream(
 
     model = _load(model_path, threads, states, consts)
     s = model.stream()
+    if model.signature.bos is not None:
+        s.step(model.signature.bos)  # a language model starts from its begin-of-sequence token
     vocab = Vocabulary(model.signature.vocab) if model.signature.vocab else None
     if fmt == "npy" or (fmt == "auto" and source.endswith(".npy")):
         items: Any = iter(read_npy(source))

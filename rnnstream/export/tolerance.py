@@ -3,8 +3,13 @@
 A tensor (the output, or a final state) passes when its largest absolute error is within ``atol``
 or its largest error relative to the tensor's largest magnitude (``max_rel_err``) is within
 ``rtol``; a lower-precision model must also not lose more than ``max_bpc_increase`` bits per
-character on its validation text (models with a task metric). The float32 tolerance is absolute
-only and is never loosened: a float32 export computes what PyTorch computes, up to rounding.
+character on its validation text (models with a task metric).
+
+Float32 is held to rounding: 1e-5 absolute, or, for a tensor whose values are so large that 1e-5
+is below float32's resolution, 1e-6 of its largest magnitude (about 8 units in the last place).
+A trained LSTM's cell state reaches hundreds, where one float32 step is already 3e-5; its
+measured error there is 2e-7 relative (the demo model, seeds 0-5), while its outputs stay within
+1e-5 absolute.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ class Tolerance:
 # 0.00001. The limits leave 2-4x headroom on the errors; the bpc limits are what a user would
 # still call the same model (0.6% and 0.06% of the demo model's 1.6 bpc).
 TOLERANCES: dict[str, Tolerance] = {
-    "float32": Tolerance(atol=1e-5),
+    "float32": Tolerance(atol=1e-5, rtol=1e-6),
     "float16": Tolerance(atol=1e-5, rtol=5e-3, max_bpc_increase=0.001),
     "int8": Tolerance(atol=1e-5, rtol=0.15, max_bpc_increase=0.01),
 }
