@@ -9,12 +9,13 @@ standing in for BOS and EOS. That string is what the exported signature carries,
 
 from __future__ import annotations
 
-import json
 import string
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from rnnstream.models.common import JsonConfig, check_cell, make_recurrent
 
 __all__ = [
     "BOS",
@@ -27,7 +28,6 @@ __all__ = [
     "CharLMConfig",
 ]
 
-CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 BOS, EOS = 0, 1
 N_SPECIAL = 2  # token ids below this are special; chars[i] is token N_SPECIAL + i
 BOS_CHAR, EOS_CHAR = "\x02", "\x03"  # ASCII "start of text" / "end of text"
@@ -36,7 +36,7 @@ DEFAULT_CHARS = string.printable + FALLBACK_CHAR
 
 
 @dataclass(frozen=True)
-class CharLMConfig:
+class CharLMConfig(JsonConfig):
     """The architecture of a :class:`CharLM`; round-trips through JSON."""
 
     cell: str = "lstm"
@@ -48,8 +48,7 @@ class CharLMConfig:
     batch_first: bool = True
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        check_cell(self.cell)
         if not self.chars:
             raise ValueError("chars must not be empty")
         if len(set(self.chars)) != len(self.chars):
@@ -82,17 +81,6 @@ class CharLMConfig:
     def eos(self) -> int:
         return EOS
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> CharLMConfig:
-        data = json.loads(text)
-        unknown = set(data) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown config fields {sorted(unknown)}")
-        return cls(**data)
-
 
 class CharLM(nn.Module):
     """``forward(x, state=None) -> (logits, state)``: next-token logits for every position."""
@@ -102,19 +90,14 @@ class CharLM(nn.Module):
         self.config = config
         c = config
         self.embed = nn.Embedding(c.vocab_size, c.embed_size)
-        common = {
-            "input_size": c.embed_size,
-            "hidden_size": c.hidden_size,
-            "num_layers": c.num_layers,
-            "batch_first": c.batch_first,
-            "dropout": c.dropout if c.num_layers > 1 else 0.0,
-        }
-        if c.cell == "lstm":
-            self.rnn: nn.RNNBase = nn.LSTM(**common)
-        elif c.cell == "gru":
-            self.rnn = nn.GRU(**common)
-        else:
-            self.rnn = nn.RNN(**common, nonlinearity=c.cell.removeprefix("rnn_"))
+        self.rnn = make_recurrent(
+            c.cell,
+            c.embed_size,
+            c.hidden_size,
+            c.num_layers,
+            batch_first=c.batch_first,
+            dropout=c.dropout,
+        )
         self.head = nn.Linear(c.hidden_size, c.vocab_size)
 
     def forward(

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import string
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from rnnstream.models.common import JsonConfig, check_cell, make_recurrent
+
 __all__ = ["VOCABULARIES", "RecurrentNet", "RecurrentNetConfig"]
 
-CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
 VOCABULARIES = {"printable": string.printable}
 
 
 @dataclass(frozen=True)
-class RecurrentNetConfig:
+class RecurrentNetConfig(JsonConfig):
     """The architecture of a :class:`RecurrentNet`; round-trips through JSON."""
 
     cell: str = "lstm"
@@ -33,8 +33,7 @@ class RecurrentNetConfig:
     dropout: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        check_cell(self.cell)
         if self.proj_size and self.cell != "lstm":
             raise ValueError("proj_size is an LSTM option")
 
@@ -48,18 +47,6 @@ class RecurrentNetConfig:
             return self.output_size or None
         return len(self.vocab) if self.vocab else None
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> RecurrentNetConfig:
-        data = json.loads(text)
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown config fields {sorted(unknown)}")
-        return cls(**data)
-
 
 class RecurrentNet(nn.Module):
     """``forward(x, state=None) -> (y, state)`` with state in PyTorch's layout."""
@@ -70,21 +57,17 @@ class RecurrentNet(nn.Module):
         c = config
         self.embed = nn.Embedding(len(c.vocab), c.embed_size) if c.vocab else None
         rnn_input = c.embed_size if c.vocab else c.input_size
-        common = {
-            "input_size": rnn_input,
-            "hidden_size": c.hidden_size,
-            "num_layers": c.num_layers,
-            "bias": c.bias,
-            "batch_first": c.batch_first,
-            "dropout": c.dropout,
-            "bidirectional": c.bidirectional,
-        }
-        if c.cell == "lstm":
-            self.rnn: nn.RNNBase = nn.LSTM(**common, proj_size=c.proj_size)
-        elif c.cell == "gru":
-            self.rnn = nn.GRU(**common)
-        else:
-            self.rnn = nn.RNN(**common, nonlinearity=c.cell.removeprefix("rnn_"))
+        self.rnn = make_recurrent(
+            c.cell,
+            rnn_input,
+            c.hidden_size,
+            c.num_layers,
+            bias=c.bias,
+            batch_first=c.batch_first,
+            dropout=c.dropout,
+            bidirectional=c.bidirectional,
+            proj_size=c.proj_size,
+        )
         features = (c.proj_size or c.hidden_size) * (2 if c.bidirectional else 1)
         self.head = nn.Linear(features, c.head_size) if c.head_size else None
 

@@ -1,0 +1,66 @@
+"""What the model classes share: the cell choice, building the recurrent core, JSON configs."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, fields
+from typing import Any
+
+from torch import nn
+
+__all__ = ["CELLS", "JsonConfig", "check_cell", "make_recurrent"]
+
+CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
+
+
+def check_cell(cell: str) -> None:
+    """Raise ``ValueError`` unless ``cell`` is one of :data:`CELLS`."""
+    if cell not in CELLS:
+        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+
+
+def make_recurrent(
+    cell: str,
+    input_size: int,
+    hidden_size: int,
+    num_layers: int,
+    *,
+    bias: bool = True,
+    batch_first: bool = True,
+    dropout: float = 0.0,
+    bidirectional: bool = False,
+    proj_size: int = 0,
+) -> nn.RNNBase:
+    """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (tanh or relu) for a cell name of :data:`CELLS`."""
+    check_cell(cell)
+    common: dict[str, Any] = {
+        "input_size": input_size,
+        "hidden_size": hidden_size,
+        "num_layers": num_layers,
+        "bias": bias,
+        "batch_first": batch_first,
+        "dropout": dropout if num_layers > 1 else 0.0,  # torch warns on dropout with one layer
+        "bidirectional": bidirectional,
+    }
+    if cell == "lstm":
+        return nn.LSTM(**common, proj_size=proj_size)
+    if proj_size:
+        raise ValueError("proj_size is an LSTM option")
+    if cell == "gru":
+        return nn.GRU(**common)
+    return nn.RNN(**common, nonlinearity=cell.removeprefix("rnn_"))
+
+
+class JsonConfig:
+    """Mixin for frozen dataclass configs: a JSON round trip that refuses unknown fields."""
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))  # type: ignore[call-overload]
+
+    @classmethod
+    def from_json(cls, text: str) -> Any:
+        data = json.loads(text)
+        unknown = set(data) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        if unknown:
+            raise ValueError(f"unknown config fields {sorted(unknown)}")
+        return cls(**data)
