@@ -27,9 +27,9 @@ in_root() {
 	env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root LANG=C.UTF-8 LC_ALL=C.UTF-8 \
 		/usr/sbin/chroot "$ROOT" "$@"
 }
-pip_in_root() {
-	in_root "$VENV/bin/python" -m pip --disable-pip-version-check --no-input \
-		--cert "$CA" "$@" --root-user-action=ignore --progress-bar off -q
+pip_install() {
+	in_root "$VENV/bin/python" -m pip --disable-pip-version-check --no-input install \
+		--cert "$CA" --root-user-action=ignore --progress-bar off -q "$@"
 }
 
 [ -x "$X86_PYTHON" ] || die "$X86_PYTHON not found: run make test-arm (it sets up .venv)"
@@ -51,11 +51,16 @@ rm -rf "$ROOT/work"
 mkdir -p "$ROOT/work/dist"
 cp "$ARM_DIR/dist/$wheel" "$ROOT/work/dist/"
 log "wheel: pip install $wheel inside the root (core dependencies from PyPI, aarch64 wheels)"
-pip_in_root uninstall -y rnnstream 2>/dev/null || true
-pip_in_root install "/work/dist/$wheel" || {
+# The wheel itself, always (its version does not change when the code does), then its
+# dependencies as pip resolves them from its metadata (nothing to do once they are there).
+pip_install --force-reinstall --no-deps "/work/dist/$wheel" ||
+	die "pip install --force-reinstall --no-deps $wheel failed inside the root"
+pip_install "/work/dist/$wheel" || {
 	log "wheel: pip install failed; retrying once"
-	pip_in_root install "/work/dist/$wheel" || die "pip install $wheel failed inside the root"
+	pip_install "/work/dist/$wheel" || die "pip install $wheel failed inside the root"
 }
+in_root "$VENV/bin/python" -m pip --disable-pip-version-check check >&2 ||
+	die "pip check failed inside the root"
 in_root "$VENV/bin/python" -m pip --disable-pip-version-check list 2>/dev/null |
 	grep -iE '^(numpy|onnxruntime|click|rnnstream|torch) ' | sed 's/^/[arm]   /' >&2
 
