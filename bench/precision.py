@@ -39,6 +39,7 @@ import rnnstream
 from rnnstream.assets import DEMO_CHECKPOINT
 from rnnstream.bench import measure
 from rnnstream.export import export, quantize_file
+from rnnstream.export.exporter import infer_input
 from rnnstream.models import load_checkpoint
 
 PRECISIONS = ("float32", "int8", "float16")
@@ -60,11 +61,17 @@ import rnnstream
 t1 = time.perf_counter()
 model = rnnstream.load(path, optimized_cache=cache or None)
 t2 = time.perf_counter()
+sig = model.signature
+if sig.num_tokens:
+    frames = [t % sig.num_tokens for t in range(300)]
+else:
+    shape = [d for i, d in enumerate(sig.input.shape) if i not in (0, 1)]
+    frames = [np.full(shape, t % 7 / 7, dtype=np.float32) for t in range(300)]
 s = model.stream()
-for t in range(300):
-    s.step(t % 50 + 2)
+for frame in frames:
+    s.step(frame)
 pool = model.pool()
-tick = {pool.open(): 3 for _ in range(64)}
+tick = {pool.open(): frames[1] for _ in range(64)}
 for _ in range(100):
     pool.step(tick)
 try:  # this process's own high-water mark (ru_maxrss would include the parent's, from the fork)
@@ -113,9 +120,8 @@ def torch_at(module: nn.Module, precision: str) -> nn.Module:
     return module
 
 
-def torch_stepper(module: nn.Module, batch: int, onednn: bool) -> Callable[[], None]:
-    """PyTorch stepping ``batch`` token streams with the state carried."""
-    x = torch.full((batch, 1), 5, dtype=torch.int64)
+def torch_stepper(module: nn.Module, x: torch.Tensor, onednn: bool) -> Callable[[], None]:
+    """PyTorch stepping ``module`` on one step ``x`` at a time with the state carried."""
     state = [None]
 
     def step() -> None:
@@ -125,18 +131,39 @@ def torch_stepper(module: nn.Module, batch: int, onednn: bool) -> Callable[[], N
     return step
 
 
-def latency(models: dict[str, dict[int, rnnstream.Model]], torch_models, steps, rounds) -> dict:
+def step_input(model: rnnstream.Model) -> object:
+    """One step's input as Stream.step takes it: a token id, or a frame."""
+    sig = model.signature
+    if sig.num_tokens:
+        return min(7, sig.num_tokens - 1)
+    shape = [
+        d
+        for i, d in enumerate(sig.input.shape)
+        if i not in (sig.input.batch_axis, sig.input.time_axis)
+    ]
+    return np.full(shape, 0.5, dtype=np.float32)
+
+
+def latency(
+    models: dict[str, dict[int, rnnstream.Model]], module: nn.Module, steps: int, rounds: int
+) -> dict:
     methods = {}
+    inputs = infer_input(module, None, None)
     for precision, by_threads in models.items():
         for threads, model in by_threads.items():
+            x = step_input(model)
             s = model.stream()
-            methods[f"{precision} stream.step t{threads}"] = (lambda s=s: s.step(7), 1)
+            methods[f"{precision} stream.step t{threads}"] = (lambda s=s, x=x: s.step(x), 1)
             pool = model.pool()
-            tick = {pool.open(): 7 for _ in range(64)}
+            tick = {pool.open(): x for _ in range(64)}
             methods[f"{precision} pool x64 t{threads}"] = (lambda p=pool, t=tick: p.step(t), 64)
+        torch_model = torch_at(module, precision)
         for batch, label in ((1, "torch eager"), (64, "torch eager batch 64")):
+            x = inputs.sample(batch, 1, seed=0)
+            if precision == "float16" and x.is_floating_point():
+                x = x.half()
             for onednn in (True, False):
-                step = torch_stepper(torch_models[precision], batch, onednn)
+                step = torch_stepper(torch_model, x, onednn)
                 methods[f"{precision} {label} onednn={onednn}"] = (step, batch)
     rows = measure(methods, steps, rounds)
     out: dict[str, dict] = {}
@@ -235,8 +262,7 @@ def main() -> None:
             p: {t: rnnstream.load(path, threads=t) for t in (1, 2)}
             for p, (path, _) in files.items()
         }
-        torch_models = {p: torch_at(module, p) for p in PRECISIONS}
-        lat = latency(models, torch_models, args.steps, args.rounds)
+        lat = latency(models, module, args.steps, args.rounds)
         results = {
             p: {
                 "size_bytes": path.stat().st_size,

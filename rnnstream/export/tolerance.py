@@ -34,7 +34,7 @@ class Tolerance:
 # largest relative errors were 0.075 (int8) and 0.0014 (float16), on trained 2x256 character LMs
 # (random-weight models: 0.017 and 0.00055); the bits per character rose by at most 0.0004 and
 # 0.00001. The limits leave 2-4x headroom on the errors; the bpc limits are what a user would
-# still call the same model (0.6% and 0.06% of the demo model's 1.6 bpc).
+# still call the same model (0.6% and 0.06% of the demo model's 1.59 validation bpc).
 TOLERANCES: dict[str, Tolerance] = {
     "float32": Tolerance(atol=1e-5, rtol=1e-6),
     "float16": Tolerance(atol=1e-5, rtol=5e-3, max_bpc_increase=0.001),
