@@ -148,6 +148,21 @@ def test_float16_stores_weights_as_float16_and_keeps_float32_io(lm) -> None:
     assert weight_bytes[0] / weight_bytes[1] > 1.95
 
 
+def test_float16_casts_are_folded_when_loaded(lm, tmp_path) -> None:
+    """onnxruntime computes in float32 from weights cast once at load, not at every step."""
+    _, path = lm
+    half = tmp_path / "half.onnx"
+    half.write_bytes(quantize(path, "float16").SerializeToString())
+    cache = tmp_path / "half.optimized.onnx"
+    rnnstream.load(half, optimized_cache=cache)
+    optimized = onnx.load(cache)
+    assert "Cast" not in _op_types(optimized.graph)
+    assert {i.data_type for i in optimized.graph.initializer} <= {
+        TensorProto.FLOAT,
+        TensorProto.INT64,
+    }
+
+
 def test_quantize_refuses_what_it_cannot_convert(lm, tmp_path) -> None:
     _, path = lm
     with pytest.raises(ExportError, match="precision"):
