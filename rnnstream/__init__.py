@@ -8,24 +8,29 @@ from rnnstream.errors import (
     ExportError,
     InputError,
     ModelFileError,
+    NotALanguageModelError,
     ParityError,
     RnnStreamError,
     SignatureError,
 )
 from rnnstream.runtime import Model, Signature, Stream, Vocabulary, load
+from rnnstream.runtime.generate import Generation, generate
 
 __all__ = [
     "CheckpointError",
     "ExportError",
+    "Generation",
     "InputError",
     "Model",
     "ModelFileError",
+    "NotALanguageModelError",
     "ParityError",
     "RnnStreamError",
     "Signature",
     "SignatureError",
     "Stream",
     "Vocabulary",
+    "generate",
     "load",
 ]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Per-step latency, side by side in one run: bare onnxruntime, Stream, StreamPool, PyTorch.
+"""Per-step latency, side by side in one run: bare onnxruntime, Stream, StreamPool, PyTorch, and
+generation (one sampled token per step) for a language model.
 
 Machines are noisy, so every method is measured in interleaved rounds and reported as medians
 and 99th percentiles with ratios between methods of the same run, never as absolute targets.
@@ -6,15 +7,19 @@ and 99th percentiles with ratios between methods of the same run, never as absol
 
 from __future__ import annotations
 
+import itertools
 import platform
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnxruntime as ort
 
+from rnnstream.errors import NotALanguageModelError
 from rnnstream.runtime import Model
+from rnnstream.runtime.generate import sample_tokens
 
 __all__ = ["BenchResult", "measure", "run_benchmark"]
 
@@ -38,6 +43,7 @@ class BenchResult:
         pairs = [
             ("stream.step", "ort.run (numpy state)"),
             ("stream.step", "ort.iobinding (ping-pong)"),
+            ("generate (sampling)", "stream.step"),
             ("torch eager (best)", "stream.step"),
         ] + [(f"pool x{n}", f"ort.run batch {n}") for n in (1, 8, 64)]
         pairs += [
@@ -144,6 +150,21 @@ def _iobinding(model: Model, x: np.ndarray) -> Timed:
     return step
 
 
+def _generating(model: Model, seed: int) -> Timed:
+    """One token of sampling at temperature 1 per call (a step and a draw); a generation that
+    ends at EOS is followed by a new one from BOS."""
+    seeds = itertools.count(seed)
+    tokens = sample_tokens(model, max_tokens=1_000_000, seed=next(seeds))
+
+    def step() -> None:
+        nonlocal tokens
+        if next(tokens, None) is None:
+            tokens = sample_tokens(model, max_tokens=1_000_000, seed=next(seeds))
+            next(tokens)
+
+    return step
+
+
 def _churning_pool(
     model: Model, frame: np.ndarray, n: int, skip: int, rng: np.random.Generator
 ) -> Timed:
@@ -193,6 +214,8 @@ def run_benchmark(
         "ort.iobinding (ping-pong)": (_iobinding(model, x1), 1),
         "stream.step": (lambda: stream.step(caller_frame), 1),
     }
+    with suppress(NotALanguageModelError):  # only a language model generates
+        methods["generate (sampling)"] = (_generating(model, seed), 1)
     if torch_module is not None:
         import torch
 

@@ -909,50 +909,98 @@ def train_charlm(
 @click.option(
     "--temperature",
     type=click.FloatRange(0),
-    default=0.8,
-    show_default=True,
-    help="Sampling temperature; 0 is greedy.",
+    default=None,
+    help="Sampling temperature (default 0.8); 0 is greedy.",
+)
+@click.option(
+    "--top-k", type=click.IntRange(1), default=None, help="Sample from the K most likely tokens."
+)
+@click.option(
+    "--top-p",
+    type=click.FloatRange(0, 1, min_open=True),
+    default=None,
+    help="Sample from the fewest most likely tokens whose probability reaches P (nucleus).",
+)
+@click.option(
+    "--beams",
+    type=click.IntRange(1),
+    default=None,
+    help="Beam search with B beams (the rows of one batched stream) instead of sampling.",
+)
+@click.option(
+    "--length-penalty",
+    type=float,
+    default=None,
+    help="Beam search ranks by log-probability / length**A (default 1; 0: no normalisation).",
 )
 @click.option("--seed", type=int, default=None, help="Makes the sampling reproducible.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the text, token ids, per-token log-probabilities and timing as JSON.",
+)
 @click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
 def generate(
     model_path: str | None,
     prompt: str,
     max_tokens: int,
-    temperature: float,
+    temperature: float | None,
+    top_k: int | None,
+    top_p: float | None,
+    beams: int | None,
+    length_penalty: float | None,
     seed: int | None,
+    as_json: bool,
     threads: int,
 ) -> None:
     """Generate text from a character language model, printing each token as it comes.
 
     MODEL defaults to the shipped demo model (a character LSTM trained on the Python standard
-    library). Generation runs on the torch-free runtime: one step per token with the state
-    carried, stopping at EOS or --max-tokens. Speed and the parity recorded at export go to
-    stderr.
+    library). Generation runs on the torch-free runtime: the prompt in one run, then one step per
+    token with the state carried, stopping at EOS or --max-tokens. Sampling takes --temperature,
+    --top-k, --top-p and --seed; --beams B runs beam search instead (deterministic, printed when
+    done). Speed and the parity recorded at export go to stderr; --json prints one JSON object
+    (text, token ids, per-token log-probabilities, timing) instead.
     """
-    import time
-
     import rnnstream
     from rnnstream.assets import DEMO_ONNX
-    from rnnstream.runtime.sample import sample_text
+    from rnnstream.runtime.generate import Token
 
     model = rnnstream.load(model_path or DEMO_ONNX, threads=threads)
-    click.echo(prompt, nl=False)
-    start = time.perf_counter()
-    first = start
-    count = 0
-    for char in sample_text(model, prompt, max_tokens, temperature, seed):
-        if count == 0:
-            first = time.perf_counter()
-        click.echo(char, nl=False)
-        sys.stdout.flush()
-        count += 1
-    end = time.perf_counter()
+    if temperature is None and beams is None:
+        temperature = 0.8
+
+    def show(token: Token) -> None:
+        click.echo(token.text, nl=False)  # click.echo flushes
+
+    if not as_json:
+        click.echo(prompt, nl=False)
+    result = rnnstream.generate(
+        model,
+        prompt,
+        max_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        beams=beams,
+        length_penalty=length_penalty,
+        seed=seed,
+        on_token=None if as_json else show,
+    )
+    if as_json:
+        click.echo(json.dumps({"model": model.name, **result.to_dict()}, indent=2))
+        return
     click.echo()
-    speed = f"{(end - first) * 1e3 / (count - 1):.3f} ms/token" if count > 1 else "n/a"
+    timing = result.timing
+    unit = "step" if beams else "token"
+    speed = "n/a"
+    if timing.ms_per_token is not None:
+        speed = f"{timing.ms_per_token:.3f} ms/{unit} ({timing.tokens_per_s:.0f} {unit}s/s)"
     click.echo(
-        f"{count} tokens: prompt ({len(prompt)} characters, one run) to first token "
-        f"{(first - start) * 1e3:.2f} ms, then {speed}",
+        f"{len(result.token_ids)} tokens ({result.strategy}, stopped at {result.finish}, "
+        f"log-prob {result.logprob:.2f}): prompt ({len(prompt)} characters, one run) to first "
+        f"{unit} {timing.first_token_ms:.2f} ms, then {speed}",
         err=True,
     )
     parity = model.signature.parity

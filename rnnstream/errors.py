@@ -7,6 +7,7 @@ __all__ = [
     "ExportError",
     "InputError",
     "ModelFileError",
+    "NotALanguageModelError",
     "ParityError",
     "RnnStreamError",
     "SignatureError",
@@ -19,6 +20,10 @@ class RnnStreamError(Exception):
 
 class SignatureError(RnnStreamError):
     """A model's signature (its state pairs, axes, dtypes) is missing, malformed or inconsistent."""
+
+
+class NotALanguageModelError(SignatureError):
+    """Generation was asked of a model that is not a language model (no vocabulary, other kind)."""
 
 
 class ModelFileError(RnnStreamError):

@@ -28,6 +28,7 @@ class PingPongState:
         self._n_out = len(sig.outputs)
         self._output_names = [o.name for o in sig.outputs]
         self.names = [s.input for s in sig.states]
+        self._batch_axes = [(s.input, s.batch_axis) for s in sig.states if s.batch_axis is not None]
         self.buffers = [model.zero_state(rows), model.zero_state(rows)]
         self.turn = 0
         step_shapes = [_step_shape(o.shape, o.batch_axis, o.time_axis, rows) for o in sig.outputs]
@@ -58,6 +59,15 @@ class PingPongState:
     def current(self) -> dict[str, np.ndarray]:
         """The live state arrays (not copies)."""
         return self.buffers[self.turn]
+
+    def reorder(self, rows: np.ndarray) -> None:
+        """Row ``i`` of every state becomes row ``rows[i]``, in place (the bindings stay valid).
+
+        ``rows`` must already be checked: one index in range per row.
+        """
+        current = self.current
+        for name, axis in self._batch_axes:
+            np.copyto(current[name], np.take(current[name], rows, axis=axis))
 
     def run(self, x: np.ndarray, step: bool) -> list[np.ndarray]:
         """Run on ``x`` (model layout), advance the state, return copies of the outputs."""

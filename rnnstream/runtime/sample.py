@@ -1,62 +1,74 @@
-"""Temperature sampling from a character language model, one step per token, state carried.
-
-The prompt (after BOS, when the model has one) goes in as one chunk in one run; every further
-token is one ``Stream.step``. The prefix is never re-run.
-"""
+"""Choosing the next token from a language model's log-probabilities: greedy, temperature, top-k
+and top-p (nucleus) sampling with a seeded numpy generator."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
 
 import numpy as np
+from numpy.random import default_rng  # at import: its first use would cost ~10 ms
 
-from rnnstream.errors import InputError, SignatureError
-from rnnstream.runtime.model import Model
-from rnnstream.runtime.vocab import Vocabulary
+from rnnstream.errors import InputError
 
-__all__ = ["sample_text"]
-
-
-def _next_token(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
-    if temperature == 0:
-        return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
-    p = np.exp(z - z.max())
-    cdf = np.cumsum(p)
-    return int(min(np.searchsorted(cdf, rng.random() * cdf[-1], side="right"), len(p) - 1))
+__all__ = ["Sampler", "log_softmax"]
 
 
-def sample_text(
-    model: Model,
-    prompt: str = "",
-    max_tokens: int = 200,
-    temperature: float = 1.0,
-    seed: int | None = None,
-) -> Iterator[str]:
-    """Yield generated characters one at a time, until EOS or ``max_tokens``.
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Log-probabilities (float64) of ``logits`` along the last axis."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
-    ``temperature`` 0 is greedy; higher values flatten the distribution. ``seed`` makes the
-    sampling reproducible. Raises :class:`SignatureError` for a model without a vocabulary and
-    :class:`InputError` for a prompt character outside it.
+
+class Sampler:
+    """Draws a token id from log-probabilities.
+
+    ``temperature`` 0 is greedy (the argmax, ties to the lowest id); otherwise the
+    log-probabilities are divided by it, ``top_k`` keeps the k most likely tokens and ``top_p``
+    the smallest set of most likely tokens whose probability reaches p, and one uniform draw of a
+    numpy generator seeded with ``seed`` picks the token (same seed, same draws).
     """
-    sig = model.signature
-    if not sig.vocab:
-        raise SignatureError(f"{model.name} has no vocabulary: it is not a language model")
-    if temperature < 0:
-        raise InputError(f"temperature must be >= 0, got {temperature}")
-    vocab = Vocabulary(sig.vocab)
-    ids = vocab.encode(prompt)
-    if sig.bos is not None:
-        ids = np.concatenate([[sig.bos], ids]).astype(np.int64)
-    if ids.size == 0:
-        raise InputError(f"{model.name} has no BOS token: give a prompt to start from")
-    rng = np.random.default_rng(seed)
-    stream = model.stream()
-    logits = stream.feed(ids)[-1]
-    for produced in range(max_tokens):
-        token = _next_token(logits, temperature, rng)
-        if token == sig.eos:
-            return
-        yield vocab.decode([token])
-        if produced + 1 < max_tokens:
-            logits = stream.step(token)
+
+    def __init__(
+        self,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        if not (math.isfinite(temperature) and temperature >= 0):
+            raise InputError(f"temperature must be a finite number >= 0, got {temperature}")
+        if top_k is not None and top_k < 1:
+            raise InputError(f"top_k must be >= 1, got {top_k}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise InputError(f"top_p must be in (0, 1], got {top_p}")
+        self.temperature = temperature
+        self.top_k = top_k
+        self.top_p = top_p
+        self.rng = default_rng(seed)
+
+    def choose(self, logits: np.ndarray) -> tuple[int, float]:
+        """A token id drawn from ``logits`` (``[vocab]``) and its log-probability under them
+        (temperature 1, before top-k/top-p)."""
+        z = logits.astype(np.float64)
+        z -= z.max()
+        e = np.exp(z)
+        log_total = math.log(e.sum())
+        token = int(np.argmax(z)) if self.temperature == 0 else self._draw(z, e)
+        return token, float(z[token]) - log_total
+
+    def _draw(self, z: np.ndarray, e: np.ndarray) -> int:
+        p = e if self.temperature == 1 else np.exp(z / self.temperature)
+        ids = None  # None: the position in p is the token id
+        if self.top_k is not None and self.top_k < p.size:
+            ids = np.argpartition(-p, self.top_k - 1)[: self.top_k]
+            p = p[ids]
+        if self.top_p is not None and self.top_p < 1:
+            order = np.argsort(-p, kind="stable")
+            cumulative = np.cumsum(p[order])
+            keep = order[: int(np.searchsorted(cumulative, self.top_p * cumulative[-1])) + 1]
+            ids = keep if ids is None else ids[keep]
+            p = p[keep]
+        cdf = np.cumsum(p)
+        i = min(int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right")), p.size - 1)
+        return i if ids is None else int(ids[i])

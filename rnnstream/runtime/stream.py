@@ -92,6 +92,25 @@ class Stream:
             )
         self.state = arrays
 
+    def reorder(self, rows: object) -> None:
+        """Make row ``i`` of the state a copy of row ``rows[i]``, for all rows at once.
+
+        ``rows`` holds one index in ``[0, batch)`` per row; indices may repeat or leave rows out
+        (beam search keeps the surviving beams' states this way). Bad indices raise
+        :class:`InputError` and leave the state as it was.
+        """
+        idx = np.asarray(rows)
+        if idx.shape != (self._rows,) or idx.dtype.kind not in "iu":
+            raise InputError(
+                f"rows: expected {self._rows} integer indices, got {idx.dtype}{list(idx.shape)}"
+            )
+        if idx.min() < 0 or idx.max() >= self._rows:
+            raise InputError(
+                f"rows: indices must be in [0, {self._rows}), "
+                f"got {int(idx.min())}..{int(idx.max())}"
+            )
+        self._state.reorder(idx)
+
     def step(self, x: object) -> Output:
         """One time step: a frame ``[F...]`` or token id (``[B, F...]``/``[B]`` when batched)."""
         return self._run(self._input.convert_step(x, self._rows, self._single), step=True)

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 import rnnstream
-from rnnstream.errors import CheckpointError, InputError, SignatureError
+from rnnstream.errors import CheckpointError, InputError, NotALanguageModelError
 from rnnstream.export import export
 from rnnstream.models import CharLM, CharLMConfig, load_checkpoint, save_checkpoint
 from rnnstream.models.charlm import BOS, BOS_CHAR, EOS, EOS_CHAR, N_SPECIAL
 from rnnstream.runtime import Vocabulary
-from rnnstream.runtime.sample import sample_text
+from rnnstream.runtime.generate import generate
 from rnnstream.train import encode
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
@@ -102,7 +102,7 @@ def lm_onnx(tmp_path_factory) -> tuple[CharLM, rnnstream.Model]:
 def test_greedy_sampling_follows_the_pytorch_argmax(lm_onnx):
     model, onnx_model = lm_onnx
     prompt = "for i in"
-    text = "".join(sample_text(onnx_model, prompt, max_tokens=30, temperature=0))
+    text = generate(onnx_model, prompt, max_tokens=30, temperature=0).text
     vocab = Vocabulary(model.config.vocab)
     ids = torch.from_numpy(np.concatenate([[BOS], vocab.encode(prompt + text)]))[None]
     with torch.no_grad():
@@ -118,7 +118,7 @@ def test_sampling_is_reproducible_with_a_seed(lm_onnx):
     _, onnx_model = lm_onnx
 
     def sample(seed: int) -> str:
-        return "".join(sample_text(onnx_model, "x = ", 40, temperature=1.0, seed=seed))
+        return generate(onnx_model, "x = ", 40, temperature=1.0, seed=seed).text
 
     assert sample(3) == sample(3)
     assert sample(3) != sample(4)
@@ -129,17 +129,18 @@ def test_sampling_stops_at_eos(tmp_path):
     with torch.no_grad():
         model.head.bias[EOS] = 100.0  # EOS is always the most likely next token
     onnx_model = export_lm(model, tmp_path / "eos.onnx")
-    assert list(sample_text(onnx_model, "abc", max_tokens=50, temperature=1.0, seed=0)) == []
+    out = generate(onnx_model, "abc", max_tokens=50, temperature=1.0, seed=0)
+    assert (out.text, out.token_ids, out.finish) == ("", [EOS], "eos")
 
 
 def test_sampling_errors(lm_onnx, tmp_path):
     _, onnx_model = lm_onnx
     with pytest.raises(InputError, match="not in the model's vocabulary"):
-        list(sample_text(onnx_model, "caf\u00e9", 5))
+        generate(onnx_model, "caf\u00e9", 5)
     with pytest.raises(InputError, match="temperature"):
-        list(sample_text(onnx_model, "a", 5, temperature=-1))
+        generate(onnx_model, "a", 5, temperature=-1)
     torch.manual_seed(0)
     frames = torch.nn.LSTM(4, 8, batch_first=True)
     export(frames, tmp_path / "frames.onnx", parity_steps=50)
-    with pytest.raises(SignatureError, match="no vocabulary"):
-        list(sample_text(rnnstream.load(tmp_path / "frames.onnx"), "a", 5))
+    with pytest.raises(NotALanguageModelError, match="no vocabulary"):
+        generate(rnnstream.load(tmp_path / "frames.onnx"), "a", 5)

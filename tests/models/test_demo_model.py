@@ -7,7 +7,7 @@ import json
 import rnnstream
 from rnnstream.assets import DEMO_CHECKPOINT, DEMO_ONNX
 from rnnstream.models import CharLM, load_checkpoint, read_checkpoint_extra
-from rnnstream.runtime.sample import sample_text
+from rnnstream.runtime.generate import generate
 
 
 def test_demo_files_are_shipped_and_small():
@@ -32,5 +32,5 @@ def test_demo_onnx_has_parity_and_writes_python_like_text():
     for mode in ("step", "chunk"):
         assert parity[mode]["y"]["max_abs_err"] <= 1e-5
         assert all(err["max_rel_err"] <= 1e-5 for err in parity[mode].values())
-    text = "".join(sample_text(model, "def ", max_tokens=300, temperature=0.5, seed=0))
+    text = generate(model, "def ", max_tokens=300, temperature=0.5, seed=0).text
     assert "\n" in text and any(word in text for word in ("self", "return", "if ", "(", "="))
