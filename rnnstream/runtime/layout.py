@@ -42,6 +42,13 @@ def _all_finite(arr: np.ndarray) -> bool:
     return math.isfinite(flat.dot(flat)) or bool(np.isfinite(arr).all())
 
 
+def _ids_in_range(arr: np.ndarray, num_tokens: int) -> bool:
+    """True when every token id is in ``[0, num_tokens)``."""
+    if arr.ndim == 0:
+        return 0 <= int(arr) < num_tokens
+    return bool(arr.min() >= 0 and arr.max() < num_tokens)
+
+
 class InputLayout:
     """Checks a caller's frames and puts them in the model's layout and dtype."""
 
@@ -100,7 +107,7 @@ class InputLayout:
             or arr.dtype != self.dtype
             or self._perm_needed
             or (self.check_finite and not _all_finite(arr))
-            or self.num_tokens is not None
+            or (self.num_tokens is not None and not _ids_in_range(arr, self.num_tokens))
         ):
             return self.convert(x, rows, single, time=False)
         return arr.reshape(model)
