@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from rnnstream.errors import ExportError, ParityError
-from rnnstream.export.layers import RecurrentSpec
+from rnnstream.export.cell_loop import find_cells, trace_cell_loop
+from rnnstream.export.layers import RECURRENT_TYPES, RecurrentSpec
 from rnnstream.export.parity import measure_parity, within
 from rnnstream.export.quality import EVAL_TOKENS, task_quality
 from rnnstream.export.quantize import quantize
@@ -81,10 +82,17 @@ class ExportReport:
 def infer_input(
     model: nn.Module, example: torch.Tensor | None, batch_first: bool | None
 ) -> InputSpec:
-    """Work out the input's dtype, feature shape and layout from ``example`` or the model."""
+    """Work out the input's dtype, feature shape and layout from ``example`` or the model.
+
+    The layout is the first recurrent module's; a cell-loop model's is its ``batch_first``
+    attribute or its config's (batch first when it has neither).
+    """
     recurrent = find_recurrent(model)
-    if batch_first is None:
+    if batch_first is None and recurrent:
         batch_first = recurrent[0][1].batch_first
+    if batch_first is None:
+        config = getattr(model, "config", None)
+        batch_first = getattr(model, "batch_first", getattr(config, "batch_first", True))
     embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
     if example is None and callable(getattr(model, "example_input", None)):
         example = model.example_input()
@@ -102,22 +110,26 @@ def infer_input(
             return InputSpec(torch.int64, (), batch_first, m.num_embeddings)
         if isinstance(m, nn.Linear):
             return InputSpec(torch.float32, (m.in_features,), batch_first)
-        if isinstance(m, nn.RNNBase):
+        if isinstance(m, (*RECURRENT_TYPES, nn.RNNCellBase)):
             return InputSpec(torch.float32, (m.input_size,), batch_first)
     raise ExportError("cannot tell the model's input; pass example=")
 
 
-def _check_exportable(model: nn.Module) -> list[tuple[str, nn.RNNBase]]:
-    recurrent = find_recurrent(model)
-    if not recurrent:
+def _check_exportable(model: nn.Module) -> None:
+    recurrent, cells = find_recurrent(model), find_cells(model)
+    if not recurrent and not cells:
         raise ExportError(
-            f"{type(model).__name__} has no nn.LSTM, nn.GRU or nn.RNN: nothing recurrent to "
-            "stream (cell-loop models built from nn.LSTMCell and friends are not supported yet)"
+            f"{type(model).__name__} has no nn.LSTM, nn.GRU or nn.RNN (nor a PeepholeLSTM, nor "
+            "an nn.LSTMCell/GRUCell/RNNCell to loop over): nothing recurrent to stream"
+        )
+    if recurrent and cells:
+        raise ExportError(
+            f"{type(model).__name__} mixes recurrent layers ({recurrent[0][0]!r}) with cells "
+            f"({cells[0][0]!r}); a model exports with one or the other"
         )
     for name, param in model.named_parameters():
         if param.dtype != torch.float32:
             raise ExportError(f"parameter {name!r} is {param.dtype}; export needs float32 weights")
-    return recurrent
 
 
 def to_onnx(
@@ -131,36 +143,26 @@ def to_onnx(
     eos: int | None = None,
 ) -> onnx.ModelProto:
     """Build the ONNX model (graph, weights, signature without parity) and check it."""
-    recurrent = _check_exportable(model)
-    single = len(recurrent) == 1
-    specs = [(key, RecurrentSpec.of(m)) for key, m in recurrent]
-    names: list[tuple[RecurrentSpec, StateNames]] = [
-        (spec, state_names(key, spec, single)) for key, spec in specs
-    ]
-    traced = trace(model, inputs.sample(2, 3, seed=0), names, inputs.batch_first, output_name)
-    splice_recurrent(traced, {"" if isinstance(model, nn.RNNBase) else k: m for k, m in recurrent})
+    _check_exportable(model)
+    example = inputs.sample(2, 3, seed=0)
+    if find_recurrent(model):
+        traced, states, source = _trace_recurrent(model, example, inputs.batch_first, output_name)
+    else:
+        loop = trace_cell_loop(model, example, inputs.batch_first, output_name)
+        traced, states, source = loop.model, loop.states, {"cells": loop.cells}
     traced.producer_name = "rnnstream"
-    states = []
-    for spec, sn in names:
-        sizes = (spec.out_size, spec.hidden_size)
-        for i, (name_in, name_out) in enumerate(zip(sn.inputs, sn.outputs)):
-            shape = (spec.num_layers * spec.dirs, "batch", sizes[i])
-            states.append(StateSpec(name_in, name_out, "float32", shape, batch_axis=1))
+    bidirectional = any(s["bidirectional"] for s in source.get("recurrent", {}).values())
     signature = Signature(
         input=inputs.tensor_spec(),
         outputs=(_output_spec(traced, output_name),),
-        states=tuple(states),
+        states=states,
         kind=kind,
-        streamable=not any(spec.bidirectional for _, spec in specs),
+        streamable=not bidirectional,
         vocab=vocab,
         num_tokens=inputs.token_range,
         bos=bos,
         eos=eos,
-        source={
-            "module": type(model).__name__,
-            "recurrent": {key or "<model>": spec.__dict__ for key, spec in specs},
-            "torch": torch.__version__,
-        },
+        source={"module": type(model).__name__, **source, "torch": torch.__version__},
     )
     signature = replace(signature, cost=graph_cost(traced))
     _set_signature(traced, signature)
@@ -169,6 +171,30 @@ def to_onnx(
         return onnx.shape_inference.infer_shapes(traced, check_type=True, strict_mode=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
         raise ExportError(f"the exported graph fails onnx's checker: {e}") from e
+
+
+def _trace_recurrent(
+    model: nn.Module, example: torch.Tensor, batch_first: bool, output_name: str
+) -> tuple[onnx.ModelProto, tuple[StateSpec, ...], dict]:
+    """Trace with placeholders and splice in the recurrent layers: graph, states, source info."""
+    recurrent = find_recurrent(model)
+    single = len(recurrent) == 1
+    specs = [(key, RecurrentSpec.of(m)) for key, m in recurrent]
+    names: list[tuple[RecurrentSpec, StateNames]] = [
+        (spec, state_names(key, spec, single)) for key, spec in specs
+    ]
+    traced = trace(model, example, names, batch_first, output_name)
+    splice_recurrent(
+        traced, {"" if isinstance(model, RECURRENT_TYPES) else k: m for k, m in recurrent}
+    )
+    states = []
+    for spec, sn in names:
+        sizes = (spec.out_size, spec.hidden_size)
+        for i, (name_in, name_out) in enumerate(zip(sn.inputs, sn.outputs)):
+            shape = (spec.num_layers * spec.dirs, "batch", sizes[i])
+            states.append(StateSpec(name_in, name_out, "float32", shape, batch_axis=1))
+    source = {"recurrent": {key or "<model>": spec.__dict__ for key, spec in specs}}
+    return traced, tuple(states), source
 
 
 def _output_spec(model: onnx.ModelProto, name: str) -> TensorSpec:

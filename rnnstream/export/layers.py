@@ -2,8 +2,10 @@
 
 No exporter is trusted with the recurrence itself (see the known traps in the README): each
 ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` becomes onnx ``LSTM`` / ``GRU`` / ``RNN`` operators, one per
-layer in layout 0 (time-major), with transposes at the edges for ``batch_first``. An LSTM with
-``proj_size`` has no ONNX operator, so its layers become a ``Scan`` over an explicit cell.
+layer in layout 0 (time-major), with transposes at the edges for ``batch_first``; a
+:class:`~rnnstream.models.peephole.PeepholeLSTM` becomes ``LSTM`` operators with the peephole
+input ``P``. An LSTM with ``proj_size`` has no ONNX operator, so its layers become a ``Scan`` over
+an explicit cell.
 """
 
 from __future__ import annotations
@@ -18,12 +20,17 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from rnnstream.errors import ExportError
+from rnnstream.models.peephole import PeepholeLSTM
 
-__all__ = ["GraphBuilder", "RecurrentSpec", "build_recurrent"]
+__all__ = ["RECURRENT_TYPES", "GraphBuilder", "RecurrentModule", "RecurrentSpec", "build_recurrent"]
+
+RECURRENT_TYPES = (nn.RNNBase, PeepholeLSTM)
+RecurrentModule = nn.RNNBase | PeepholeLSTM
 
 # Row order of the gate blocks: PyTorch's order, permuted into ONNX's.
 _LSTM_TO_ONNX = [0, 3, 1, 2]  # torch (i, f, g, o) -> onnx (i, o, f, c)
 _GRU_TO_ONNX = [1, 0, 2]  # torch (r, z, n) -> onnx (z, r, h)
+_PEEPHOLE_TO_ONNX = [0, 2, 1]  # PeepholeLSTM (i, f, o) -> onnx P (i, o, f)
 
 
 @dataclass(frozen=True)
@@ -38,9 +45,21 @@ class RecurrentSpec:
     batch_first: bool
     bidirectional: bool
     proj_size: int = 0
+    peephole: bool = False
 
     @classmethod
-    def of(cls, module: nn.RNNBase) -> RecurrentSpec:
+    def of(cls, module: RecurrentModule) -> RecurrentSpec:
+        if isinstance(module, PeepholeLSTM):
+            return cls(
+                cell="lstm",
+                input_size=module.input_size,
+                hidden_size=module.hidden_size,
+                num_layers=module.num_layers,
+                bias=module.bias,
+                batch_first=module.batch_first,
+                bidirectional=False,
+                peephole=True,
+            )
         if isinstance(module, nn.LSTM):
             cell = "lstm"
         elif isinstance(module, nn.GRU):
@@ -104,10 +123,10 @@ class GraphBuilder:
         return outputs
 
 
-def _weights(module: nn.RNNBase, layer: int, direction: int) -> dict[str, np.ndarray]:
+def _weights(module: RecurrentModule, layer: int, direction: int) -> dict[str, np.ndarray]:
     suffix = f"l{layer}" + ("_reverse" if direction else "")
     out = {}
-    for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr"):
+    for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "weight_hr", "weight_ph"):
         param = getattr(module, f"{kind}_{suffix}", None)
         if param is not None:
             out[kind] = param.detach().to(torch.float32).cpu().numpy()
@@ -120,7 +139,12 @@ def _reorder(w: np.ndarray, order: list[int]) -> np.ndarray:
 
 
 def build_recurrent(
-    module: nn.RNNBase, g: GraphBuilder, x: str, states_in: list[str], y: str, states_out: list[str]
+    module: RecurrentModule,
+    g: GraphBuilder,
+    x: str,
+    states_in: list[str],
+    y: str,
+    states_out: list[str],
 ) -> None:
     """Emit the nodes computing ``module`` from tensor ``x`` and states into ``g``.
 
@@ -156,7 +180,12 @@ def _layer_slice(g: GraphBuilder, state: str, layer: int, spec: RecurrentSpec) -
 
 
 def _native_layer(
-    module: nn.RNNBase, spec: RecurrentSpec, g: GraphBuilder, layer: int, x: str, states: list[str]
+    module: RecurrentModule,
+    spec: RecurrentSpec,
+    g: GraphBuilder,
+    layer: int,
+    x: str,
+    states: list[str],
 ) -> tuple[str, list[str]]:
     """One layer as ONNX's own LSTM/GRU/RNN operator: ``[T, B, dirs*H]`` and the final states."""
     order = {"lstm": _LSTM_TO_ONNX, "gru": _GRU_TO_ONNX}.get(spec.cell, [0])
@@ -175,6 +204,9 @@ def _native_layer(
     else:
         inputs.append("")
     inputs += ["", *states]  # no sequence_lens: every row runs every step
+    if spec.peephole:  # P [dirs, 3H]: (i, o, f) per ONNX; i and f see c_{t-1}, o sees c_t
+        peep = np.stack([p["weight_ph"][_PEEPHOLE_TO_ONNX].reshape(-1) for p in per_dir])
+        inputs.append(g.const(f"P_l{layer}", peep))
     attrs: dict = {
         "hidden_size": spec.hidden_size,
         "direction": "bidirectional" if spec.bidirectional else "forward",
@@ -196,7 +228,12 @@ def _native_layer(
 
 
 def _projected_lstm_layer(
-    module: nn.RNNBase, spec: RecurrentSpec, g: GraphBuilder, layer: int, x: str, states: list[str]
+    module: RecurrentModule,
+    spec: RecurrentSpec,
+    g: GraphBuilder,
+    layer: int,
+    x: str,
+    states: list[str],
 ) -> tuple[str, list[str]]:
     """One LSTM layer with ``proj_size`` as a Scan: ``h = W_hr (o * tanh(c))`` fed back."""
     h0, c0 = states

@@ -7,6 +7,7 @@ import onnxruntime
 import torch
 from torch import nn
 
+from rnnstream.export.cell_loop import find_cells
 from rnnstream.export.trace import find_recurrent, primary_output
 from rnnstream.runtime import Model, Signature
 
@@ -17,18 +18,20 @@ def torch_reference(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, list
     """One full-sequence forward from the zero state: the output and every final state.
 
     Final states come in :func:`find_recurrent` order (the order of the signature's states),
-    whatever order the modules run in.
+    whatever order the modules run in. In a cell-loop model (no recurrent layer) they are the
+    states each cell returned at its last call, in :func:`find_cells` order.
     """
     finals: dict[str, list[np.ndarray]] = {}
 
     def keeper(name: str):
-        def keep_final(_module: nn.Module, _args: object, out: tuple) -> None:
-            state = out[1] if isinstance(out[1], tuple) else (out[1],)
+        def keep_final(module: nn.Module, _args: object, out: object) -> None:
+            state = out if isinstance(module, nn.RNNCellBase) else out[1]
+            state = state if isinstance(state, tuple) else (state,)
             finals[name] = [t.detach().numpy() for t in state]
 
         return keep_final
 
-    recurrent = find_recurrent(model)
+    recurrent = find_recurrent(model) or find_cells(model)
     hooks = [m.register_forward_hook(keeper(name)) for name, m in recurrent]
     try:
         with torch.no_grad():

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import onnx
 from onnx import helper
-from torch import nn
 
 from rnnstream.errors import ExportError
-from rnnstream.export.layers import GraphBuilder, build_recurrent
+from rnnstream.export.layers import GraphBuilder, RecurrentModule, build_recurrent
 from rnnstream.export.trace import PLACEHOLDER_DOMAIN
 
 __all__ = ["splice_recurrent"]
 
 
-def splice_recurrent(model: onnx.ModelProto, modules: dict[str, nn.RNNBase]) -> None:
+def splice_recurrent(model: onnx.ModelProto, modules: dict[str, RecurrentModule]) -> None:
     """Swap each placeholder node of ``model`` (in place) for the layers of ``modules[key]``."""
     graph = model.graph
     new_nodes: list[onnx.NodeProto] = []

@@ -1,6 +1,6 @@
 """Trace a PyTorch model to ONNX with every recurrent layer left as a placeholder node.
 
-Each ``nn.LSTM``/``nn.GRU``/``nn.RNN`` in (a copy of) the model is swapped for a
+Each ``nn.LSTM``/``nn.GRU``/``nn.RNN``/``PeepholeLSTM`` in (a copy of) the model is swapped for a
 :class:`RecurrentPlaceholder` that takes its state from the exported graph's inputs and emits one
 ``rnnstream.placeholder::Recurrent`` node; :mod:`rnnstream.export.splice` later replaces that node
 with hand-built ONNX. The code around the recurrent layers (embeddings, projections, heads) goes
@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.utils.rnn import PackedSequence
 
 from rnnstream.errors import ExportError
-from rnnstream.export.layers import RecurrentSpec
+from rnnstream.export.layers import RECURRENT_TYPES, RecurrentModule, RecurrentSpec
 
 __all__ = ["PLACEHOLDER_DOMAIN", "RecurrentPlaceholder", "StateNames", "find_recurrent", "trace"]
 
@@ -36,9 +36,9 @@ class StateNames:
     outputs: tuple[str, ...]
 
 
-def find_recurrent(model: nn.Module) -> list[tuple[str, nn.RNNBase]]:
-    """Every ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` in ``model``, by qualified name."""
-    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.RNNBase)]
+def find_recurrent(model: nn.Module) -> list[tuple[str, RecurrentModule]]:
+    """Every ``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` / ``PeepholeLSTM`` in ``model``, by name."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, RECURRENT_TYPES)]
 
 
 def state_names(key: str, spec: RecurrentSpec, single: bool) -> StateNames:
@@ -53,7 +53,7 @@ def state_names(key: str, spec: RecurrentSpec, single: bool) -> StateNames:
 class RecurrentPlaceholder(nn.Module):
     """Stands in for a recurrent module while tracing: state comes from the graph's inputs."""
 
-    def __init__(self, key: str, module: nn.RNNBase) -> None:
+    def __init__(self, key: str, module: RecurrentModule) -> None:
         super().__init__()
         self.key = key
         self.spec = RecurrentSpec.of(module)
@@ -128,7 +128,7 @@ def primary_output(out: object) -> torch.Tensor:
 
 def _with_placeholders(model: nn.Module) -> tuple[nn.Module, list[RecurrentPlaceholder]]:
     recurrent = find_recurrent(model)
-    if isinstance(model, nn.RNNBase):
+    if isinstance(model, RECURRENT_TYPES):
         placeholder = RecurrentPlaceholder("", model)
         return placeholder, [placeholder]
     clone = copy.deepcopy(model)

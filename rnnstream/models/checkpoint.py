@@ -10,7 +10,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rnnstream.errors import CheckpointError
+from rnnstream.models.cell_loop import CellLoopNet, CellLoopNetConfig
 from rnnstream.models.charlm import CharLM, CharLMConfig
+from rnnstream.models.peephole import PeepholeLSTM, PeepholeLSTMConfig
 from rnnstream.models.recurrent_net import RecurrentNet, RecurrentNetConfig
 
 __all__ = ["count_parameters", "load_checkpoint", "read_checkpoint_extra", "save_checkpoint"]
@@ -21,6 +23,8 @@ _EXTRA_KEY = "rnnstream.extra"
 MODEL_CLASSES: dict[str, tuple[type[nn.Module], type]] = {
     "RecurrentNet": (RecurrentNet, RecurrentNetConfig),
     "CharLM": (CharLM, CharLMConfig),
+    "PeepholeLSTM": (PeepholeLSTM, PeepholeLSTMConfig),
+    "CellLoopNet": (CellLoopNet, CellLoopNetConfig),
 }
 
 

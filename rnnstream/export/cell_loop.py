@@ -1,0 +1,278 @@
+"""Cell-loop models: one traced step of an ``nn.LSTMCell``/``GRUCell``/``RNNCell`` loop, in a Scan.
+
+A model whose ``forward`` loops over time calling cells cannot be traced with a dynamic time axis.
+It is traced on a single step instead (time fixed at 1, batch dynamic), each cell swapped for a
+:class:`CellPlaceholder` that runs the real cell on state taken from the graph's inputs and hands
+its new state to the graph's outputs. That one-step graph becomes the body of an ONNX ``Scan`` over
+the time axis: a chunk of any length runs in one call and a step is a chunk of one, so the runtime
+streams the file like any other. Each cell must run exactly once per step.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+from torch import nn
+
+from rnnstream.errors import ExportError
+from rnnstream.export.trace import StateNames, primary_output
+from rnnstream.runtime import StateSpec
+
+__all__ = ["CellLoop", "find_cells", "trace_cell_loop"]
+
+_OPSET = 20
+_STEP = "step/"  # prefix of every name inside the Scan body
+
+
+def find_cells(model: nn.Module) -> list[tuple[str, nn.RNNCellBase]]:
+    """Every ``nn.LSTMCell`` / ``nn.GRUCell`` / ``nn.RNNCell`` in ``model``, by qualified name."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, nn.RNNCellBase)]
+
+
+def cell_state_names(key: str, cell: nn.RNNCellBase) -> StateNames:
+    """``<path>_h0``/``<path>_c0`` → ``<path>_hn``/``<path>_cn`` (dots of the path as ``_``)."""
+    kinds = ("h", "c") if isinstance(cell, nn.LSTMCell) else ("h",)
+    prefix = key.replace(".", "_") + "_"
+    return StateNames(
+        inputs=tuple(f"{prefix}{k}0" for k in kinds), outputs=tuple(f"{prefix}{k}n" for k in kinds)
+    )
+
+
+def cell_kind(cell: nn.RNNCellBase) -> str:
+    """``"lstm"``, ``"gru"``, ``"rnn_tanh"`` or ``"rnn_relu"``."""
+    if isinstance(cell, nn.LSTMCell):
+        return "lstm"
+    if isinstance(cell, nn.GRUCell):
+        return "gru"
+    return "rnn_" + cell.nonlinearity
+
+
+@dataclass(frozen=True)
+class CellLoop:
+    """A traced cell-loop model: the Scan graph, its state specs (:func:`find_cells` order)."""
+
+    model: onnx.ModelProto
+    states: tuple[StateSpec, ...]
+    cells: dict[str, dict]
+
+
+class CellPlaceholder(nn.Module):
+    """Stands in for a cell while tracing one step: state comes from the graph's inputs."""
+
+    def __init__(self, key: str, cell: nn.RNNCellBase) -> None:
+        super().__init__()
+        self.key = key
+        self.cell = cell
+        self.state_in: tuple[torch.Tensor, ...] = ()
+        self.state_out: tuple[torch.Tensor, ...] = ()
+
+    def forward(self, x: torch.Tensor, hx: object = None) -> torch.Tensor | tuple:
+        if self.state_out:
+            raise ExportError(
+                f"cell {self.key!r} runs more than once per step; each cell must run exactly "
+                "once per time step to carry one state"
+            )
+        if x.dim() != 2:
+            raise ExportError(
+                f"cell {self.key!r} got a {x.dim()}-D input; only batched [batch, features] "
+                "steps export"
+            )
+        if isinstance(self.cell, nn.LSTMCell):
+            h, c = self.cell(x, self.state_in)
+            self.state_out = (h, c)
+            return h, c
+        h = self.cell(x, self.state_in[0])
+        self.state_out = (h,)
+        return h
+
+
+class _OneStep(nn.Module):
+    """``forward(x, *states) -> (y, *new_states)`` for one time step of a cell-loop model."""
+
+    def __init__(self, model: nn.Module, placeholders: list[CellPlaceholder]) -> None:
+        super().__init__()
+        self.model = model
+        self.placeholders = placeholders
+
+    def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        it = iter(states)
+        for p in self.placeholders:
+            p.state_in = tuple(next(it) for _ in range(2 if isinstance(p.cell, nn.LSTMCell) else 1))
+            p.state_out = ()
+        y = primary_output(self.model(x))
+        for p in self.placeholders:
+            if not p.state_out:
+                raise ExportError(f"cell {p.key!r} did not run in the traced step")
+        return (y, *(t for p in self.placeholders for t in p.state_out))
+
+
+def _output_time_axis(model: nn.Module, example: torch.Tensor, time_axis: int) -> int:
+    """The output's time axis, found by running the model on 2 and on 3 steps."""
+    with torch.no_grad():
+        shapes = [
+            primary_output(model(example.narrow(time_axis, 0, n).contiguous())).shape
+            for n in (2, 3)
+        ]
+    axes = [a for a, (s2, s3) in enumerate(zip(*shapes)) if (s2, s3) == (2, 3)]
+    if len(shapes[0]) != len(shapes[1]) or len(axes) != 1:
+        raise ExportError(
+            f"a cell-loop model's output needs one time axis (one output per step); shapes "
+            f"{list(shapes[0])} for 2 steps and {list(shapes[1])} for 3"
+        )
+    return axes[0]
+
+
+def trace_cell_loop(
+    model: nn.Module, example: torch.Tensor, batch_first: bool, output_name: str
+) -> CellLoop:
+    """Trace one step of ``model`` and wrap it in a Scan over ``example``'s time axis.
+
+    ``example`` has at least 3 time steps, in the model's layout. The graph takes ``x`` with
+    dynamic batch and time, and each cell's state ``[batch, hidden]``.
+    """
+    if example.dim() < 2 or example.shape[1 if batch_first else 0] < 3:
+        raise ExportError("the example input needs batch and time axes and 3 steps or more")
+    batch_axis, time_axis = (0, 1) if batch_first else (1, 0)
+    out_time_axis = _output_time_axis(model, example, time_axis)
+    clone = copy.deepcopy(model)
+    cells = find_cells(clone)
+    placeholders = []
+    for name, cell in cells:
+        placeholder = CellPlaceholder(name, cell)
+        parent, _, attr = name.rpartition(".")
+        setattr(clone.get_submodule(parent), attr, placeholder)
+        placeholders.append(placeholder)
+    batch_dim = torch.export.Dim("batch")
+    batch = example.shape[batch_axis]
+    step_x = example.narrow(time_axis, 0, 1).contiguous()
+    names_in, names_out, state_examples, states = ["x"], [output_name], [], []
+    for name, cell in cells:
+        names = cell_state_names(name, cell)
+        names_in += names.inputs
+        names_out += names.outputs
+        for s_in, s_out in zip(names.inputs, names.outputs):
+            state_examples.append(torch.zeros(batch, cell.hidden_size))
+            states.append(StateSpec(s_in, s_out, "float32", ("batch", cell.hidden_size), 0))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+            program = torch.onnx.export(
+                _OneStep(clone, placeholders),
+                (step_x, *state_examples),
+                dynamo=True,
+                input_names=names_in,
+                output_names=names_out,
+                dynamic_shapes=({batch_axis: batch_dim}, tuple({0: batch_dim} for _ in states)),
+                opset_version=_OPSET,
+                verbose=False,
+                optimize=True,
+            )
+    except Exception as e:
+        cause = e
+        while cause.__cause__ is not None and not isinstance(cause, ExportError):
+            cause = cause.__cause__
+        if isinstance(cause, ExportError):
+            raise cause from e
+        raise ExportError(f"torch.onnx.export failed on one step of the cell loop: {e}") from e
+    scan = _scan_over_time(program.model_proto, time_axis, out_time_axis)
+    info = {
+        name: {"cell": cell_kind(c), "input_size": c.input_size, "hidden_size": c.hidden_size}
+        for name, c in cells
+    }
+    return CellLoop(scan, tuple(states), info)
+
+
+def _scan_over_time(step: onnx.ModelProto, time_axis: int, out_time_axis: int) -> onnx.ModelProto:
+    """The one-step model ``step`` (in place) as the body of a Scan over its input's time axis.
+
+    Every name inside the body gets the ``step/`` prefix; the weights move to the outer graph,
+    where the body reads them.
+    """
+    graph = step.graph
+    if any(
+        a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+        for n in graph.node
+        for a in n.attribute
+    ):
+        raise ExportError("the traced step has control flow; a cell loop's step must not branch")
+    x_in, *state_in = list(graph.input)
+    y_out, *state_out = list(graph.output)
+    rename = {v.name: _STEP + v.name for v in [*graph.input, *graph.output, *graph.value_info]}
+    rename |= {i.name: _STEP + i.name for i in graph.initializer}
+    rename |= {o: _STEP + o for n in graph.node for o in n.output}
+    body_nodes = []
+    for node in graph.node:
+        new = copy.deepcopy(node)
+        new.input[:] = [rename.get(i, i) if i else i for i in node.input]
+        new.output[:] = [rename[o] if o else o for o in node.output]
+        new.name = _STEP + node.name
+        body_nodes.append(new)
+    axes_in = _STEP + "time_axis_in"
+    axes_out = _STEP + "time_axis_out"
+    x_t, y_t = _STEP + "x_t", _STEP + "y_t"
+    body_nodes.insert(0, helper.make_node("Unsqueeze", [x_t, axes_in], [rename[x_in.name]]))
+    body_nodes.append(helper.make_node("Squeeze", [rename[y_out.name], axes_out], [y_t]))
+    # Body outputs get names of their own: one tensor may be both the output and a state.
+    state_t = [_STEP + v.name + "_t" for v in state_out]
+    for value, name in zip(state_out, state_t):
+        body_nodes.append(helper.make_node("Identity", [rename[value.name]], [name]))
+
+    def renamed(
+        value: onnx.ValueInfoProto, name: str, drop_axis: int | None = None
+    ) -> onnx.ValueInfoProto:
+        new = copy.deepcopy(value)
+        new.name = name
+        if drop_axis is not None:
+            del new.type.tensor_type.shape.dim[drop_axis]
+        return new
+
+    body = helper.make_graph(
+        body_nodes,
+        "cell_loop_step",
+        [renamed(v, rename[v.name]) for v in state_in] + [renamed(x_in, x_t, time_axis)],
+        [renamed(v, n) for v, n in zip(state_out, state_t)] + [renamed(y_out, y_t, out_time_axis)],
+        value_info=[renamed(v, rename[v.name]) for v in graph.value_info],
+    )
+    initializers = []
+    for init in graph.initializer:
+        new = copy.deepcopy(init)
+        new.name = rename[init.name]
+        initializers.append(new)
+    initializers += [
+        numpy_helper.from_array(_axes(time_axis), axes_in),
+        numpy_helper.from_array(_axes(out_time_axis), axes_out),
+    ]
+    scan = helper.make_node(
+        "Scan",
+        [v.name for v in state_in] + [x_in.name],
+        [v.name for v in state_out] + [y_out.name],
+        name="cell_loop",
+        body=body,
+        num_scan_inputs=1,
+        scan_input_axes=[time_axis],
+        scan_output_axes=[out_time_axis],
+    )
+    outer_x = copy.deepcopy(x_in)
+    outer_x.type.tensor_type.shape.dim[time_axis].Clear()
+    outer_x.type.tensor_type.shape.dim[time_axis].dim_param = "time"
+    outer_y = copy.deepcopy(y_out)
+    outer_y.type.tensor_type.shape.dim[out_time_axis].Clear()
+    outer_y.type.tensor_type.shape.dim[out_time_axis].dim_param = "time"
+    del graph.node[:], graph.initializer[:], graph.value_info[:], graph.input[:], graph.output[:]
+    graph.node.append(scan)
+    graph.initializer.extend(initializers)
+    graph.input.extend([outer_x, *state_in])
+    graph.output.extend([outer_y, *state_out])
+    return step
+
+
+def _axes(axis: int) -> np.ndarray:
+    return np.asarray([axis], dtype=np.int64)
