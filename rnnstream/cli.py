@@ -900,6 +900,365 @@ def train_charlm(
     )
 
 
+def _optimizer_options(batch: int, steps: int, lr: float) -> Any:
+    """The options every `train` command beyond charlm shares: optimisation, seed, output."""
+    options = [
+        click.option(
+            "--steps",
+            type=click.IntRange(1),
+            default=steps,
+            show_default=True,
+            help="Optimizer steps.",
+        ),
+        click.option("--batch", type=click.IntRange(1), default=batch, show_default=True),
+        click.option(
+            "--lr", type=click.FloatRange(0, min_open=True), default=lr, show_default=True
+        ),
+        click.option(
+            "--min-lr",
+            type=click.FloatRange(0, 1, min_open=True),
+            default=0.1,
+            show_default=True,
+            help="Cosine decay to lr x this by the last step (1: constant).",
+        ),
+        click.option(
+            "--clip",
+            type=click.FloatRange(0, min_open=True),
+            default=1.0,
+            show_default=True,
+            help="Gradient-norm clipping.",
+        ),
+        click.option(
+            "--accumulate",
+            type=click.IntRange(1),
+            default=1,
+            show_default=True,
+            help="Batches whose gradients add up to one optimizer step.",
+        ),
+        click.option(
+            "--eval-every",
+            type=click.IntRange(0),
+            default=0,
+            show_default=True,
+            help="Validate every N steps (always at epoch ends and after the last step).",
+        ),
+        click.option(
+            "--save-every",
+            type=click.IntRange(0),
+            default=500,
+            show_default=True,
+            help="Checkpoint every N steps (always after the last step).",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seeds init and data."),
+        click.option("--threads", type=click.IntRange(1), default=1, show_default=True),
+        click.option(
+            "--resume",
+            is_flag=True,
+            help="Continue the run saved in --output up to --steps in total (the architecture "
+            "comes from the checkpoint; give the same data options).",
+        ),
+        click.option(
+            "-o",
+            "--output",
+            type=click.Path(dir_okay=False, path_type=Path),
+            required=True,
+            help="Checkpoint to write (safetensors); the optimizer state goes next to it as "
+            "NAME.train.safetensors.",
+        ),
+    ]
+
+    def apply(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+def _model_options(hidden: int, layers: int) -> Any:
+    """Architecture options shared by the classifier, tagger and forecaster."""
+    options = [
+        click.option("--cell", type=click.Choice(CELL_CHOICES), default="lstm", show_default=True),
+        click.option(
+            "--layers", "num_layers", type=click.IntRange(1), default=layers, show_default=True
+        ),
+        click.option(
+            "--hidden", "hidden_size", type=click.IntRange(1), default=hidden, show_default=True
+        ),
+        click.option("--dropout", type=click.FloatRange(0, 1), default=0.0, show_default=True),
+    ]
+
+    def apply(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+def _run_training(
+    build: Any, make_task: Any, describe: str, opts: dict[str, Any], metrics: tuple[str, ...]
+) -> None:
+    """Build (or resume) the model and task, train with a progress bar, print the metrics."""
+    import torch
+
+    from rnnstream.models import count_parameters, load_checkpoint
+    from rnnstream.train import TrainConfig, train
+
+    torch.set_num_threads(opts["threads"])
+    output = opts["output"]
+    try:
+        if opts["resume"]:
+            model = load_checkpoint(output)
+        else:
+            torch.manual_seed(opts["seed"])
+            model = build()
+        task = make_task(model)
+        config = TrainConfig(
+            steps=opts["steps"],
+            lr=opts["lr"],
+            min_lr_fraction=opts["min_lr"],
+            clip=opts["clip"],
+            accumulate=opts["accumulate"],
+            eval_every=opts["eval_every"],
+            save_every=opts["save_every"],
+            seed=opts["seed"],
+        )
+    except (OSError, ValueError) as e:
+        raise click.UsageError(str(e)) from e
+    c = model.config
+    click.echo(describe, err=True)
+    click.echo(
+        f"{type(model).__name__} {c.cell} x{c.num_layers}, hidden {c.hidden_size}: "
+        f"{count_parameters(model):,} parameters; {task.batches_per_epoch} batches of "
+        f"{opts['batch']} per epoch",
+        err=True,
+    )
+
+    def show(record: dict) -> str:
+        return ", ".join(f"{m} {record['val_' + m]:.4f}" for m in metrics)
+
+    with click.progressbar(
+        length=opts["steps"],
+        label="training",
+        file=sys.stderr,
+        item_show_func=lambda info: info and f"loss {info.loss:.4f}",
+    ) as bar:
+
+        def on_step(info: Any) -> None:
+            bar.update(info.step - bar.pos, info)
+
+        result = train(
+            model, task, config, checkpoint=output, resume=opts["resume"], on_step=on_step
+        )
+    click.echo(
+        f"wrote {output}: {result.steps} steps in {result.seconds / 60:.1f} min; "
+        f"validation {show(result.metrics)}"
+    )
+
+
+@train_group.command("classifier")
+@click.option(
+    "--kinds",
+    default="",
+    help="Comma-separated file kinds to tell apart (default: every kind with enough files "
+    "here): python, c_header, shell, perl, text, xml.",
+)
+@click.option(
+    "--max-files", type=click.IntRange(2), default=300, show_default=True, help="Files per kind."
+)
+@click.option(
+    "--min-len", type=click.IntRange(1), default=16, show_default=True, help="Shortest crop."
+)
+@click.option(
+    "--max-len",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Longest crop; validation reads the first MAX_LEN bytes of each file.",
+)
+@click.option("--embed", "embed_size", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--bidirectional",
+    is_flag=True,
+    help="Offline classifier: reads the whole sequence both ways (exports, does not stream).",
+)
+@_model_options(hidden=128, layers=1)
+@_optimizer_options(batch=32, steps=1000, lr=3e-3)
+def train_classifier(
+    kinds: str,
+    max_files: int,
+    min_len: int,
+    max_len: int,
+    embed_size: int,
+    bidirectional: bool,
+    cell: str,
+    num_layers: int,
+    hidden_size: int,
+    dropout: float,
+    **opts: Any,
+) -> None:
+    """Train a SequenceClassifier to tell which kind of file it reads, as the bytes stream in.
+
+    The data are files every machine has: the Python standard library (python), /usr/include
+    (c_header), scripts in /usr/bin told by their shebang (shell, perl), Perl modules, text and
+    Markdown docs, XML under /usr/share. Split by file (20% validation, the same on every run);
+    training reads random crops of --min-len to --max-len bytes (padded batches with masks),
+    validation the first --max-len bytes of each file. The model gives a label estimate after
+    every byte (trained on every step's estimate); the metric is the accuracy of the last one.
+    """
+    from rnnstream.models import SequenceClassifier, SequenceClassifierConfig
+    from rnnstream.train import ClassificationTask, load_file_kinds
+
+    try:
+        data = load_file_kinds(
+            tuple(k.strip() for k in kinds.split(",")) if kinds else None, max_files=max_files
+        )
+    except ValueError as e:
+        raise click.UsageError(str(e)) from e
+
+    def build() -> Any:
+        config = SequenceClassifierConfig(
+            labels=data.labels,
+            cell=cell,
+            num_layers=num_layers,
+            hidden_size=hidden_size,
+            embed_size=embed_size,
+            bidirectional=bidirectional,
+            dropout=dropout,
+        )
+        return SequenceClassifier(config)
+
+    def make_task(model: Any) -> Any:
+        if model.config.labels != data.labels:
+            raise ValueError(f"the checkpoint's labels {model.config.labels} are not {data.labels}")
+        return ClassificationTask.from_file_kinds(
+            data, opts["batch"], min_len, max_len, opts["seed"]
+        )
+
+    _run_training(build, make_task, data.describe(), opts, ("loss", "accuracy"))
+
+
+@train_group.command("tagger")
+@click.option(
+    "--max-files",
+    type=click.IntRange(2),
+    default=400,
+    show_default=True,
+    help="Standard-library files to read.",
+)
+@click.option("--min-len", type=click.IntRange(1), default=64, show_default=True)
+@click.option(
+    "--max-len",
+    type=click.IntRange(1),
+    default=256,
+    show_default=True,
+    help="Longest training crop, and the validation window.",
+)
+@click.option("--embed", "embed_size", type=click.IntRange(1), default=32, show_default=True)
+@_model_options(hidden=128, layers=1)
+@_optimizer_options(batch=32, steps=1000, lr=3e-3)
+def train_tagger(
+    max_files: int,
+    min_len: int,
+    max_len: int,
+    embed_size: int,
+    cell: str,
+    num_layers: int,
+    hidden_size: int,
+    dropout: float,
+    **opts: Any,
+) -> None:
+    """Train a FrameTagger to tag each byte of Python source as code, string or comment.
+
+    The labels come from Python's own tokenize module run over the standard library (split by
+    file, 10% validation); training reads random crops (padded batches with masks), validation
+    windows of --max-len bytes. The metric is per-byte accuracy.
+    """
+    from rnnstream.models import FrameTagger, FrameTaggerConfig
+    from rnnstream.train import TaggingTask, load_python_tags
+
+    data = load_python_tags(max_files=max_files)
+
+    def build() -> Any:
+        config = FrameTaggerConfig(
+            labels=data.labels,
+            cell=cell,
+            num_layers=num_layers,
+            hidden_size=hidden_size,
+            embed_size=embed_size,
+            dropout=dropout,
+        )
+        return FrameTagger(config)
+
+    def make_task(model: Any) -> Any:
+        return TaggingTask.from_tagged(data, opts["batch"], min_len, max_len, opts["seed"])
+
+    _run_training(build, make_task, data.describe(), opts, ("loss", "accuracy"))
+
+
+@train_group.command("forecaster")
+@click.option(
+    "--data",
+    default="mackey-glass",
+    show_default=True,
+    help="'mackey-glass': the Mackey-Glass series (tau 17, 10,000 steps) generated in code; or "
+    "the path of a CSV file of numbers (one row per step, one column per feature; a header line "
+    "is skipped). The last 20% of the steps are the validation series.",
+)
+@click.option("--min-len", type=click.IntRange(1), default=32, show_default=True)
+@click.option(
+    "--max-len", type=click.IntRange(1), default=128, show_default=True, help="Longest window."
+)
+@_model_options(hidden=64, layers=1)
+@_optimizer_options(batch=32, steps=1000, lr=3e-3)
+def train_forecaster(
+    data: str,
+    min_len: int,
+    max_len: int,
+    cell: str,
+    num_layers: int,
+    hidden_size: int,
+    dropout: float,
+    **opts: Any,
+) -> None:
+    """Train a Forecaster to predict the next value of a (multivariate) time series.
+
+    Training reads random windows of --min-len to --max-len steps (padded batches with masks);
+    the model standardises with the training part's mean and spread and predicts the change.
+    Validation runs over the whole validation series as a stream would and reports the mean
+    absolute error next to the naive forecast's (repeat the last value).
+    """
+    import numpy as np
+
+    from rnnstream.models import Forecaster, ForecasterConfig
+    from rnnstream.train import ForecastTask, load_series
+
+    try:
+        series = load_series(data)
+    except (OSError, ValueError) as e:
+        raise click.UsageError(str(e)) from e
+
+    def build() -> Any:
+        config = ForecasterConfig(
+            features=series.train.shape[1],
+            cell=cell,
+            num_layers=num_layers,
+            hidden_size=hidden_size,
+            mean=tuple(series.train.mean(0).tolist()),
+            scale=tuple(np.maximum(series.train.std(0), 1e-6).tolist()),
+            dropout=dropout,
+        )
+        return Forecaster(config)
+
+    def make_task(model: Any) -> Any:
+        if model.config.features != series.train.shape[1]:
+            raise ValueError("the checkpoint's feature count does not match the data")
+        return ForecastTask.from_series(series, opts["batch"], min_len, max_len, opts["seed"])
+
+    _run_training(build, make_task, series.describe(), opts, ("mae", "naive_mae"))
+
+
 @main.command()
 @click.argument(
     "model_path", metavar="[MODEL]", required=False, type=click.Path(exists=True, dir_okay=False)

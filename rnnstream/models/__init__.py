@@ -8,8 +8,11 @@ from rnnstream.models.checkpoint import (
     read_checkpoint_extra,
     save_checkpoint,
 )
+from rnnstream.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from rnnstream.models.forecaster import Forecaster, ForecasterConfig
 from rnnstream.models.peephole import PeepholeLSTM, PeepholeLSTMConfig
 from rnnstream.models.recurrent_net import VOCABULARIES, RecurrentNet, RecurrentNetConfig
+from rnnstream.models.tagger import FrameTagger, FrameTaggerConfig
 
 __all__ = [
     "VOCABULARIES",
@@ -17,10 +20,16 @@ __all__ = [
     "CellLoopNetConfig",
     "CharLM",
     "CharLMConfig",
+    "Forecaster",
+    "ForecasterConfig",
+    "FrameTagger",
+    "FrameTaggerConfig",
     "PeepholeLSTM",
     "PeepholeLSTMConfig",
     "RecurrentNet",
     "RecurrentNetConfig",
+    "SequenceClassifier",
+    "SequenceClassifierConfig",
     "count_parameters",
     "load_checkpoint",
     "read_checkpoint_extra",

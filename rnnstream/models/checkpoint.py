@@ -12,8 +12,11 @@ from torch import nn
 from rnnstream.errors import CheckpointError
 from rnnstream.models.cell_loop import CellLoopNet, CellLoopNetConfig
 from rnnstream.models.charlm import CharLM, CharLMConfig
+from rnnstream.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from rnnstream.models.forecaster import Forecaster, ForecasterConfig
 from rnnstream.models.peephole import PeepholeLSTM, PeepholeLSTMConfig
 from rnnstream.models.recurrent_net import RecurrentNet, RecurrentNetConfig
+from rnnstream.models.tagger import FrameTagger, FrameTaggerConfig
 
 __all__ = ["count_parameters", "load_checkpoint", "read_checkpoint_extra", "save_checkpoint"]
 
@@ -25,6 +28,9 @@ MODEL_CLASSES: dict[str, tuple[type[nn.Module], type]] = {
     "CharLM": (CharLM, CharLMConfig),
     "PeepholeLSTM": (PeepholeLSTM, PeepholeLSTMConfig),
     "CellLoopNet": (CellLoopNet, CellLoopNetConfig),
+    "SequenceClassifier": (SequenceClassifier, SequenceClassifierConfig),
+    "FrameTagger": (FrameTagger, FrameTaggerConfig),
+    "Forecaster": (Forecaster, ForecasterConfig),
 }
 
 

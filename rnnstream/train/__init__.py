@@ -1,8 +1,14 @@
-"""Training (needs the ``export`` extra): a task-agnostic loop and the character LM task."""
+"""Training (needs the ``export`` extra): a task-agnostic loop, its tasks and built-in data."""
 
+from rnnstream.train.classify import ClassificationTask, bytes_to_ids
+from rnnstream.train.filekinds import FILE_KINDS, FileKindData, load_file_kinds
+from rnnstream.train.forecast import ForecastTask
 from rnnstream.train.lm import LanguageModelTask, LMBatch, bits_per_token
 from rnnstream.train.loop import StepInfo, Task, TrainConfig, TrainResult, train
+from rnnstream.train.pytags import PY_TAGS, TaggedData, load_python_tags, tag_python
+from rnnstream.train.series import Series, load_csv, load_series, mackey_glass
 from rnnstream.train.state import load_train_state, save_train_state, train_state_path
+from rnnstream.train.tag import TaggingTask
 from rnnstream.train.text import (
     TextCorpus,
     corpus_chars,
@@ -15,22 +21,37 @@ from rnnstream.train.text import (
 )
 
 __all__ = [
+    "FILE_KINDS",
+    "PY_TAGS",
+    "ClassificationTask",
+    "FileKindData",
+    "ForecastTask",
     "LMBatch",
     "LanguageModelTask",
+    "Series",
     "StepInfo",
+    "TaggedData",
+    "TaggingTask",
     "Task",
     "TextCorpus",
     "TrainConfig",
     "TrainResult",
     "bits_per_token",
+    "bytes_to_ids",
     "corpus_chars",
     "encode",
     "load_corpus",
+    "load_csv",
+    "load_file_kinds",
+    "load_python_tags",
+    "load_series",
     "load_stdlib",
     "load_text_file",
     "load_train_state",
+    "mackey_glass",
     "save_train_state",
     "stdlib_sources",
+    "tag_python",
     "token_stream",
     "train",
     "train_state_path",

@@ -1,0 +1,40 @@
+"""The input side shared by the labelling models: byte/token ids through an embedding, or frames."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["BYTE_VOCAB", "check_input", "example_input", "input_layer", "token_vocab"]
+
+BYTE_VOCAB = "".join(map(chr, range(256)))  # byte b is token b: text decoded as latin-1 maps 1:1
+
+
+def check_input(num_tokens: int, input_size: int, embed_size: int) -> None:
+    """Raise ``ValueError`` unless exactly one of ``num_tokens`` / ``input_size`` is set."""
+    if (num_tokens > 0) == (input_size > 0):
+        raise ValueError("set exactly one of num_tokens (token ids) and input_size (frames)")
+    if num_tokens and embed_size < 1:
+        raise ValueError("embed_size must be >= 1")
+
+
+def token_vocab(num_tokens: int) -> str | None:
+    """The signature's vocabulary: the 256 byte values for byte input, else none."""
+    return BYTE_VOCAB if num_tokens == 256 else None
+
+
+def input_layer(num_tokens: int, input_size: int, embed_size: int) -> tuple[nn.Module, int]:
+    """An embedding for token ids (or the identity for frames) and the recurrent input size."""
+    if num_tokens:
+        return nn.Embedding(num_tokens, embed_size), embed_size
+    return nn.Identity(), input_size
+
+
+def example_input(
+    num_tokens: int, input_size: int, batch_first: bool, batch: int, steps: int
+) -> torch.Tensor:
+    """Random token ids or frames in the model's layout (used by export)."""
+    lead = (batch, steps) if batch_first else (steps, batch)
+    if num_tokens:
+        return torch.randint(0, num_tokens, lead)
+    return torch.randn(*lead, input_size)
