@@ -230,6 +230,7 @@ def export(
             vocab=config.vocab,
             bos=getattr(config, "bos", None),
             eos=getattr(config, "eos", None),
+            labels=getattr(config, "labels", None),
             parity_steps=steps,
             parity_batch=batch,
             parity_chunk=chunk,
@@ -476,6 +477,8 @@ def info(model_path: str, as_json: bool, states: tuple[str, ...], consts: tuple[
         click.echo(f"  const   {name} = {value.tolist()}")
     if sig.vocab:
         click.echo(f"  vocab   {len(sig.vocab)} characters")
+    if sig.labels:
+        click.echo(f"  labels  {', '.join(sig.labels)}")
     if cost:
         click.echo(
             f"  size    {cost['parameters']:,} parameters, "
@@ -524,7 +527,7 @@ def _graph_cost(model_path: str) -> dict | None:
     type=click.IntRange(1),
     default=3,
     show_default=True,
-    help="Most likely next tokens shown per step (models with a vocabulary).",
+    help="Most likely next tokens (or labels) shown per step (models with a vocabulary or labels).",
 )
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after N steps.")
 @click.option(
@@ -550,8 +553,9 @@ def stream(
     """Stream SOURCE (a file, or - for stdin) through MODEL: one JSON line per step, flushed.
 
     A model with a vocabulary reads text, one character per step, and prints the most likely
-    next characters; other models read frames (a JSON list or comma-separated numbers per line,
-    or an .npy file of [T, ...] frames) and print the output. Ends at end of input or Ctrl-C.
+    next characters (a classifier or tagger: its most likely labels); other models read frames
+    (a JSON list or comma-separated numbers per line, or an .npy file of [T, ...] frames) and
+    print the output. Ends at end of input or Ctrl-C.
     """
     from rnnstream.runtime import Vocabulary
 
@@ -559,7 +563,8 @@ def stream(
     s = model.stream()
     if model.signature.bos is not None:
         s.step(model.signature.bos)  # a language model starts from its begin-of-sequence token
-    vocab = Vocabulary(model.signature.vocab) if model.signature.vocab else None
+    sig = model.signature
+    vocab = Vocabulary(sig.vocab) if sig.vocab else None
     if fmt == "npy" or (fmt == "auto" and source.endswith(".npy")):
         items: Any = iter(read_npy(source))
     else:
@@ -575,7 +580,7 @@ def stream(
         for group in batched(items, chunk):
             ys = s.feed(np.asarray(group)) if chunk > 1 else [s.step(group[0])]
             for x, y in zip(group, ys):
-                click.echo(json.dumps(_step_record(t, x, y, vocab, top)))
+                click.echo(json.dumps(_step_record(t, x, y, vocab, top, sig.labels)))
                 t += 1
             sys.stdout.flush()
     except KeyboardInterrupt:
@@ -583,19 +588,24 @@ def stream(
         sys.exit(130)
 
 
-def _step_record(t: int, x: Any, y: Any, vocab: Any, top: int) -> dict:
+def _step_record(
+    t: int, x: Any, y: Any, vocab: Any, top: int, labels: tuple[str, ...] | None
+) -> dict:
     if isinstance(y, dict):
         return {"t": t, **{k: np.round(v, 6).tolist() for k, v in y.items()}}
-    if vocab is None:
+    if vocab is None and labels is None:
         return {"t": t, "y": np.round(y, 6).tolist()}
     probs = np.exp(y - y.max())
     probs /= probs.sum()
     best = np.argsort(-probs)[:top]
-    return {
-        "t": t,
-        "token": vocab.decode([x]),
-        "next": [[vocab.decode([i]), round(float(probs[i]), 4)] for i in best],
-    }
+    record: dict[str, Any] = {"t": t}
+    if vocab is not None:
+        record["token"] = vocab.decode([x])
+    if labels is not None:  # a classifier or tagger: the most likely classes
+        record["labels"] = [[labels[i], round(float(probs[i]), 4)] for i in best]
+    else:
+        record["next"] = [[vocab.decode([i]), round(float(probs[i]), 4)] for i in best]
+    return record
 
 
 @main.command()

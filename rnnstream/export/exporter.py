@@ -141,6 +141,7 @@ def to_onnx(
     vocab: str | None = None,
     bos: int | None = None,
     eos: int | None = None,
+    labels: tuple[str, ...] | None = None,
 ) -> onnx.ModelProto:
     """Build the ONNX model (graph, weights, signature without parity) and check it."""
     _check_exportable(model)
@@ -162,6 +163,7 @@ def to_onnx(
         num_tokens=inputs.token_range,
         bos=bos,
         eos=eos,
+        labels=labels,
         source={"module": type(model).__name__, **source, "torch": torch.__version__},
     )
     signature = replace(signature, cost=graph_cost(traced))
@@ -229,6 +231,7 @@ def export(
     vocab: str | None = None,
     bos: int | None = None,
     eos: int | None = None,
+    labels: tuple[str, ...] | None = None,
     parity_steps: int = 1000,
     parity_batch: int = 2,
     parity_chunk: int = 16,
@@ -243,9 +246,10 @@ def export(
     The model's recurrent state becomes graph inputs/outputs (``h0``/``c0`` → ``hn``/``cn``), batch
     and time are dynamic, and the signature (with the parity record) is stored in the file. Parity
     steps the ONNX model ``parity_steps`` times over ``parity_batch`` random sequences, and in
-    chunks of ``parity_chunk``, against one PyTorch forward. ``precision`` ``"int8"`` or
-    ``"float16"`` writes a quantised model (see :func:`rnnstream.export.quantize`), whose parity
-    record also scores the task metric (bits per character for a char LM, on the first
+    chunks of ``parity_chunk``, against one PyTorch forward. ``kind``, ``vocab``, ``bos``/``eos``
+    and ``labels`` (class names of a classifier or tagger) go into the signature. ``precision``
+    ``"int8"`` or ``"float16"`` writes a quantised model (see :func:`rnnstream.export.quantize`),
+    whose parity record also scores the task metric (bits per character for a char LM, on the first
     ``eval_tokens`` tokens of ``eval_data``'s validation text) next to PyTorch's. Raises
     :class:`ParityError` (nothing is written) when the errors exceed the precision's tolerance
     (:data:`~rnnstream.export.tolerance.TOLERANCES`; ``atol`` overrides its absolute part).
@@ -261,7 +265,14 @@ def export(
         inputs = infer_input(model, example, batch_first)
         log.info("tracing %s and building the ONNX graph", type(model).__name__)
         proto = to_onnx(
-            model, inputs, kind=kind, output_name=output_name, vocab=vocab, bos=bos, eos=eos
+            model,
+            inputs,
+            kind=kind,
+            output_name=output_name,
+            vocab=vocab,
+            bos=bos,
+            eos=eos,
+            labels=labels,
         )
         if precision != "float32":
             log.info("converting to %s", precision)

@@ -94,6 +94,7 @@ class Signature:
     num_tokens: int | None = None  # token-id inputs: ids must be in [0, num_tokens)
     bos: int | None = None
     eos: int | None = None
+    labels: tuple[str, ...] | None = None  # classifiers and taggers: the name of each class
     precision: str = "float32"
     parity: dict[str, Any] | None = None
     cost: dict[str, int] | None = None  # parameters and multiply-adds per step (batch 1)
@@ -126,6 +127,7 @@ class Signature:
                 num_tokens=d.get("num_tokens"),
                 bos=d.get("bos"),
                 eos=d.get("eos"),
+                labels=tuple(d["labels"]) if d.get("labels") is not None else None,
                 precision=d.get("precision", "float32"),
                 parity=d.get("parity"),
                 cost=d.get("cost"),

@@ -101,8 +101,11 @@ def test_trains_exports_and_streams_with_parity(tmp_path, kind, cell):
     assert model.config.kind == kind
     steps = 1000 if cell == "lstm" else 200  # one long check per kind
     c = model.config
-    report = export(model, tmp_path / "m.onnx", kind=c.kind, vocab=c.vocab, parity_steps=steps)
-    sig = report.signature
+    labels = getattr(c, "labels", None)
+    path = tmp_path / "m.onnx"
+    report = export(model, path, kind=c.kind, vocab=c.vocab, labels=labels, parity_steps=steps)
+    sig = rnnstream.load(path).signature
+    assert sig.labels == labels and report.signature.labels == labels
     assert sig.parity["passed"] and sig.parity["max_abs_err"] <= 1e-5
     assert (sig.kind, sig.streamable, sig.vocab) == (kind, True, c.vocab)
     # The stream, one step at a time, against one PyTorch forward of a real sequence.

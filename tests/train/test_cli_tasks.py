@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -11,8 +13,8 @@ from rnnstream.cli import main
 from rnnstream.models import Forecaster, load_checkpoint, read_checkpoint_extra
 
 
-def run(*args: str, ok: bool = True):
-    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+def run(*args: str, ok: bool = True, input: str | None = None):
+    result = CliRunner().invoke(main, list(args), input=input, catch_exceptions=False)
     if ok:
         assert result.exit_code == 0, result.output
     return result
@@ -51,6 +53,13 @@ def test_train_classifier_then_export(tmp_path):
     assert model.config.labels == ("python", "c_header")
     sig = export_kind(ckpt, tmp_path).signature
     assert (sig.kind, sig.streamable, sig.num_tokens) == ("sequence_classifier", True, 256)
+    assert sig.labels == ("python", "c_header")
+    assert "python, c_header" in run("info", str(tmp_path / "m.onnx")).output
+    # Streamed as text: one line per byte with the most likely kinds so far.
+    lines = run("-q", "stream", str(tmp_path / "m.onnx"), "-", "--top", "2", input="#!").output
+    records = [json.loads(line) for line in lines.splitlines()]
+    assert [r["token"] for r in records] == ["#", "!"]
+    assert {name for name, _ in records[-1]["labels"]} == {"python", "c_header"}
 
 
 def test_train_classifier_rejects_a_missing_kind(tmp_path):
