@@ -217,3 +217,13 @@ def test_sampler_is_seeded_and_resumable():
     assert [c.batch(i % 2) for i in range(5, 9)] == rest
     for index, start, stop in (crop for batch in rest for crop in batch):
         assert 0 <= start < stop <= [50, 80, 9][index] and stop - start <= 20
+
+
+def test_frame_input_classifier_exports_and_streams(tmp_path):
+    torch.manual_seed(0)
+    config = SequenceClassifierConfig(("on", "off"), "gru", num_tokens=0, input_size=4)
+    model = SequenceClassifier(config).eval()
+    report = export(model, tmp_path / "f.onnx", kind=config.kind, labels=config.labels)
+    sig = report.signature
+    assert sig.input.dtype == "float32" and sig.vocab is None and sig.labels == ("on", "off")
+    assert sig.parity["passed"] and sig.parity["max_abs_err"] <= 1e-5
