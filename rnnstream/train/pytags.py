@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnstream.train.text import _is_validation, stdlib_sources
+from rnnstream.train.text import is_validation, stdlib_sources
 
 __all__ = ["PY_TAGS", "TaggedData", "load_python_tags", "tag_python"]
 
@@ -92,7 +92,7 @@ def load_python_tags(
         if not data:
             continue
         side = (
-            validation if _is_validation(path.relative_to(root).as_posix(), val_fraction) else train
+            validation if is_validation(path.relative_to(root).as_posix(), val_fraction) else train
         )
         side.append((data[:max_bytes], tags[:max_bytes]))
     if not validation and len(train) > 1:  # few files: still validate on one

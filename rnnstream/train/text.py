@@ -33,6 +33,7 @@ __all__ = [
     "TextCorpus",
     "corpus_chars",
     "encode",
+    "is_validation",
     "load_corpus",
     "load_stdlib",
     "load_text_file",
@@ -71,7 +72,8 @@ def stdlib_sources(root: Path | None = None) -> list[Path]:
     )
 
 
-def _is_validation(relative: str, fraction: float) -> bool:
+def is_validation(relative: str, fraction: float) -> bool:
+    """Whether the file at ``relative`` path is in the validation split (a hash, so stable)."""
     digest = hashlib.sha256(relative.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
@@ -89,7 +91,7 @@ def load_stdlib(val_fraction: float = 0.05, root: Path | None = None) -> TextCor
             skipped += 1
             continue
         side = (
-            validation if _is_validation(path.relative_to(root).as_posix(), val_fraction) else train
+            validation if is_validation(path.relative_to(root).as_posix(), val_fraction) else train
         )
         side.append(text)
     log.debug("skipped %d files of %s that are not UTF-8", skipped, root)
