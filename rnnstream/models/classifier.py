@@ -15,8 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from rnnstream.models.common import JsonConfig, check_cell, make_recurrent
-from rnnstream.models.inputs import check_input, example_input, input_layer, token_vocab
+from rnnstream.models.common import make_recurrent
+from rnnstream.models.inputs import LabellerConfig, example_input, input_layer
 
 __all__ = ["SequenceClassifier", "SequenceClassifierConfig"]
 
@@ -24,43 +24,14 @@ State = torch.Tensor | tuple[torch.Tensor, ...]
 
 
 @dataclass(frozen=True)
-class SequenceClassifierConfig(JsonConfig):
-    """The architecture of a :class:`SequenceClassifier`; round-trips through JSON.
+class SequenceClassifierConfig(LabellerConfig):
+    """The architecture of a :class:`SequenceClassifier`; round-trips through JSON."""
 
-    ``num_tokens`` > 0: the input is token ids (256: bytes); else frames of ``input_size``.
-    """
-
-    labels: tuple[str, ...] = ("a", "b")
-    cell: str = "lstm"
-    num_layers: int = 1
-    hidden_size: int = 128
-    num_tokens: int = 256
-    input_size: int = 0
-    embed_size: int = 32
     bidirectional: bool = False
-    dropout: float = 0.0
-    batch_first: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "labels", tuple(self.labels))  # JSON gives a list
-        check_cell(self.cell)
-        check_input(self.num_tokens, self.input_size, self.embed_size)
-        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
-            raise ValueError("labels must be at least two distinct names")
-        if self.num_layers < 1 or self.hidden_size < 1:
-            raise ValueError("num_layers and hidden_size must be >= 1")
 
     @property
     def kind(self) -> str:
         return "sequence_classifier"
-
-    @property
-    def vocab(self) -> str | None:
-        return token_vocab(self.num_tokens)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
 
 
 class SequenceClassifier(nn.Module):

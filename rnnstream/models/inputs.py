@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-__all__ = ["BYTE_VOCAB", "check_input", "example_input", "input_layer", "token_vocab"]
+from rnnstream.models.common import JsonConfig, check_cell
+
+__all__ = [
+    "BYTE_VOCAB",
+    "LabellerConfig",
+    "check_input",
+    "example_input",
+    "input_layer",
+    "token_vocab",
+]
 
 BYTE_VOCAB = "".join(map(chr, range(256)))  # byte b is token b: text decoded as latin-1 maps 1:1
 
@@ -38,3 +49,38 @@ def example_input(
     if num_tokens:
         return torch.randint(0, num_tokens, lead)
     return torch.randn(*lead, input_size)
+
+
+@dataclass(frozen=True)
+class LabellerConfig(JsonConfig):
+    """What the labelling models' configs share: labels, the recurrent core, the input side.
+
+    ``num_tokens`` > 0: the input is token ids (256: bytes); else frames of ``input_size``.
+    """
+
+    labels: tuple[str, ...] = ("a", "b")
+    cell: str = "lstm"
+    num_layers: int = 1
+    hidden_size: int = 128
+    num_tokens: int = 256
+    input_size: int = 0
+    embed_size: int = 32
+    dropout: float = 0.0
+    batch_first: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "labels", tuple(self.labels))  # JSON gives a list
+        check_cell(self.cell)
+        check_input(self.num_tokens, self.input_size, self.embed_size)
+        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
+            raise ValueError("labels must be at least two distinct names")
+        if self.num_layers < 1 or self.hidden_size < 1:
+            raise ValueError("num_layers and hidden_size must be >= 1")
+
+    @property
+    def vocab(self) -> str | None:
+        return token_vocab(self.num_tokens)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rnnstream.models.common import JsonConfig, check_cell, make_recurrent
-from rnnstream.models.inputs import check_input, example_input, input_layer, token_vocab
+from rnnstream.models.common import make_recurrent
+from rnnstream.models.inputs import LabellerConfig, example_input, input_layer
 
 __all__ = ["FrameTagger", "FrameTaggerConfig"]
 
@@ -16,42 +16,12 @@ State = torch.Tensor | tuple[torch.Tensor, ...]
 
 
 @dataclass(frozen=True)
-class FrameTaggerConfig(JsonConfig):
-    """The architecture of a :class:`FrameTagger`; round-trips through JSON.
-
-    ``num_tokens`` > 0: the input is token ids (256: bytes); else frames of ``input_size``.
-    """
-
-    labels: tuple[str, ...] = ("a", "b")
-    cell: str = "lstm"
-    num_layers: int = 1
-    hidden_size: int = 128
-    num_tokens: int = 256
-    input_size: int = 0
-    embed_size: int = 32
-    dropout: float = 0.0
-    batch_first: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "labels", tuple(self.labels))  # JSON gives a list
-        check_cell(self.cell)
-        check_input(self.num_tokens, self.input_size, self.embed_size)
-        if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
-            raise ValueError("labels must be at least two distinct names")
-        if self.num_layers < 1 or self.hidden_size < 1:
-            raise ValueError("num_layers and hidden_size must be >= 1")
+class FrameTaggerConfig(LabellerConfig):
+    """The architecture of a :class:`FrameTagger`; round-trips through JSON."""
 
     @property
     def kind(self) -> str:
         return "frame_tagger"
-
-    @property
-    def vocab(self) -> str | None:
-        return token_vocab(self.num_tokens)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
 
 
 class FrameTagger(nn.Module):
