@@ -729,187 +729,6 @@ def train_group() -> None:
     """Train a model from scratch (needs the export extra: torch). See `train KIND --help`."""
 
 
-@train_group.command("charlm")
-@click.option(
-    "--data",
-    default="stdlib",
-    show_default=True,
-    help="'stdlib': this Python's standard library sources, split by file (5% validation); "
-    "or the path of a UTF-8 text file (its last lines are the validation text).",
-)
-@click.option("--cell", type=click.Choice(CELL_CHOICES), default="lstm", show_default=True)
-@click.option("--layers", "num_layers", type=click.IntRange(1), default=2, show_default=True)
-@click.option("--hidden", "hidden_size", type=click.IntRange(1), default=256, show_default=True)
-@click.option("--embed", "embed_size", type=click.IntRange(1), default=64, show_default=True)
-@click.option(
-    "--vocab",
-    type=click.Choice(["printable", "data"]),
-    default="printable",
-    show_default=True,
-    help="printable: string.printable; data: the characters of the training text. Other "
-    "characters become U+FFFD. Token ids 0 and 1 are BOS and EOS.",
-)
-@click.option("--dropout", type=click.FloatRange(0, 1), default=0.0, show_default=True)
-@click.option(
-    "--steps", type=click.IntRange(1), default=1000, show_default=True, help="Optimizer steps."
-)
-@click.option(
-    "--batch", type=click.IntRange(1), default=32, show_default=True, help="Parallel streams."
-)
-@click.option(
-    "--seq-len",
-    type=click.IntRange(1),
-    default=128,
-    show_default=True,
-    help="Truncated-BPTT length: the state carries over, gradients stop at each chunk.",
-)
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2e-3, show_default=True)
-@click.option(
-    "--min-lr",
-    type=click.FloatRange(0, 1, min_open=True),
-    default=0.1,
-    show_default=True,
-    help="Cosine decay to lr x this by the last step (1: constant).",
-)
-@click.option(
-    "--clip",
-    type=click.FloatRange(0, min_open=True),
-    default=1.0,
-    show_default=True,
-    help="Gradient-norm clipping.",
-)
-@click.option(
-    "--accumulate",
-    type=click.IntRange(1),
-    default=1,
-    show_default=True,
-    help="Batches whose gradients add up to one optimizer step.",
-)
-@click.option(
-    "--eval-every",
-    type=click.IntRange(0),
-    default=0,
-    show_default=True,
-    help="Validate every N steps (always at epoch ends and after the last step).",
-)
-@click.option(
-    "--save-every",
-    type=click.IntRange(0),
-    default=500,
-    show_default=True,
-    help="Checkpoint every N steps (always after the last step).",
-)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seeds init, order, dropout.")
-@click.option("--threads", type=click.IntRange(1), default=1, show_default=True)
-@click.option(
-    "--resume",
-    is_flag=True,
-    help="Continue the run saved in --output up to --steps in total (the architecture comes "
-    "from the checkpoint; give the same data, batch and seq-len).",
-)
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="Checkpoint to write (safetensors); the optimizer state goes next to it as "
-    "NAME.train.safetensors.",
-)
-def train_charlm(
-    data: str,
-    cell: str,
-    num_layers: int,
-    hidden_size: int,
-    embed_size: int,
-    vocab: str,
-    dropout: float,
-    steps: int,
-    batch: int,
-    seq_len: int,
-    lr: float,
-    min_lr: float,
-    clip: float,
-    accumulate: int,
-    eval_every: int,
-    save_every: int,
-    seed: int,
-    threads: int,
-    resume: bool,
-    output: Path,
-) -> None:
-    """Train a character language model (CharLM) with teacher forcing.
-
-    Adam with cosine learning-rate decay, gradient-norm clipping and accumulation; truncated BPTT
-    over long streams (documents joined as BOS text EOS and cut into --batch parallel lanes).
-    Shows a progress bar, and the training loss and validation bits per character at each
-    evaluation. The same --seed (and --threads) gives the same weights.
-
-    \b
-    The shipped demo model (`make demo-model`):
-      rnnstream train charlm --data stdlib --steps 6000 -o charlm.safetensors
-      rnnstream export charlm.safetensors
-    """
-    import torch
-
-    from rnnstream.models import CharLM, CharLMConfig, count_parameters, load_checkpoint
-    from rnnstream.train import LanguageModelTask, TrainConfig, corpus_chars, load_corpus, train
-
-    torch.set_num_threads(threads)
-    try:
-        corpus = load_corpus(data)
-        if resume:
-            model = load_checkpoint(output)
-        else:
-            chars = corpus_chars(corpus.train) if vocab == "data" else CharLMConfig().chars
-            torch.manual_seed(seed)
-            arch = CharLMConfig(
-                cell=cell,
-                num_layers=num_layers,
-                hidden_size=hidden_size,
-                embed_size=embed_size,
-                chars=chars,
-                dropout=dropout,
-            )
-            model = CharLM(arch)
-        task = LanguageModelTask.from_corpus(corpus, model.config, batch, seq_len, seed)
-        config = TrainConfig(
-            steps=steps,
-            lr=lr,
-            min_lr_fraction=min_lr,
-            clip=clip,
-            accumulate=accumulate,
-            eval_every=eval_every,
-            save_every=save_every,
-            seed=seed,
-        )
-    except (OSError, ValueError) as e:
-        raise click.UsageError(str(e)) from e
-    c = model.config
-    click.echo(corpus.describe(), err=True)
-    click.echo(
-        f"CharLM {c.cell} x{c.num_layers}, hidden {c.hidden_size}, vocabulary {c.vocab_size}: "
-        f"{count_parameters(model):,} parameters; {task.batches_per_epoch} batches of "
-        f"{batch}x{seq_len} per epoch",
-        err=True,
-    )
-    with click.progressbar(
-        length=steps,
-        label="training",
-        file=sys.stderr,
-        item_show_func=lambda info: info and f"loss {info.loss:.3f}",
-    ) as bar:
-
-        def on_step(info: Any) -> None:
-            bar.update(info.step - bar.pos, info)
-
-        result = train(model, task, config, checkpoint=output, resume=resume, on_step=on_step)
-    final = result.metrics
-    click.echo(
-        f"wrote {output}: {result.steps} steps in {result.seconds / 60:.1f} min; "
-        f"validation loss {final['val_loss']:.4f}, {final['val_bpc']:.3f} bits per character"
-    )
-
-
 def _optimizer_options(batch: int, steps: int, lr: float) -> Any:
     """The options every `train` command beyond charlm shares: optimisation, seed, output."""
     options = [
@@ -959,7 +778,9 @@ def _optimizer_options(batch: int, steps: int, lr: float) -> Any:
             show_default=True,
             help="Checkpoint every N steps (always after the last step).",
         ),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seeds init and data."),
+        click.option(
+            "--seed", type=int, default=0, show_default=True, help="Seeds init, data and dropout."
+        ),
         click.option("--threads", type=click.IntRange(1), default=1, show_default=True),
         click.option(
             "--resume",
@@ -1007,7 +828,7 @@ def _model_options(hidden: int, layers: int) -> Any:
 
 
 def _run_training(
-    build: Any, make_task: Any, describe: str, opts: dict[str, Any], metrics: tuple[str, ...]
+    build: Any, make_task: Any, describe: str, opts: dict[str, Any], metrics: dict[str, str]
 ) -> None:
     """Build (or resume) the model and task, train with a progress bar, print the metrics."""
     import torch
@@ -1046,7 +867,7 @@ def _run_training(
     )
 
     def show(record: dict) -> str:
-        return ", ".join(f"{m} {record['val_' + m]:.4f}" for m in metrics)
+        return ", ".join(f"{label} {record['val_' + m]:.4f}" for m, label in metrics.items())
 
     with click.progressbar(
         length=opts["steps"],
@@ -1065,6 +886,84 @@ def _run_training(
         f"wrote {output}: {result.steps} steps in {result.seconds / 60:.1f} min; "
         f"validation {show(result.metrics)}"
     )
+
+
+@train_group.command("charlm")
+@click.option(
+    "--data",
+    default="stdlib",
+    show_default=True,
+    help="'stdlib': this Python's standard library sources, split by file (5% validation); "
+    "or the path of a UTF-8 text file (its last lines are the validation text).",
+)
+@click.option("--embed", "embed_size", type=click.IntRange(1), default=64, show_default=True)
+@click.option(
+    "--vocab",
+    type=click.Choice(["printable", "data"]),
+    default="printable",
+    show_default=True,
+    help="printable: string.printable; data: the characters of the training text. Other "
+    "characters become U+FFFD. Token ids 0 and 1 are BOS and EOS.",
+)
+@click.option(
+    "--seq-len",
+    type=click.IntRange(1),
+    default=128,
+    show_default=True,
+    help="Truncated-BPTT length: the state carries over, gradients stop at each chunk.",
+)
+@_model_options(hidden=256, layers=2)
+@_optimizer_options(batch=32, steps=1000, lr=2e-3)
+def train_charlm(
+    data: str,
+    embed_size: int,
+    vocab: str,
+    seq_len: int,
+    cell: str,
+    num_layers: int,
+    hidden_size: int,
+    dropout: float,
+    **opts: Any,
+) -> None:
+    """Train a character language model (CharLM) with teacher forcing.
+
+    Adam with cosine learning-rate decay, gradient-norm clipping and accumulation; truncated BPTT
+    over long streams (documents joined as BOS text EOS and cut into --batch parallel lanes).
+    Shows a progress bar, and the training loss and validation bits per character at each
+    evaluation. The same --seed (and --threads) gives the same weights.
+
+    \b
+    The shipped demo model (`make demo-model`):
+      rnnstream train charlm --data stdlib --steps 6000 -o charlm.safetensors
+      rnnstream export charlm.safetensors
+    """
+    from rnnstream.models import CharLM, CharLMConfig
+    from rnnstream.train import LanguageModelTask, corpus_chars, load_corpus
+
+    try:
+        corpus = load_corpus(data)
+    except (OSError, ValueError) as e:
+        raise click.UsageError(str(e)) from e
+
+    def build() -> Any:
+        chars = corpus_chars(corpus.train) if vocab == "data" else CharLMConfig().chars
+        config = CharLMConfig(
+            cell=cell,
+            num_layers=num_layers,
+            hidden_size=hidden_size,
+            embed_size=embed_size,
+            chars=chars,
+            dropout=dropout,
+        )
+        return CharLM(config)
+
+    def make_task(model: Any) -> Any:
+        return LanguageModelTask.from_corpus(
+            corpus, model.config, opts["batch"], seq_len, opts["seed"]
+        )
+
+    metrics = {"loss": "loss", "bpc": "bits per character"}
+    _run_training(build, make_task, corpus.describe(), opts, metrics)
 
 
 @train_group.command("classifier")
@@ -1146,7 +1045,7 @@ def train_classifier(
             data, opts["batch"], min_len, max_len, opts["seed"]
         )
 
-    _run_training(build, make_task, data.describe(), opts, ("loss", "accuracy"))
+    _run_training(build, make_task, data.describe(), opts, {"loss": "loss", "accuracy": "accuracy"})
 
 
 @train_group.command("tagger")
@@ -1204,7 +1103,7 @@ def train_tagger(
     def make_task(model: Any) -> Any:
         return TaggingTask.from_tagged(data, opts["batch"], min_len, max_len, opts["seed"])
 
-    _run_training(build, make_task, data.describe(), opts, ("loss", "accuracy"))
+    _run_training(build, make_task, data.describe(), opts, {"loss": "loss", "accuracy": "accuracy"})
 
 
 @train_group.command("forecaster")
@@ -1266,7 +1165,9 @@ def train_forecaster(
             raise ValueError("the checkpoint's feature count does not match the data")
         return ForecastTask.from_series(series, opts["batch"], min_len, max_len, opts["seed"])
 
-    _run_training(build, make_task, series.describe(), opts, ("mae", "naive_mae"))
+    _run_training(
+        build, make_task, series.describe(), opts, {"mae": "MAE", "naive_mae": "repeat-last MAE"}
+    )
 
 
 @main.command()
