@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import rnnstream
 from rnnstream.cli import main
 from rnnstream.models import load_checkpoint, save_checkpoint
+from tests.tolerances import assert_close
 
 
 def run(*args: str, input: str | None = None, ok: bool = True):
@@ -142,7 +143,7 @@ def test_stream_chunked_and_npy_match_stepping(tmp_path, char_model):
     lines = run("stream", str(out), str(tmp_path / "frames.npy"), "--max-steps", "4").output
     ys = [json.loads(x)["y"] for x in lines.splitlines()]
     expected = rnnstream.load(out).stream().feed(frames)[:4]
-    np.testing.assert_allclose(ys, expected, atol=1e-5)
+    assert_close(ys, expected)
 
 
 def test_stream_frames_json_and_csv(tmp_path):
@@ -169,7 +170,7 @@ def test_stream_frames_json_and_csv(tmp_path):
     expected = [
         s.step(np.array(f, dtype=np.float32)) for f in ([0.1, 0.2, 0.3], [1, 2, 3], [0] * 3)
     ]
-    np.testing.assert_allclose([x["y"] for x in lines], expected, atol=1e-6)
+    assert_close([x["y"] for x in lines], expected)
 
 
 def test_stream_bad_frame_is_a_clear_error(tmp_path):

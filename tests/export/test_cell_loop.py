@@ -14,6 +14,7 @@ import rnnstream
 from rnnstream.errors import ExportError
 from rnnstream.export import export
 from rnnstream.models import CellLoopNet, CellLoopNetConfig, load_checkpoint, save_checkpoint
+from tests.tolerances import PARITY, assert_close
 
 ATOL = 1e-5
 
@@ -90,10 +91,10 @@ def test_a_hand_written_cell_loop_streams_like_pytorch(tmp_path: Path) -> None:
         want = model(x).numpy()
     stream = rnnstream.load(tmp_path / "net.onnx").stream(batch=3)
     got = np.concatenate([stream.feed(x[:, :17].numpy()), stream.feed(x[:, 17:].numpy())], axis=1)
-    np.testing.assert_allclose(got, want, atol=ATOL, rtol=0)
+    assert_close(got, want, PARITY)
     stream.reset()
     stepped = np.stack([stream.step(x[:, t].numpy()) for t in range(50)], axis=1)
-    np.testing.assert_allclose(stepped, want, atol=ATOL, rtol=0)
+    assert_close(stepped, want, PARITY)
 
 
 def test_a_cell_run_twice_per_step_is_refused(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from torch import nn
 import rnnstream
 from rnnstream.export import export
 from rnnstream.runtime import METADATA_KEY
+from tests.tolerances import PARITY, assert_close
 
 ATOL = 1e-5
 PARITY_STEPS = 200
@@ -173,7 +174,7 @@ def test_one_file_serves_any_time_and_batch(exported: Exported, batch: int, step
     assert len(outputs) == len(expected)
     for got, ref in zip(outputs, expected):
         assert got.shape == ref.shape
-        np.testing.assert_allclose(got, ref, rtol=0, atol=ATOL)
+        assert_close(got, ref, PARITY)
 
 
 def test_chunks_with_carried_state_equal_one_run(exported: Exported) -> None:
@@ -187,9 +188,9 @@ def test_chunks_with_carried_state_equal_one_run(exported: Exported) -> None:
     carried = {"h0": out1["hn"], **({"c0": out1["cn"]} if exported.has_c else {})}
     out2 = dict(zip(names, session.run(None, {"x": second, **carried})))
     y = np.concatenate([out1["y"], out2["y"]], axis=time_axis)
-    np.testing.assert_allclose(y, whole[0], rtol=0, atol=1e-6)
+    assert_close(y, whole[0])
     for i, name in enumerate(names[1:], start=1):
-        np.testing.assert_allclose(out2[name], whole[i], rtol=0, atol=1e-6)
+        assert_close(out2[name], whole[i])
 
 
 def test_stream_from_zero_state_equals_explicit_zero_state(exported: Exported) -> None:

@@ -24,6 +24,7 @@ from rnnstream.export.quality import char_lm_tokens, stream_bits_per_token
 from rnnstream.export.scan_cells import rewrite_as_scan
 from rnnstream.models import CharLM, CharLMConfig, save_checkpoint
 from rnnstream.train import bits_per_token
+from tests.tolerances import PARITY, assert_close
 
 CELLS = ["lstm", "gru", "rnn_tanh"]
 # PyTorch's own (reference) LSTM with proj_size warns that oneDNN does not support it.
@@ -276,7 +277,7 @@ def test_scan_rewrite_computes_what_the_operator_computes(op, kw, direction) -> 
     assert "Scan" in _op_types(model.graph) and op not in _op_types(model.graph)
     assert {i.name for i in model.graph.initializer}.isdisjoint({"W", "R", "B"})
     for got, want in zip(_run(model, feeds), expected):
-        np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+        assert_close(got, want, PARITY)
 
 
 def test_scan_rewrite_keeps_what_it_does_not_cover() -> None:

@@ -16,6 +16,7 @@ from rnnstream.models.charlm import BOS, BOS_CHAR, EOS, EOS_CHAR, N_SPECIAL
 from rnnstream.runtime import Vocabulary
 from rnnstream.runtime.generate import generate
 from rnnstream.train import encode
+from tests.tolerances import PARITY, assert_close
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
@@ -78,7 +79,7 @@ def test_exports_and_streams_with_parity(tmp_path, cell):
     got = np.concatenate([stream.feed(ids[:10]), np.stack([stream.step(i) for i in ids[10:]])])
     with torch.no_grad():
         want, _ = model(torch.from_numpy(ids)[None])
-    np.testing.assert_allclose(got, want[0].numpy(), atol=1e-5, rtol=0)
+    assert_close(got, want[0].numpy(), PARITY)
 
 
 def test_checkpoint_round_trip_and_pickle_refused(tmp_path):

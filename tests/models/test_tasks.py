@@ -34,6 +34,7 @@ from rnnstream.train import (
     train,
 )
 from rnnstream.train.batching import CropSampler
+from tests.tolerances import PARITY, assert_close
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -115,7 +116,7 @@ def test_trains_exports_and_streams_with_parity(tmp_path, kind, cell):
     got = np.stack([stream.step(v) for v in x[0].numpy()])
     with torch.no_grad():
         want, _ = model(x)
-    np.testing.assert_allclose(got, want[0].numpy(), atol=1e-5, rtol=0)
+    assert_close(got, want[0].numpy(), PARITY)
 
 
 def test_streamed_estimate_ends_at_the_sequence_label(tmp_path):

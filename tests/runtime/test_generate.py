@@ -24,6 +24,7 @@ from rnnstream.models import CharLM, CharLMConfig, load_checkpoint
 from rnnstream.models.charlm import BOS, EOS
 from rnnstream.runtime import Vocabulary
 from rnnstream.runtime.generate import Generation, generate, sample_tokens
+from tests.tolerances import PARITY, assert_close
 
 PROMPT = "def "
 
@@ -112,7 +113,7 @@ def test_greedy_equals_top_k_1_and_temperature_to_0(demo):
         assert sampled.strategy == "sample"
         assert sampled.token_ids == greedy.token_ids, settings
         assert sampled.text == greedy.text
-        np.testing.assert_allclose(sampled.logprobs, greedy.logprobs, rtol=0, atol=1e-12)
+        assert_close(sampled.logprobs, greedy.logprobs)
 
 
 def test_same_seed_same_text(demo):
@@ -212,9 +213,7 @@ def test_beam_search_finds_the_sequences_greedy_misses(trap):
     assert raw.logprob == pytest.approx(math.log(0.31), abs=1e-6)
     assert best_ending_text(module, 0.0) == (pytest.approx(raw.logprob, abs=1e-6), (G,))
     for out in (beam, raw):
-        np.testing.assert_allclose(
-            out.logprobs, torch_logprobs(module, [BOS], out.token_ids), rtol=0, atol=1e-5
-        )
+        assert_close(out.logprobs, torch_logprobs(module, [BOS], out.token_ids), PARITY)
     assert generate(model, "", 10, beams=1).token_ids == greedy.token_ids
     # Two beams keep "a" and "g" after the first step and lose "b": still better than greedy.
     assert generate(model, "", 10, beams=2, length_penalty=0).token_ids == [G, EOS]
@@ -224,7 +223,7 @@ def test_one_beam_equals_greedy(demo):
     greedy = generate(demo, PROMPT, 60, temperature=0)
     beam = generate(demo, PROMPT, 60, beams=1)
     assert beam.strategy == "beam" and beam.token_ids == greedy.token_ids
-    np.testing.assert_allclose(beam.logprobs, greedy.logprobs, rtol=0, atol=1e-9)
+    assert_close(beam.logprobs, greedy.logprobs)
 
 
 # --- log-probabilities against PyTorch -------------------------------------------------------
@@ -243,7 +242,7 @@ def test_logprobs_equal_a_pytorch_forward_of_the_same_tokens(demo, demo_torch, s
     out = generate(demo, PROMPT, 120, **settings)
     want = torch_logprobs(demo_torch, prompt_ids(demo, PROMPT), out.token_ids)
     assert len(out.logprobs) == len(out.token_ids) == want.size
-    np.testing.assert_allclose(out.logprobs, want, rtol=0, atol=1e-4)
+    assert_close(out.logprobs, want, PARITY)
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -366,7 +365,7 @@ def test_cli_json_and_beams(demo):
     data = json.loads(cli(str(DEMO_ONNX), *args).stdout)
     greedy = generate(demo, PROMPT, 25, temperature=0)
     assert data["text"] == greedy.text and data["token_ids"] == greedy.token_ids
-    np.testing.assert_allclose(data["logprobs"], greedy.logprobs, rtol=0, atol=1e-12)
+    assert_close(data["logprobs"], greedy.logprobs)
     assert data["strategy"] == "greedy" and data["finish"] == "max_tokens"
     assert set(data["timing"]) == {
         "tokens",

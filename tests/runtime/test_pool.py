@@ -8,6 +8,7 @@ import torch
 
 import rnnstream
 from rnnstream.export import export
+from tests.tolerances import assert_close
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_random_interleaving_matches_streams_run_alone(fixture, request):
     assert max_open > 20  # the pool really batched many streams at once
     for s in range(n_streams):
         alone = model.stream().feed(inputs[s])
-        np.testing.assert_allclose(np.stack(pooled[s]), alone, atol=1e-6, rtol=0)
+        assert_close(np.stack(pooled[s]), alone)
 
 
 def test_state_reset_and_errors_leave_other_streams_alone(lstm_model):
@@ -83,7 +84,7 @@ def test_state_reset_and_errors_leave_other_streams_alone(lstm_model):
         pool.step({a: frame})
     alone = lstm_model.stream()
     alone.step(frame)
-    np.testing.assert_allclose(pool.step({b: frame})[b], alone.step(frame), atol=1e-6)
+    assert_close(pool.step({b: frame})[b], alone.step(frame))
 
 
 def test_pool_refuses_a_whole_sequence_model(tmp_path):

@@ -13,6 +13,7 @@ from torch import nn
 
 import rnnstream
 from rnnstream.export import export
+from tests.tolerances import PARITY, assert_close
 
 INPUT, HIDDEN, LAYERS, VOCAB = 3, 5, 2, 10
 
@@ -96,10 +97,10 @@ def test_single_stream_step_takes_a_frame(lstm, model) -> None:
         assert y.dtype == np.float32
         ys.append(y)
     y_ref, state_ref = torch_forward(module, xs[None])
-    np.testing.assert_allclose(np.stack(ys), y_ref[0], rtol=0, atol=1e-5)
+    assert_close(np.stack(ys), y_ref[0], PARITY)
     for name, value in stream.state.items():
         assert value.shape == (LAYERS, 1, HIDDEN)
-        np.testing.assert_allclose(value, state_ref[name], rtol=0, atol=1e-5)
+        assert_close(value, state_ref[name], PARITY)
 
 
 def test_batched_stream_step_takes_batch_of_frames(lstm, model) -> None:
@@ -112,10 +113,10 @@ def test_batched_stream_step_takes_batch_of_frames(lstm, model) -> None:
         assert y.shape == (3, HIDDEN)
         ys.append(y)
     y_ref, state_ref = torch_forward(module, xs)
-    np.testing.assert_allclose(np.stack(ys, axis=1), y_ref, rtol=0, atol=1e-5)
+    assert_close(np.stack(ys, axis=1), y_ref, PARITY)
     for name, value in stream.state.items():
         assert value.shape == (LAYERS, 3, HIDDEN)
-        np.testing.assert_allclose(value, state_ref[name], rtol=0, atol=1e-5)
+        assert_close(value, state_ref[name], PARITY)
 
 
 def test_feed_equals_steps(model) -> None:
@@ -125,9 +126,9 @@ def test_feed_equals_steps(model) -> None:
     fed = model.stream()
     ys_feed = np.concatenate([fed.feed(xs[:4]), fed.feed(xs[4:5]), fed.feed(xs[5:])])
     assert ys_feed.shape == (9, HIDDEN)
-    np.testing.assert_allclose(ys_feed, ys_step, rtol=0, atol=1e-6)
+    assert_close(ys_feed, ys_step)
     for name, value in fed.state.items():
-        np.testing.assert_allclose(value, stepped.state[name], rtol=0, atol=1e-6)
+        assert_close(value, stepped.state[name])
 
 
 def test_batched_feed_equals_steps(model) -> None:
@@ -137,9 +138,9 @@ def test_batched_feed_equals_steps(model) -> None:
     fed = model.stream(batch=2)
     ys_feed = fed.feed(xs)
     assert ys_feed.shape == (2, 6, HIDDEN)
-    np.testing.assert_allclose(ys_feed, ys_step, rtol=0, atol=1e-6)
+    assert_close(ys_feed, ys_step)
     for name, value in fed.state.items():
-        np.testing.assert_allclose(value, stepped.state[name], rtol=0, atol=1e-6)
+        assert_close(value, stepped.state[name])
 
 
 def test_streams_of_one_model_are_independent(model) -> None:
