@@ -126,6 +126,7 @@ def _int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
             out,
             op_types_to_quantize=["MatMul", "LSTM", "Gather"],
             per_channel=True,
+            reduce_range=True,
             weight_type=QuantType.QInt8,
             extra_options={"EnableSubgraph": True},
         )
