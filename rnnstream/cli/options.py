@@ -1,0 +1,180 @@
+"""Option bundles several commands share, and the loading they feed.
+
+Parity settings (export, quantize, verify), the task-metric data (export, quantize), threads,
+``--state``/``--const`` and ``--json`` are declared once here so that a flag means the same thing
+in every command; their values are checked while parsing (bad values are usage errors).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rnnstream.errors import CheckpointError
+
+CELL_CHOICES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+
+Decorator = Callable[[Any], Any]
+
+
+def bundle(*options: Decorator) -> Decorator:
+    """One decorator applying ``options`` in the order written (the order ``--help`` shows)."""
+
+    def apply(command: Any) -> Any:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+def json_flag(help: str) -> Decorator:
+    return click.option("--json", "as_json", is_flag=True, help=help)
+
+
+def threads_option(help: str | None = "onnxruntime intra-op threads.") -> Decorator:
+    return click.option(
+        "--threads", type=click.IntRange(1), default=1, show_default=True, help=help
+    )
+
+
+SEED = click.IntRange(0, 2**32 - 1)  # what every random generator used here accepts
+
+
+def seed_option(default: int | None, help: str | None = None) -> Decorator:
+    return click.option(
+        "--seed", type=SEED, default=default, show_default=default is not None, help=help
+    )
+
+
+def parity_options(seed: int, atol_help: str) -> Decorator:
+    """--steps, --batch, --chunk, --atol and --seed: how parity with PyTorch is measured."""
+    return bundle(
+        click.option(
+            "--steps",
+            type=click.IntRange(1),
+            default=1000,
+            show_default=True,
+            help="Length of the random stream parity is measured on.",
+        ),
+        click.option(
+            "--batch",
+            type=click.IntRange(1),
+            default=2,
+            show_default=True,
+            help="Sequences in the parity stream.",
+        ),
+        click.option(
+            "--chunk",
+            type=click.IntRange(1),
+            default=16,
+            show_default=True,
+            help="Chunk size of the chunked parity run.",
+        ),
+        click.option("--atol", type=click.FloatRange(0), default=None, help=atol_help),
+        seed_option(seed, "Seed of the parity input."),
+    )
+
+
+eval_options = bundle(
+    click.option(
+        "--eval-data",
+        default="stdlib",
+        show_default=True,
+        help="Validation text of a character LM's bits-per-character score: 'stdlib' (the "
+        "standard library's validation files) or a UTF-8 text file (its last 5%).",
+    ),
+    click.option(
+        "--eval-tokens",
+        type=click.IntRange(2),
+        default=100_000,
+        show_default=True,
+        help="Validation tokens scored for the task metric.",
+    ),
+)
+
+
+def existing_folder(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """Refuse an output file whose folder does not exist, before any work is done."""
+    if value is not None and not Path(value).parent.is_dir():
+        raise click.BadParameter(f"folder {str(Path(value).parent)!r} does not exist", ctx, param)
+    return value
+
+
+def output_option(help: str) -> Decorator:
+    """-o/--output: a file to write, in a folder that exists."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        callback=existing_folder,
+        help=help,
+    )
+
+
+def _pairs(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
+    pairs = {}
+    for value in values:
+        name, sep, other = value.partition("=")
+        if not sep or not name or not other:
+            raise click.BadParameter(f"expected {param.metavar}, got {value!r}", ctx, param)
+        pairs[name] = other
+    return pairs
+
+
+def _constants(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
+    constants = {}
+    for name, text in _pairs(ctx, param, values).items():
+        try:
+            value: float | None = float(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value):
+            raise click.BadParameter(f"{name}={text}: expected a finite number", ctx, param)
+        constants[name] = value
+    return constants
+
+
+state_options = bundle(
+    click.option(
+        "--state",
+        "states",
+        multiple=True,
+        metavar="IN=OUT",
+        callback=_pairs,
+        help="Pair a state input with its output (models without rnnstream metadata). Repeatable.",
+    ),
+    click.option(
+        "--const",
+        "consts",
+        multiple=True,
+        metavar="NAME=VALUE",
+        callback=_constants,
+        help="Pin an extra model input to a constant, e.g. --const sr=16000. Repeatable.",
+    ),
+)
+
+
+def load_model(model_path: str, threads: int, states: dict, consts: dict) -> Any:
+    """The runtime model at ``model_path`` with the --threads, --state and --const options."""
+    import rnnstream
+
+    return rnnstream.load(
+        model_path, threads=threads, state_map=states or None, constants=consts or None
+    )
+
+
+def load_torch_checkpoint(path: str | Path) -> Any:
+    """The PyTorch model saved at ``path`` (needs torch); a config that is not a JSON object is a
+    :class:`CheckpointError` like any other malformed checkpoint."""
+    from rnnstream.models import load_checkpoint
+
+    try:
+        return load_checkpoint(path)
+    except (TypeError, AttributeError) as e:
+        raise CheckpointError(f"{path}: the model config is malformed ({e})") from e
