@@ -1,14 +1,16 @@
 """The ``rnnstream`` command line: thin commands over the Python API.
 
-Every failure the user can cause is one line on stderr and a non-zero exit: library errors exit
-with 1 (``Error: InputError: ...``), bad arguments with 2. Commands that need torch (init, export,
-quantize --against, verify, train, bench without MODEL) import it only when they run, so the
-streaming commands work on a runtime-only install.
+Every failure is one line on stderr and a non-zero exit: library errors exit with 1
+(``Error: InputError: ...``), bad arguments with 2, and an unexpected exception (a bug) is one
+line too, with its traceback when the environment sets ``RNNSTREAM_DEBUG``. Commands that need
+torch (init, export, quantize --against, verify, train, bench without MODEL) import it only when
+they run, so the streaming commands work on a runtime-only install.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -58,6 +60,18 @@ class _Group(click.Group):
             raise
         except click.UsageError as e:
             raise _OneLineUsageError.wrap(e) from e
+        except (click.ClickException, click.exceptions.Exit, click.Abort, BrokenPipeError):
+            raise
+        except OSError as e:  # the file system refused: a file that cannot be written or read
+            where = f": {e.filename}" if e.filename else ""
+            raise click.ClickException(_one_line(f"{e.strerror or e}{where}")) from e
+        except Exception as e:
+            if os.environ.get("RNNSTREAM_DEBUG"):
+                raise
+            raise click.ClickException(
+                _one_line(f"internal error, please report it: {type(e).__name__}: {e}")
+                + " (RNNSTREAM_DEBUG=1 shows the traceback)"
+            ) from e
 
 
 class _CliHandler(logging.StreamHandler):

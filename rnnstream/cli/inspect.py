@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from rnnstream.cli.options import json_flag, load_model, state_options
+from rnnstream.cli.loading import load_model
+from rnnstream.cli.options import json_flag, state_options
 from rnnstream.cli.render import print_info
 
 

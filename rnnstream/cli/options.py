@@ -1,4 +1,4 @@
-"""Option bundles several commands share, and the loading they feed.
+"""Option bundles several commands share, and parameter types that refuse bad values early.
 
 Parity settings (export, quantize, verify), the task-metric data (export, quantize), threads,
 ``--state``/``--const`` and ``--json`` are declared once here so that a flag means the same thing
@@ -14,11 +14,19 @@ from typing import Any
 
 import click
 
-from rnnstream.errors import CheckpointError
-
 CELL_CHOICES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
 Decorator = Callable[[Any], Any]
+
+
+class FiniteFloat(click.FloatRange):
+    """A float in a range that is also finite (click's ranges let NaN through)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def bundle(*options: Decorator) -> Decorator:
@@ -75,7 +83,7 @@ def parity_options(seed: int, atol_help: str) -> Decorator:
             show_default=True,
             help="Chunk size of the chunked parity run.",
         ),
-        click.option("--atol", type=click.FloatRange(0), default=None, help=atol_help),
+        click.option("--atol", type=FiniteFloat(0), default=None, help=atol_help),
         seed_option(seed, "Seed of the parity input."),
     )
 
@@ -158,23 +166,3 @@ state_options = bundle(
         help="Pin an extra model input to a constant, e.g. --const sr=16000. Repeatable.",
     ),
 )
-
-
-def load_model(model_path: str, threads: int, states: dict, consts: dict) -> Any:
-    """The runtime model at ``model_path`` with the --threads, --state and --const options."""
-    import rnnstream
-
-    return rnnstream.load(
-        model_path, threads=threads, state_map=states or None, constants=consts or None
-    )
-
-
-def load_torch_checkpoint(path: str | Path) -> Any:
-    """The PyTorch model saved at ``path`` (needs torch); a config that is not a JSON object is a
-    :class:`CheckpointError` like any other malformed checkpoint."""
-    from rnnstream.models import load_checkpoint
-
-    try:
-        return load_checkpoint(path)
-    except (TypeError, AttributeError) as e:
-        raise CheckpointError(f"{path}: the model config is malformed ({e})") from e

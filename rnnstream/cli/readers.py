@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 FORMATS = ("auto", "text", "jsonl", "csv", "npy")
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def read_source(source: str, fmt: str, vocab: Vocabulary | None) -> Iterator[Any]:
@@ -58,13 +59,12 @@ def open_text(source: str) -> IO[str]:
 
 
 @contextmanager
-def _decoded(source: str, line: str = "") -> Iterator[None]:
+def _decoded(source: str) -> Iterator[None]:
     try:
         yield
     except UnicodeDecodeError as e:
         raise InputError(
-            f"input {_name(source)}{line} is not UTF-8 text: {e.reason} "
-            f"(byte 0x{e.object[e.start]:02x})"
+            f"input {_name(source)} is not UTF-8 text: {e.reason} (byte 0x{e.object[e.start]:02x})"
         ) from None
 
 
@@ -84,7 +84,7 @@ def read_frames(text: IO[str], fmt: str, source: str = "-") -> Iterator[np.ndarr
     number = 0
     lines = iter(text)
     while True:
-        with _decoded(source, f" after line {number}"):
+        with _decoded(source):
             line = next(lines, None)
         if line is None:
             return
@@ -105,7 +105,7 @@ def _frame(text: str, fmt: str, where: str) -> np.ndarray:
         raise InputError(f"{where}: cannot read a frame from {text[:60]!r} ({e})") from None
     if not np.isfinite(frame).all():
         raise InputError(f"{where}: a frame holds finite numbers, got {text[:60]!r}")
-    if np.abs(frame).max(initial=0) > np.finfo(np.float32).max:
+    if np.abs(frame).max(initial=0) > FLOAT32_MAX:
         raise InputError(f"{where}: {text[:60]!r} has numbers beyond float32's range")
     return frame.astype(np.float32)
 
@@ -120,6 +120,8 @@ def read_npy(path: str | Path) -> np.ndarray:
         raise InputError(f"{path} is an .npz archive: give one array as .npy")
     if array.ndim == 0:
         raise InputError(f"{path} holds a single value: expected steps [T, ...] (frames or ids)")
+    if array.dtype.kind == "f" and np.abs(array).max(initial=0) > FLOAT32_MAX:
+        raise InputError(f"{path} has numbers beyond float32's range (frames are float32)")
     return array
 
 

@@ -11,10 +11,11 @@ from typing import Any
 
 import click
 
+from rnnstream.cli.loading import load_model, load_torch_checkpoint
 from rnnstream.cli.options import (
+    FiniteFloat,
     existing_folder,
     json_flag,
-    load_model,
     seed_option,
     state_options,
     threads_option,
@@ -102,7 +103,7 @@ def stream(
 @click.option("--max-tokens", type=click.IntRange(1), default=300, show_default=True)
 @click.option(
     "--temperature",
-    type=click.FloatRange(0),
+    type=FiniteFloat(0),
     default=None,
     help="Sampling temperature (default 0.8); 0 is greedy.",
 )
@@ -111,7 +112,7 @@ def stream(
 )
 @click.option(
     "--top-p",
-    type=click.FloatRange(0, 1, min_open=True),
+    type=FiniteFloat(0, 1, min_open=True),
     default=None,
     help="Sample from the fewest most likely tokens whose probability reaches P (nucleus).",
 )
@@ -123,7 +124,7 @@ def stream(
 )
 @click.option(
     "--length-penalty",
-    type=float,
+    type=FiniteFloat(),
     default=None,
     help="Beam search ranks by log-probability / length**A (default 1; 0: no normalisation).",
 )
@@ -219,13 +220,12 @@ def bench(
     export extra) and times PyTorch eager on it too.
     """
     from rnnstream.bench import run_benchmark
-    from rnnstream.cli.options import load_torch_checkpoint
 
     torch_module = None
     if model_path is None:
         model_path, torch_module = _reference_model()
     elif checkpoint:
-        torch_module = load_torch_checkpoint(checkpoint)
+        torch_module = load_torch_checkpoint(checkpoint, exported_as=model_path)
     model = load_model(model_path, threads, states, consts)
     logging.getLogger(__name__).info("timing %s: %d rounds x %d steps", model_path, rounds, steps)
     result = run_benchmark(model, torch_module, steps=steps, rounds=rounds)

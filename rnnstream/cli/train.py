@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from rnnstream.cli.options import CELL_CHOICES, SEED, bundle
+from rnnstream.cli.options import CELL_CHOICES, SEED, FiniteFloat, bundle
 
 
 @click.group("train")
@@ -29,19 +29,17 @@ def _optimizer_options(batch: int, steps: int, lr: float) -> Any:
             help="Optimizer steps.",
         ),
         click.option("--batch", type=click.IntRange(1), default=batch, show_default=True),
-        click.option(
-            "--lr", type=click.FloatRange(0, min_open=True), default=lr, show_default=True
-        ),
+        click.option("--lr", type=FiniteFloat(0, min_open=True), default=lr, show_default=True),
         click.option(
             "--min-lr",
-            type=click.FloatRange(0, 1, min_open=True),
+            type=FiniteFloat(0, 1, min_open=True),
             default=0.1,
             show_default=True,
             help="Cosine decay to lr x this by the last step (1: constant).",
         ),
         click.option(
             "--clip",
-            type=click.FloatRange(0, min_open=True),
+            type=FiniteFloat(0, min_open=True),
             default=1.0,
             show_default=True,
             help="Gradient-norm clipping.",
@@ -100,7 +98,7 @@ def _model_options(hidden: int, layers: int) -> Any:
         click.option(
             "--hidden", "hidden_size", type=click.IntRange(1), default=hidden, show_default=True
         ),
-        click.option("--dropout", type=click.FloatRange(0, 1), default=0.0, show_default=True),
+        click.option("--dropout", type=FiniteFloat(0, 1), default=0.0, show_default=True),
     ]
 
     return bundle(*options)
