@@ -120,7 +120,7 @@ def read_npy(path: str | Path) -> np.ndarray:
         raise InputError(f"{path} is an .npz archive: give one array as .npy")
     if array.ndim == 0:
         raise InputError(f"{path} holds a single value: expected steps [T, ...] (frames or ids)")
-    if array.dtype.kind == "f" and np.abs(array).max(initial=0) > FLOAT32_MAX:
+    if array.dtype.kind == "f" and float(np.abs(array).max(initial=0)) > FLOAT32_MAX:
         raise InputError(f"{path} has numbers beyond float32's range (frames are float32)")
     return array
 
