@@ -13,6 +13,7 @@ import click
 from rnnstream.cli.loading import load_torch_checkpoint
 from rnnstream.cli.options import (
     CELL_CHOICES,
+    count_option,
     eval_options,
     json_flag,
     output_option,
@@ -28,25 +29,17 @@ EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 @click.command()
 @click.option("--cell", type=click.Choice(CELL_CHOICES), default="lstm", show_default=True)
-@click.option("--layers", "num_layers", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--hidden", "hidden_size", type=click.IntRange(1), default=128, show_default=True)
-@click.option(
-    "--input-size",
-    type=click.IntRange(1),
-    default=16,
-    show_default=True,
-    help="Frame size (ignored with --vocab).",
-)
+@count_option("--layers", "num_layers", default=1)
+@count_option("--hidden", "hidden_size", default=128)
+@count_option("--input-size", default=16, help="Frame size (ignored with --vocab).")
 @click.option(
     "--vocab",
     type=click.Choice(["printable"]),
-    default=None,
     help="Make a character model over this vocabulary (token ids in, logits out).",
 )
 @click.option(
     "--output-size",
     type=click.IntRange(0),
-    default=None,
     help="Size of the linear head (0: none). Default: vocabulary size, or no head.",
 )
 @click.option("--proj-size", type=click.IntRange(0), default=0, help="LSTM projection size.")
@@ -90,7 +83,6 @@ def init(
     "--quantize",
     "quantize_to",
     type=click.Choice(sorted(PRECISION_NAMES)),
-    default=None,
     help="Write an int8 (dynamic quantisation) or fp16 model instead of float32.",
 )
 @click.option("--fp16", is_flag=True, help="Same as --quantize fp16.")

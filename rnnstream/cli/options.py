@@ -40,14 +40,19 @@ def bundle(*options: Decorator) -> Decorator:
     return apply
 
 
+def count_option(*names: str, default: int, minimum: int = 1, help: str | None = None) -> Decorator:
+    """An integer option of at least ``minimum``, its default shown in --help."""
+    return click.option(
+        *names, type=click.IntRange(minimum), default=default, show_default=True, help=help
+    )
+
+
 def json_flag(help: str) -> Decorator:
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
 def threads_option(help: str | None = "onnxruntime intra-op threads.") -> Decorator:
-    return click.option(
-        "--threads", type=click.IntRange(1), default=1, show_default=True, help=help
-    )
+    return count_option("--threads", default=1, help=help)
 
 
 SEED = click.IntRange(0, 2**32 - 1)  # what every random generator used here accepts
@@ -62,27 +67,11 @@ def seed_option(default: int | None, help: str | None = None) -> Decorator:
 def parity_options(seed: int, atol_help: str) -> Decorator:
     """--steps, --batch, --chunk, --atol and --seed: how parity with PyTorch is measured."""
     return bundle(
-        click.option(
-            "--steps",
-            type=click.IntRange(1),
-            default=1000,
-            show_default=True,
-            help="Length of the random stream parity is measured on.",
+        count_option(
+            "--steps", default=1000, help="Length of the random stream parity is measured on."
         ),
-        click.option(
-            "--batch",
-            type=click.IntRange(1),
-            default=2,
-            show_default=True,
-            help="Sequences in the parity stream.",
-        ),
-        click.option(
-            "--chunk",
-            type=click.IntRange(1),
-            default=16,
-            show_default=True,
-            help="Chunk size of the chunked parity run.",
-        ),
+        count_option("--batch", default=2, help="Sequences in the parity stream."),
+        count_option("--chunk", default=16, help="Chunk size of the chunked parity run."),
         click.option("--atol", type=FiniteFloat(0), default=None, help=atol_help),
         seed_option(seed, "Seed of the parity input."),
     )
@@ -96,11 +85,10 @@ eval_options = bundle(
         help="Validation text of a character LM's bits-per-character score: 'stdlib' (the "
         "standard library's validation files) or a UTF-8 text file (its last 5%).",
     ),
-    click.option(
+    count_option(
         "--eval-tokens",
-        type=click.IntRange(2),
         default=100_000,
-        show_default=True,
+        minimum=2,
         help="Validation tokens scored for the task metric.",
     ),
 )

@@ -14,6 +14,7 @@ import click
 from rnnstream.cli.loading import load_model, load_torch_checkpoint
 from rnnstream.cli.options import (
     FiniteFloat,
+    count_option,
     existing_folder,
     json_flag,
     seed_option,
@@ -38,18 +39,14 @@ MODEL_FILE = click.Path(exists=True, dir_okay=False)
     help="Input format. auto: text for models with a vocabulary, .npy by extension, "
     "else JSON lists or CSV rows per line.",
 )
-@click.option(
+@count_option(
     "--chunk",
-    type=click.IntRange(1),
     default=1,
-    show_default=True,
     help="Steps per onnxruntime run (feed); output is still one line per step.",
 )
-@click.option(
+@count_option(
     "--top",
-    type=click.IntRange(1),
     default=3,
-    show_default=True,
     help="Most likely next tokens (or labels) shown per step (models with a vocabulary or labels).",
 )
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after N steps.")
@@ -100,11 +97,10 @@ def stream(
 @click.command()
 @click.argument("model_path", metavar="[MODEL]", required=False, type=MODEL_FILE)
 @click.option("--prompt", default="", help="Text to start from (fed in one run after BOS).")
-@click.option("--max-tokens", type=click.IntRange(1), default=300, show_default=True)
+@count_option("--max-tokens", default=300)
 @click.option(
     "--temperature",
     type=FiniteFloat(0),
-    default=None,
     help="Sampling temperature (default 0.8); 0 is greedy.",
 )
 @click.option(
@@ -113,19 +109,16 @@ def stream(
 @click.option(
     "--top-p",
     type=FiniteFloat(0, 1, min_open=True),
-    default=None,
     help="Sample from the fewest most likely tokens whose probability reaches P (nucleus).",
 )
 @click.option(
     "--beams",
     type=click.IntRange(1),
-    default=None,
     help="Beam search with B beams (the rows of one batched stream) instead of sampling.",
 )
 @click.option(
     "--length-penalty",
     type=FiniteFloat(),
-    default=None,
     help="Beam search ranks by log-probability / length**A (default 1; 0: no normalisation).",
 )
 @seed_option(None, "Makes the sampling reproducible.")
@@ -180,19 +173,9 @@ def _echo_token(token: Any) -> None:
     type=MODEL_FILE,
     help="PyTorch checkpoint of MODEL, to time PyTorch eager stepping as well.",
 )
-@click.option(
-    "--steps",
-    type=click.IntRange(10),
-    default=300,
-    show_default=True,
-    help="Timed calls per method per round.",
-)
-@click.option(
-    "--rounds",
-    type=click.IntRange(1),
-    default=5,
-    show_default=True,
-    help="Interleaved rounds (methods take turns, so noise hits all alike).",
+@count_option("--steps", default=300, minimum=10, help="Timed calls per method per round.")
+@count_option(
+    "--rounds", default=5, help="Interleaved rounds (methods take turns, so noise hits all alike)."
 )
 @threads_option(help=None)
 @click.option(

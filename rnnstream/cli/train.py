@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from rnnstream.cli.options import CELL_CHOICES, SEED, FiniteFloat, bundle
+from rnnstream.cli.options import CELL_CHOICES, SEED, FiniteFloat, bundle, count_option
 
 
 @click.group("train")
@@ -21,14 +21,8 @@ def train_group() -> None:
 def _optimizer_options(batch: int, steps: int, lr: float) -> Any:
     """The options every `train` command beyond charlm shares: optimisation, seed, output."""
     options = [
-        click.option(
-            "--steps",
-            type=click.IntRange(1),
-            default=steps,
-            show_default=True,
-            help="Optimizer steps.",
-        ),
-        click.option("--batch", type=click.IntRange(1), default=batch, show_default=True),
+        count_option("--steps", default=steps, help="Optimizer steps."),
+        count_option("--batch", default=batch),
         click.option("--lr", type=FiniteFloat(0, min_open=True), default=lr, show_default=True),
         click.option(
             "--min-lr",
@@ -44,31 +38,25 @@ def _optimizer_options(batch: int, steps: int, lr: float) -> Any:
             show_default=True,
             help="Gradient-norm clipping.",
         ),
-        click.option(
-            "--accumulate",
-            type=click.IntRange(1),
-            default=1,
-            show_default=True,
-            help="Batches whose gradients add up to one optimizer step.",
+        count_option(
+            "--accumulate", default=1, help="Batches whose gradients add up to one optimizer step."
         ),
-        click.option(
+        count_option(
             "--eval-every",
-            type=click.IntRange(0),
             default=0,
-            show_default=True,
+            minimum=0,
             help="Validate every N steps (always at epoch ends and after the last step).",
         ),
-        click.option(
+        count_option(
             "--save-every",
-            type=click.IntRange(0),
             default=500,
-            show_default=True,
+            minimum=0,
             help="Checkpoint every N steps (always after the last step).",
         ),
         click.option(
             "--seed", type=SEED, default=0, show_default=True, help="Seeds init, data and dropout."
         ),
-        click.option("--threads", type=click.IntRange(1), default=1, show_default=True),
+        count_option("--threads", default=1),
         click.option(
             "--resume",
             is_flag=True,
@@ -92,12 +80,8 @@ def _model_options(hidden: int, layers: int) -> Any:
     """Architecture options shared by the classifier, tagger and forecaster."""
     options = [
         click.option("--cell", type=click.Choice(CELL_CHOICES), default="lstm", show_default=True),
-        click.option(
-            "--layers", "num_layers", type=click.IntRange(1), default=layers, show_default=True
-        ),
-        click.option(
-            "--hidden", "hidden_size", type=click.IntRange(1), default=hidden, show_default=True
-        ),
+        count_option("--layers", "num_layers", default=layers),
+        count_option("--hidden", "hidden_size", default=hidden),
         click.option("--dropout", type=FiniteFloat(0, 1), default=0.0, show_default=True),
     ]
 
@@ -122,7 +106,7 @@ def _load_data(load: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise click.UsageError(str(e)) from e
 
 
-def _run_training(recipe: Any, opts: dict[str, Any], metrics: dict[str, str]) -> None:
+def _run_training(recipe: Any, opts: dict[str, Any]) -> None:
     """Build (or resume) the model and task, train with a progress bar, print the metrics."""
     import torch
 
@@ -166,7 +150,9 @@ def _run_training(recipe: Any, opts: dict[str, Any], metrics: dict[str, str]) ->
             bar.update(info.step - bar.pos, info)
 
         result = train(model, task, config, checkpoint=output, resume=resume, on_step=on_step)
-    shown = ", ".join(f"{label} {result.metrics['val_' + m]:.4f}" for m, label in metrics.items())
+    shown = ", ".join(
+        f"{label} {result.metrics['val_' + m]:.4f}" for m, label in recipe.metrics.items()
+    )
     click.echo(
         f"wrote {output}: {result.steps} steps in {result.seconds / 60:.1f} min; validation {shown}"
     )
@@ -180,7 +166,7 @@ def _run_training(recipe: Any, opts: dict[str, Any], metrics: dict[str, str]) ->
     help="'stdlib': this Python's standard library sources, split by file (5% validation); "
     "or the path of a UTF-8 text file (its last lines are the validation text).",
 )
-@click.option("--embed", "embed_size", type=click.IntRange(1), default=64, show_default=True)
+@count_option("--embed", "embed_size", default=64)
 @click.option(
     "--vocab",
     type=click.Choice(["printable", "data"]),
@@ -189,11 +175,9 @@ def _run_training(recipe: Any, opts: dict[str, Any], metrics: dict[str, str]) ->
     help="printable: string.printable; data: the characters of the training text. Other "
     "characters become U+FFFD. Token ids 0 and 1 are BOS and EOS.",
 )
-@click.option(
+@count_option(
     "--seq-len",
-    type=click.IntRange(1),
     default=128,
-    show_default=True,
     help="Truncated-BPTT length: the state carries over, gradients stop at each chunk.",
 )
 @_model_options(hidden=256, layers=2)
@@ -215,7 +199,7 @@ def train_charlm(data: str, embed_size: int, vocab: str, seq_len: int, **opts: A
 
     corpus = _load_data(load_corpus, data)
     recipe = CharLMRecipe(corpus, _architecture(opts), embed_size, vocab, seq_len)
-    _run_training(recipe, opts, {"loss": "loss", "bpc": "bits per character"})
+    _run_training(recipe, opts)
 
 
 @train_group.command("classifier")
@@ -225,20 +209,14 @@ def train_charlm(data: str, embed_size: int, vocab: str, seq_len: int, **opts: A
     help="Comma-separated file kinds to tell apart (default: every kind with enough files "
     "here): python, c_header, shell, perl, text, xml.",
 )
-@click.option(
-    "--max-files", type=click.IntRange(2), default=300, show_default=True, help="Files per kind."
-)
-@click.option(
-    "--min-len", type=click.IntRange(1), default=16, show_default=True, help="Shortest crop."
-)
-@click.option(
+@count_option("--max-files", default=300, minimum=2, help="Files per kind.")
+@count_option("--min-len", default=16, help="Shortest crop.")
+@count_option(
     "--max-len",
-    type=click.IntRange(1),
     default=256,
-    show_default=True,
     help="Longest crop; validation reads the first MAX_LEN bytes of each file.",
 )
-@click.option("--embed", "embed_size", type=click.IntRange(1), default=32, show_default=True)
+@count_option("--embed", "embed_size", default=32)
 @click.option(
     "--bidirectional",
     is_flag=True,
@@ -270,26 +248,14 @@ def train_classifier(
     data = _load_data(load_file_kinds, names, max_files=max_files)
     arch = _architecture(opts)
     recipe = ClassifierRecipe(data, arch, embed_size, bidirectional, min_len, max_len)
-    _run_training(recipe, opts, {"loss": "loss", "accuracy": "accuracy"})
+    _run_training(recipe, opts)
 
 
 @train_group.command("tagger")
-@click.option(
-    "--max-files",
-    type=click.IntRange(2),
-    default=400,
-    show_default=True,
-    help="Standard-library files to read.",
-)
-@click.option("--min-len", type=click.IntRange(1), default=64, show_default=True)
-@click.option(
-    "--max-len",
-    type=click.IntRange(1),
-    default=256,
-    show_default=True,
-    help="Longest training crop, and the validation window.",
-)
-@click.option("--embed", "embed_size", type=click.IntRange(1), default=32, show_default=True)
+@count_option("--max-files", default=400, minimum=2, help="Standard-library files to read.")
+@count_option("--min-len", default=64)
+@count_option("--max-len", default=256, help="Longest training crop, and the validation window.")
+@count_option("--embed", "embed_size", default=32)
 @_model_options(hidden=128, layers=1)
 @_optimizer_options(batch=32, steps=1000, lr=3e-3)
 def train_tagger(max_files: int, min_len: int, max_len: int, embed_size: int, **opts: Any) -> None:
@@ -303,11 +269,10 @@ def train_tagger(max_files: int, min_len: int, max_len: int, embed_size: int, **
 
     data = _load_data(load_python_tags, max_files=max_files)
     recipe = TaggerRecipe(data, _architecture(opts), embed_size, min_len, max_len)
-    _run_training(recipe, opts, {"loss": "loss", "accuracy": "accuracy"})
+    _run_training(recipe, opts)
 
 
-@train_group.command("forecaster")
-@click.option(
+SERIES_OPTION = click.option(
     "--data",
     default="mackey-glass",
     show_default=True,
@@ -315,10 +280,12 @@ def train_tagger(max_files: int, min_len: int, max_len: int, embed_size: int, **
     "the path of a CSV file of numbers (one row per step, one column per feature; a header line "
     "is skipped). The last 20% of the steps are the validation series.",
 )
-@click.option("--min-len", type=click.IntRange(1), default=32, show_default=True)
-@click.option(
-    "--max-len", type=click.IntRange(1), default=128, show_default=True, help="Longest window."
-)
+
+
+@train_group.command("forecaster")
+@SERIES_OPTION
+@count_option("--min-len", default=32)
+@count_option("--max-len", default=128, help="Longest window.")
 @_model_options(hidden=64, layers=1)
 @_optimizer_options(batch=32, steps=1000, lr=3e-3)
 def train_forecaster(data: str, min_len: int, max_len: int, **opts: Any) -> None:
@@ -333,5 +300,4 @@ def train_forecaster(data: str, min_len: int, max_len: int, **opts: Any) -> None
 
     series = _load_data(load_series, data)
     recipe = ForecasterRecipe(series, _architecture(opts), min_len, max_len)
-    metrics = {"mae": "MAE", "naive_mae": "repeat-last MAE"}
-    _run_training(recipe, opts, metrics)
+    _run_training(recipe, opts)

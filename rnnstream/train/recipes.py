@@ -9,23 +9,17 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
 from rnnstream.errors import CheckpointError
-from rnnstream.models import (
-    CharLM,
-    CharLMConfig,
-    Forecaster,
-    ForecasterConfig,
-    FrameTagger,
-    FrameTaggerConfig,
-    SequenceClassifier,
-    SequenceClassifierConfig,
-    load_checkpoint,
-)
+from rnnstream.models.charlm import CharLM, CharLMConfig
+from rnnstream.models.checkpoint import load_checkpoint
+from rnnstream.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from rnnstream.models.forecaster import Forecaster, ForecasterConfig
+from rnnstream.models.tagger import FrameTagger, FrameTaggerConfig
 from rnnstream.train.classify import ClassificationTask
 from rnnstream.train.filekinds import FileKindData
 from rnnstream.train.forecast import ForecastTask
@@ -58,8 +52,11 @@ class Architecture:
 
 
 class Recipe(Protocol):
-    """What a recipe tells: its data, the model it builds, and the task for a (built or loaded)
-    model, which it refuses with :class:`CheckpointError` when the model does not fit the data."""
+    """What a recipe tells: its data, the model it builds, the task for a (built or loaded)
+    model, which it refuses with :class:`CheckpointError` when the model does not fit the data,
+    and the validation metrics the task reports (key: a name for people)."""
+
+    metrics: ClassVar[dict[str, str]]
 
     def describe(self) -> str: ...
 
@@ -81,6 +78,15 @@ def prepare(
     return model, recipe.task(model, batch_size, seed)
 
 
+class _OnData:
+    """A recipe over ``self.data``, which describes itself."""
+
+    data: Any
+
+    def describe(self) -> str:
+        return self.data.describe()
+
+
 def _expect(
     model: nn.Module, model_class: type[nn.Module], labels: tuple[str, ...] | None = None
 ) -> None:
@@ -94,43 +100,39 @@ def _expect(
 
 
 @dataclass(frozen=True)
-class CharLMRecipe:
-    """A character language model over ``corpus``; ``vocab`` is ``"printable"`` (the default
+class CharLMRecipe(_OnData):
+    """A character language model over a text corpus; ``vocab`` is ``"printable"`` (the default
     characters) or ``"data"`` (the characters of the training text)."""
 
-    corpus: TextCorpus
+    metrics: ClassVar[dict[str, str]] = {"loss": "loss", "bpc": "bits per character"}
+    data: TextCorpus
     arch: Architecture
     embed_size: int = 64
     vocab: str = "printable"
     seq_len: int = 128
 
-    def describe(self) -> str:
-        return self.corpus.describe()
-
     def build(self) -> CharLM:
-        chars = corpus_chars(self.corpus.train) if self.vocab == "data" else CharLMConfig().chars
+        chars = corpus_chars(self.data.train) if self.vocab == "data" else CharLMConfig().chars
         return CharLM(CharLMConfig(embed_size=self.embed_size, chars=chars, **asdict(self.arch)))
 
     def task(self, model: nn.Module, batch_size: int, seed: int) -> LanguageModelTask:
         _expect(model, CharLM)
         return LanguageModelTask.from_corpus(
-            self.corpus, model.config, batch_size, self.seq_len, seed
+            self.data, model.config, batch_size, self.seq_len, seed
         )
 
 
 @dataclass(frozen=True)
-class ClassifierRecipe:
+class ClassifierRecipe(_OnData):
     """A sequence classifier telling file kinds apart from their first bytes."""
 
+    metrics: ClassVar[dict[str, str]] = {"loss": "loss", "accuracy": "accuracy"}
     data: FileKindData
     arch: Architecture
     embed_size: int = 32
     bidirectional: bool = False
     min_len: int = 16
     max_len: int = 256
-
-    def describe(self) -> str:
-        return self.data.describe()
 
     def build(self) -> SequenceClassifier:
         config = SequenceClassifierConfig(
@@ -149,7 +151,7 @@ class ClassifierRecipe:
 
 
 @dataclass(frozen=True)
-class TaggerRecipe:
+class TaggerRecipe(_OnData):
     """A frame tagger labelling each byte of Python source."""
 
     data: TaggedData
@@ -157,9 +159,7 @@ class TaggerRecipe:
     embed_size: int = 32
     min_len: int = 64
     max_len: int = 256
-
-    def describe(self) -> str:
-        return self.data.describe()
+    metrics: ClassVar[dict[str, str]] = {"loss": "loss", "accuracy": "accuracy"}
 
     def build(self) -> FrameTagger:
         config = FrameTaggerConfig(
@@ -173,30 +173,29 @@ class TaggerRecipe:
 
 
 @dataclass(frozen=True)
-class ForecasterRecipe:
-    """A next-value forecaster standardised with the training part's statistics."""
+class ForecasterRecipe(_OnData):
+    """A next-value forecaster of a time series, standardised with its training part's mean and
+    spread."""
 
-    series: Series
+    metrics: ClassVar[dict[str, str]] = {"mae": "MAE", "naive_mae": "repeat-last MAE"}
+    data: Series
     arch: Architecture
     min_len: int = 32
     max_len: int = 128
 
-    def describe(self) -> str:
-        return self.series.describe()
-
     def build(self) -> Forecaster:
-        mean, scale = standardisation(self.series.train)
+        mean, scale = standardisation(self.data.train)
         config = ForecasterConfig(
-            features=self.series.train.shape[1], mean=mean, scale=scale, **asdict(self.arch)
+            features=self.data.train.shape[1], mean=mean, scale=scale, **asdict(self.arch)
         )
         return Forecaster(config)
 
     def task(self, model: nn.Module, batch_size: int, seed: int) -> ForecastTask:
         _expect(model, Forecaster)
-        features = self.series.train.shape[1]
+        features = self.data.train.shape[1]
         if model.config.features != features:
             raise CheckpointError(
                 f"the checkpoint forecasts {model.config.features} feature(s), the data has "
                 f"{features}"
             )
-        return ForecastTask.from_series(self.series, batch_size, self.min_len, self.max_len, seed)
+        return ForecastTask.from_series(self.data, batch_size, self.min_len, self.max_len, seed)

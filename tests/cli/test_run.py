@@ -71,14 +71,10 @@ def test_stream_bad_frame_is_a_clear_error(cli, frames_model):
 
 
 def test_ctrl_c_ends_the_stream_cleanly(frames_model):
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rnnstream.cli", "-q", "stream", str(frames_model.onnx), "-"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    command = [sys.executable, "-m", "rnnstream.cli", "-q", "stream", str(frames_model.onnx), "-"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    proc = subprocess.Popen(command, text=True, env=env, **pipes)
     proc.stdin.write("[1, 2, 3]\n")
     proc.stdin.flush()
     first = proc.stdout.readline()  # printed as soon as computed, before more input
@@ -91,25 +87,17 @@ def test_ctrl_c_ends_the_stream_cleanly(frames_model):
     assert "Traceback" not in err
 
 
-BLOCK_TORCH_AND_ONNX = r"""
-import importlib.abc, sys
-
-class Block(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "onnx"):
-            raise ImportError(f"{name} is blocked in this test")
-
-sys.meta_path.insert(0, Block())
-from rnnstream.cli import main
-main()
-"""
+# Runs the command line in an interpreter where importing torch or onnx fails.
+RUNTIME_ONLY = (
+    "import sys; sys.modules.update(torch=None, onnx=None); from rnnstream.cli import main; main()"
+)
 
 
 def test_streaming_commands_run_without_torch_or_onnx(char_model):
     """A runtime-only install: stream, info and generate need neither torch nor onnx."""
 
     def run(*args: str, input: str = "") -> subprocess.CompletedProcess:
-        command = [sys.executable, "-c", BLOCK_TORCH_AND_ONNX, "-q", *args]
+        command = [sys.executable, "-c", RUNTIME_ONLY, "-q", *args]
         return subprocess.run(command, input=input, capture_output=True, text=True, timeout=120)
 
     streamed = run("stream", str(char_model.onnx), "-", input="ab")
