@@ -18,6 +18,7 @@ from rnnstream.errors import InputError, NotALanguageModelError
 from rnnstream.runtime.beam import BeamSearch
 from rnnstream.runtime.model import Model
 from rnnstream.runtime.sample import Sampler
+from rnnstream.runtime.signature import Signature
 from rnnstream.runtime.stream import Stream
 from rnnstream.runtime.vocab import Vocabulary
 
@@ -26,6 +27,7 @@ __all__ = [
     "Generation",
     "Timing",
     "Token",
+    "bos_prefix",
     "generate",
     "language_model_vocab",
     "sample_tokens",
@@ -84,6 +86,12 @@ class Generation:
             "strategy": self.strategy,
             "timing": asdict(self.timing),
         }
+
+
+def bos_prefix(signature: Signature) -> np.ndarray:
+    """The token ids a model's stream starts with before any text: ``[bos]`` for a model with a
+    begin-of-sequence token, else none."""
+    return np.asarray([] if signature.bos is None else [signature.bos], dtype=np.int64)
 
 
 def language_model_vocab(model: Model) -> Vocabulary:
@@ -229,9 +237,7 @@ def _prepare(model: Model, prompt: str, max_tokens: int) -> tuple[np.ndarray, li
     if max_tokens < 1:
         raise InputError(f"max_tokens must be >= 1, got {max_tokens}")
     sig = model.signature
-    ids = vocab.encode(prompt)
-    if sig.bos is not None:
-        ids = np.concatenate([np.asarray([sig.bos], dtype=np.int64), ids])
+    ids = np.concatenate([bos_prefix(sig), vocab.encode(prompt)])
     if ids.size == 0:
         raise InputError(f"{model.name} has no BOS token: give a prompt to start from")
     texts = list(vocab.chars)

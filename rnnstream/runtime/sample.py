@@ -10,7 +10,7 @@ from numpy.random import default_rng  # at import: its first use would cost ~10 
 
 from rnnstream.errors import InputError
 
-__all__ = ["Sampler", "log_softmax"]
+__all__ = ["Sampler", "log_softmax", "most_likely"]
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -18,6 +18,14 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     z = logits.astype(np.float64)
     z -= z.max(axis=-1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def most_likely(logits: np.ndarray, k: int) -> list[tuple[int, float]]:
+    """The ``k`` most likely ids of ``logits`` (``[vocab]``) with their probabilities, most likely
+    first (ties to the lowest id)."""
+    probs = np.exp(log_softmax(logits))
+    best = np.argsort(-probs, kind="stable")[:k]
+    return [(int(i), float(probs[i])) for i in best]
 
 
 class Sampler:

@@ -6,7 +6,16 @@ from rnnstream.train.forecast import ForecastTask
 from rnnstream.train.lm import LanguageModelTask, LMBatch, bits_per_token
 from rnnstream.train.loop import StepInfo, Task, TrainConfig, TrainResult, train
 from rnnstream.train.pytags import PY_TAGS, TaggedData, load_python_tags, tag_python
-from rnnstream.train.series import Series, load_csv, load_series, mackey_glass
+from rnnstream.train.recipes import (
+    Architecture,
+    CharLMRecipe,
+    ClassifierRecipe,
+    ForecasterRecipe,
+    Recipe,
+    TaggerRecipe,
+    prepare,
+)
+from rnnstream.train.series import Series, load_csv, load_series, mackey_glass, standardisation
 from rnnstream.train.state import load_train_state, save_train_state, train_state_path
 from rnnstream.train.tag import TaggingTask
 from rnnstream.train.text import (
@@ -23,14 +32,20 @@ from rnnstream.train.text import (
 __all__ = [
     "FILE_KINDS",
     "PY_TAGS",
+    "Architecture",
+    "CharLMRecipe",
     "ClassificationTask",
+    "ClassifierRecipe",
     "FileKindData",
     "ForecastTask",
+    "ForecasterRecipe",
     "LMBatch",
     "LanguageModelTask",
+    "Recipe",
     "Series",
     "StepInfo",
     "TaggedData",
+    "TaggerRecipe",
     "TaggingTask",
     "Task",
     "TextCorpus",
@@ -49,7 +64,9 @@ __all__ = [
     "load_text_file",
     "load_train_state",
     "mackey_glass",
+    "prepare",
     "save_train_state",
+    "standardisation",
     "stdlib_sources",
     "tag_python",
     "token_stream",

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Series", "load_csv", "load_series", "mackey_glass"]
+__all__ = ["Series", "load_csv", "load_series", "mackey_glass", "standardisation"]
 
 
 @dataclass(frozen=True)
@@ -83,3 +83,10 @@ def load_series(data: str | Path, val_fraction: float = 0.2) -> Series:
     if cut < 2 or len(values) - cut < 2:
         raise ValueError(f"{source}: {len(values)} steps are too few to split")
     return Series(values[:cut], values[cut:], source)
+
+
+def standardisation(values: np.ndarray) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-feature mean and spread of ``values`` (``[T, F]``), the spread floored at 1e-6 so that
+    a constant feature scales by a finite number: what a forecaster standardises with."""
+    scale = np.maximum(values.std(0), 1e-6)
+    return tuple(values.mean(0).tolist()), tuple(scale.tolist())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -10,19 +9,17 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import rnnstream
-from rnnstream.cli import main
 from rnnstream.errors import ExportError
-from rnnstream.export import TOLERANCES, export, measure_parity, quantize, quantize_file, verify
+from rnnstream.export import TOLERANCES, export, measure_parity, quantize, quantize_file
 from rnnstream.export.exporter import infer_input
 from rnnstream.export.parity import within
 from rnnstream.export.quality import char_lm_tokens, stream_bits_per_token
 from rnnstream.export.scan_cells import rewrite_as_scan
-from rnnstream.models import CharLM, CharLMConfig, save_checkpoint
+from rnnstream.models import CharLM, CharLMConfig
 from rnnstream.train import bits_per_token
 from tests.tolerances import PARITY, assert_close
 
@@ -286,51 +283,3 @@ def test_scan_rewrite_keeps_what_it_does_not_cover() -> None:
     assert rewrite_as_scan(model) == ["cell"]
     assert [n.op_type for n in model.graph.node] == ["GRU"]
     np.testing.assert_array_equal(_run(model, feeds)[0], expected[0])
-
-
-# The command line.
-
-
-def _invoke(*args: str, ok: bool = True):
-    result = CliRunner().invoke(main, ["-q", *args], catch_exceptions=False)
-    assert (result.exit_code == 0) == ok, result.output
-    return result
-
-
-def test_quantize_command(lm, tmp_path) -> None:
-    _, path = lm
-    out = tmp_path / "lm.int8.onnx"
-    args = ["--steps", "300", "--eval-tokens", str(EVAL_TOKENS)]
-    result = _invoke("quantize", str(path), "--int8", "-o", str(out), *args, "--json")
-    report = json.loads(result.output)
-    assert report["path"] == str(out) and report["signature"]["precision"] == "int8"
-    _assert_within_tolerance(rnnstream.load(out).signature.parity, "int8")
-    result = _invoke("quantize", str(path), "--fp16", *args)
-    default_out = path.with_suffix(".fp16.onnx")
-    assert f"wrote {default_out}" in result.output and "parity PASSED (float16" in result.output
-    assert rnnstream.load(default_out).signature.precision == "float16"
-    assert "--int8 or --fp16" in _invoke("quantize", str(path), ok=False).output
-
-
-def test_export_and_verify_commands_use_the_precision_tolerance(tmp_path) -> None:
-    ckpt = tmp_path / "lm.safetensors"
-    torch_model = _charlm("gru")
-    save_checkpoint(torch_model, ckpt)
-    args = ["--steps", "300", "--eval-tokens", str(EVAL_TOKENS)]
-    _invoke("export", str(ckpt), "--quantize", "int8", *args)
-    int8 = ckpt.with_suffix(".int8.onnx")
-    assert rnnstream.load(int8).signature.precision == "int8"
-    result = _invoke("verify", str(int8), "--against", str(ckpt), "--steps", "300")
-    tol = TOLERANCES["int8"]
-    assert "parity PASSED (int8 vs pytorch)" in result.output
-    assert (
-        f"atol {tol.atol:g}, rtol {tol.rtol:g}" in result.output
-        and "bpc on stdlib" in result.output
-    )
-    report = verify(int8, torch_model, steps=300)
-    assert (report["precision"], report["rtol"]) == ("int8", tol.rtol)
-    assert report["task"]["tokens"] == EVAL_TOKENS  # the recorded evaluation, re-measured
-    _invoke("export", str(ckpt), "--fp16", "-o", str(tmp_path / "h.onnx"), *args)
-    assert rnnstream.load(tmp_path / "h.onnx").signature.precision == "float16"
-    result = _invoke("export", str(ckpt), "--fp16", "--quantize", "int8", ok=False)
-    assert "exclude each other" in result.output

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -35,16 +33,6 @@ from rnnstream.train import (
 )
 from rnnstream.train.batching import CropSampler
 from tests.tolerances import PARITY, assert_close
-
-
-@pytest.fixture(scope="module", autouse=True)
-def torch_single_thread() -> Iterator[None]:
-    """Tiny models run fastest (and steadiest next to onnxruntime) on one torch thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 PY = b"import os\n\ndef f(x):\n    return os.path.join(x, 'a')  # join\n" * 3

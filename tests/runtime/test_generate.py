@@ -6,18 +6,15 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from click.testing import CliRunner
 
 import rnnstream
 from rnnstream.assets import DEMO_CHECKPOINT, DEMO_ONNX
 from rnnstream.bench import run_benchmark
-from rnnstream.cli import main
 from rnnstream.errors import InputError, NotALanguageModelError, SignatureError
 from rnnstream.export import export
 from rnnstream.models import CharLM, CharLMConfig, load_checkpoint
@@ -39,14 +36,6 @@ TRAP = {
     B: {C: 0.9, D: 0.1},
     **{t: {EOS: 1.0} for t in (C, D, E, F, G, EOS)},
 }
-
-
-@pytest.fixture(scope="module", autouse=True)
-def torch_single_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -344,47 +333,7 @@ def test_reorder_rejects_bad_rows_and_keeps_the_state(demo, rows):
         np.testing.assert_array_equal(value, before[name])
 
 
-# --- command line, benchmark -----------------------------------------------------------------
-
-
-def cli(*args: str, ok: bool = True):
-    result = CliRunner().invoke(main, ["-q", "generate", *args], catch_exceptions=False)
-    assert (result.exit_code == 0) == ok, result.output
-    return result
-
-
-def test_cli_prints_text_and_speed():
-    result = cli("--prompt", PROMPT, "--max-tokens", "30", "--seed", "0")  # the demo model
-    assert result.stdout.startswith(PROMPT) and result.stdout.endswith("\n")
-    assert result.stdout == cli("--prompt", PROMPT, "--max-tokens", "30", "--seed", "0").stdout
-    assert "ms/token" in result.stderr and "sample" in result.stderr
-
-
-def test_cli_json_and_beams(demo):
-    args = ["--prompt", PROMPT, "--max-tokens", "25", "--temperature", "0", "--json"]
-    data = json.loads(cli(str(DEMO_ONNX), *args).stdout)
-    greedy = generate(demo, PROMPT, 25, temperature=0)
-    assert data["text"] == greedy.text and data["token_ids"] == greedy.token_ids
-    assert_close(data["logprobs"], greedy.logprobs)
-    assert data["strategy"] == "greedy" and data["finish"] == "max_tokens"
-    assert set(data["timing"]) == {
-        "tokens",
-        "first_token_ms",
-        "ms_per_token",
-        "tokens_per_s",
-        "total_ms",
-    }
-    beam = generate(demo, PROMPT, 25, beams=3)
-    out = cli("--prompt", PROMPT, "--max-tokens", "25", "--beams", "3").stdout
-    assert out == PROMPT + beam.text + "\n"
-    bad = cli("--beams", "2", "--top-k", "3", ok=False)
-    assert bad.exit_code == 1 and "beam search is deterministic" in bad.output
-
-
-def test_cli_refuses_a_model_without_vocabulary(frames_onnx):
-    result = cli(str(frames_onnx), ok=False)
-    assert "NotALanguageModelError" in result.output and "no vocabulary" in result.output
-    assert "Traceback" not in result.output
+# --- benchmark -------------------------------------------------------------------------------
 
 
 def test_benchmark_times_generation_next_to_stream_step(demo, frames_onnx):

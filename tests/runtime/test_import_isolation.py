@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -75,15 +74,6 @@ print(json.dumps({
     "export_importable": export_importable,
 }))
 """
-
-
-@pytest.fixture(scope="module", autouse=True)
-def torch_single_thread() -> Iterator[None]:
-    """One torch thread for the exports here (fast, and stable on a small shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +29,6 @@ class TokenLSTM(nn.Module):
     def forward(self, x: torch.Tensor, state: tuple | None = None) -> tuple:
         y, state = self.rnn(self.emb(x), state)
         return self.head(y), state
-
-
-@pytest.fixture(scope="module", autouse=True)
-def torch_single_thread() -> Iterator[None]:
-    """One torch thread for the exports here (fast, and stable on a small shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,142 @@
+"""How the command line prints results: parity records, export reports, a model's description,
+one JSON record per streamed step, and generation's summary. Text for people, JSON on request."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+import numpy as np
+
+from rnnstream.runtime.sample import most_likely
+
+
+def echo_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2))
+
+
+def print_parity(parity: dict, as_json: bool) -> None:
+    """A parity record: the verdict and errors, the task metric, and the errors per mode."""
+    if as_json:
+        echo_json(parity)
+        return
+    verdict = "PASSED" if parity["passed"] else "FAILED"
+    rtol = parity.get("rtol", 0.0)
+    limits = f"atol {parity['atol']:g}" + (f", rtol {rtol:g}" if rtol else "")
+    click.echo(
+        f"parity {verdict} ({parity.get('precision', 'float32')} vs "
+        f"{parity.get('reference', 'pytorch')}): max abs err {parity['max_abs_err']:.3g}, "
+        f"max rel err {parity['max_rel_err']:.3g} ({limits}); {parity['steps']} steps x batch "
+        f"{parity['batch']}; torch {parity['torch']}, onnxruntime {parity['onnxruntime']}"
+    )
+    task = parity.get("task")
+    if task:
+        click.echo(
+            f"  {task['metric']} on {task['data']} validation ({task['tokens']} tokens): "
+            f"{task['value']:.4f} vs {task['reference']:.4f} float32, "
+            f"+{task['increase']:.4f} (max +{task['max_increase']:g})"
+        )
+    for mode in ("step", "chunk", "sequence"):
+        for tensor, err in parity.get(mode, {}).items():
+            label = f"chunk (T={parity['chunk_size']})" if mode == "chunk" else mode
+            click.echo(
+                f"  {label:<14} {tensor:<10} max abs {err['max_abs_err']:.3g}  "
+                f"max rel {err['max_rel_err']:.3g}"
+            )
+
+
+def print_report(report: Any, as_json: bool) -> None:
+    """An export or quantisation report: the file written and its parity."""
+    if as_json:
+        echo_json(report.to_dict())
+        return
+    click.echo(f"wrote {report.path} ({report.size_bytes / 1e6:.2f} MB) in {report.seconds:.1f} s")
+    print_parity(report.parity, as_json=False)
+
+
+def _arg(a: Any) -> dict:
+    return {"name": a.name, "type": a.type, "shape": a.shape}
+
+
+def print_info(model_path: str, model: Any, cost: dict | None, as_json: bool) -> None:
+    """What ``info`` shows: the graph's inputs and outputs, state pairs, size and parity."""
+    sig, session = model.signature, model.session
+    if as_json:
+        echo_json(
+            {
+                "signature": sig.to_dict(),
+                "cost": cost,
+                "inputs": [_arg(a) for a in session.get_inputs()],
+                "outputs": [_arg(a) for a in session.get_outputs()],
+            }
+        )
+        return
+    origin = "rnnstream signature" if sig.kind != "discovered" else "discovered from names/shapes"
+    click.echo(
+        f"{model_path}: kind {sig.kind} ({origin}), precision {sig.precision}, "
+        f"{'streamable' if sig.streamable else 'NOT streamable (whole sequences only)'}"
+    )
+    for a in session.get_inputs():
+        click.echo(f"  input   {a.name}: {a.type} {a.shape}")
+    for a in session.get_outputs():
+        click.echo(f"  output  {a.name}: {a.type} {a.shape}")
+    click.echo(
+        f"  stream input {sig.input.name}: batch axis {sig.input.batch_axis}, "
+        f"time axis {sig.input.time_axis}"
+    )
+    for s in sig.states:
+        click.echo(
+            f"  state   {s.input} -> {s.output}: {s.dtype} {list(s.shape)}, "
+            f"batch axis {s.batch_axis}"
+        )
+    for name, value in model.constants.items():
+        click.echo(f"  const   {name} = {value.tolist()}")
+    if sig.vocab:
+        click.echo(f"  vocab   {len(sig.vocab)} characters")
+    if sig.labels:
+        click.echo(f"  labels  {', '.join(sig.labels)}")
+    if cost:
+        click.echo(
+            f"  size    {cost['parameters']:,} parameters, "
+            f"{cost['macs_per_step']:,} multiply-adds per step (batch 1)"
+        )
+    if sig.parity:
+        print_parity(sig.parity, as_json=False)
+
+
+def step_record(t: int, x: Any, y: Any, sig: Any, top: int) -> dict:
+    """One streamed step as JSON-ready data: the outputs, or for a model with a vocabulary or
+    labels the token read and the ``top`` most likely next tokens (or labels) with probabilities.
+    """
+    if isinstance(y, dict):
+        return {"t": t, **{k: np.round(v, 6).tolist() for k, v in y.items()}}
+    if sig.vocab is None and sig.labels is None:
+        return {"t": t, "y": np.round(y, 6).tolist()}
+    record: dict[str, Any] = {"t": t}
+    if sig.vocab is not None:
+        record["token"] = sig.vocab[int(x)]
+    names, key = (sig.labels, "labels") if sig.labels is not None else (sig.vocab, "next")
+    record[key] = [[names[i], round(p, 4)] for i, p in most_likely(y, top)]
+    return record
+
+
+def print_generation_summary(result: Any, prompt: str, beams: int | None, parity: dict | None):
+    """Generation's speed and the parity recorded at export, on stderr."""
+    timing = result.timing
+    unit = "step" if beams else "token"
+    speed = "n/a"
+    if timing.ms_per_token is not None:
+        speed = f"{timing.ms_per_token:.3f} ms/{unit} ({timing.tokens_per_s:.0f} {unit}s/s)"
+    click.echo(
+        f"{len(result.token_ids)} tokens ({result.strategy}, stopped at {result.finish}, "
+        f"log-prob {result.logprob:.2f}): prompt ({len(prompt)} characters, one run) to first "
+        f"{unit} {timing.first_token_ms:.2f} ms, then {speed}",
+        err=True,
+    )
+    if parity:
+        click.echo(
+            f"parity at export: max abs err {parity['max_abs_err']:.3g} (atol {parity['atol']:g})"
+            f" over {parity['steps']} steps x batch {parity['batch']}",
+            err=True,
+        )
