@@ -59,8 +59,14 @@ class JsonConfig:
 
     @classmethod
     def from_json(cls, text: str) -> Any:
+        """The config in ``text``; ``ValueError`` naming the problem if it is not a valid one."""
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"a config is a JSON object, got {type(data).__name__}")
         unknown = set(data) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as e:  # a value of the wrong type, e.g. a string where a size goes
+            raise ValueError(f"a config value has the wrong type: {e}") from e
