@@ -38,7 +38,7 @@ from torch import nn
 import rnnstream
 from rnnstream.assets import DEMO_CHECKPOINT
 from rnnstream.bench import measure
-from rnnstream.export import export, quantize_file
+from rnnstream.export import ParitySettings, export, quantize_file
 from rnnstream.export.exporter import infer_input
 from rnnstream.models import load_checkpoint
 
@@ -182,17 +182,16 @@ def latency(
 
 
 def build(module: nn.Module, workdir: Path, eval_tokens: int) -> dict[str, tuple[Path, dict]]:
-    """The model exported at every precision: path and parity record."""
-    c = module.config
+    """The model exported at every precision: path and parity record (as JSON)."""
     fp32 = workdir / "model.float32.onnx"
     # atol 1e-4 as `make demo-model`: a trained LSTM's cell state reaches values in the hundreds.
-    tokens = {"bos": getattr(c, "bos", None), "eos": getattr(c, "eos", None)}
-    report = export(module, fp32, kind=c.kind, vocab=c.vocab, atol=1e-4, **tokens)
-    files = {"float32": (fp32, report.parity)}
+    report = export(module, fp32, parity=ParitySettings(atol=1e-4))
+    files = {"float32": (fp32, report.parity.to_dict())}
     for precision in PRECISIONS[1:]:
         path = workdir / f"model.{precision}.onnx"
-        report = quantize_file(fp32, path, precision, against=module, eval_tokens=eval_tokens)
-        files[precision] = (path, report.parity)
+        settings = ParitySettings(eval_tokens=eval_tokens)
+        report = quantize_file(fp32, path, precision, against=module, parity=settings)
+        files[precision] = (path, report.parity.to_dict())
     return files
 
 

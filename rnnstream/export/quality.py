@@ -18,12 +18,12 @@ from torch import nn
 
 from rnnstream.models.charlm import FALLBACK_CHAR
 from rnnstream.runtime import Model, Signature
+from rnnstream.runtime.parity_record import TaskScore
 from rnnstream.train import bits_per_token, load_corpus
 
-__all__ = ["EVAL_TOKENS", "TASK_METRICS", "char_lm_tokens", "stream_bits_per_token", "task_quality"]
+__all__ = ["TASK_METRICS", "char_lm_tokens", "stream_bits_per_token", "task_quality"]
 
 TASK_METRICS = {"char_lm": "bpc"}  # model kind -> metric (lower is better)
-EVAL_TOKENS = 100_000  # validation tokens scored by default
 
 
 @lru_cache(maxsize=2)
@@ -77,7 +77,7 @@ def task_quality(
     data: str,
     limit: int,
     max_increase: float,
-) -> dict | None:
+) -> TaskScore | None:
     """The task metric of ``candidate`` next to ``reference``'s (None: the kind has none, or the
     model does not stream).
 
@@ -93,13 +93,13 @@ def task_quality(
     else:
         ref = stream_bits_per_token(reference, tokens)
     value = stream_bits_per_token(candidate, tokens)
-    return {
-        "metric": metric,
-        "data": data,
-        "tokens": len(tokens),
-        "reference": round(ref, 5),
-        "value": round(value, 5),
-        "increase": round(value - ref, 5),
-        "max_increase": max_increase,
-        "passed": bool(value - ref <= max_increase),
-    }
+    return TaskScore(
+        metric=metric,
+        data=data,
+        tokens=len(tokens),
+        reference=round(ref, 5),
+        value=round(value, 5),
+        increase=round(value - ref, 5),
+        max_increase=max_increase,
+        passed=bool(value - ref <= max_increase),
+    )

@@ -49,15 +49,6 @@ class CellLoopNetConfig(JsonConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
 
-    @property
-    def kind(self) -> str:
-        return "generic"
-
-    @property
-    def vocab(self) -> None:
-        """Frames, not tokens: no vocabulary."""
-        return None
-
 
 class CellLoopNet(nn.Module):
     """``forward(x, state=None) -> (y, state)``: a Python loop over time through stacked cells.

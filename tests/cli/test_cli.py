@@ -69,7 +69,7 @@ def test_export_prints_parity_and_writes_signature(tmp_path):
     assert "parity PASSED" in result.output
     assert "chunk (T=16)" in result.output
     sig = rnnstream.load(out).signature
-    assert sig.parity["steps"] == 1000 and sig.parity["max_abs_err"] <= 1e-5
+    assert sig.parity.steps == 1000 and sig.parity.max_abs_err <= 1e-5
     assert [(s.input, s.output) for s in sig.states] == [("h0", "hn"), ("c0", "cn")]
 
 
