@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from rnnstream.errors import ExportError, ParityError
-from rnnstream.export.cell_loop import find_cells, trace_cell_loop
+from rnnstream.export.graphcost import graph_cost
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentSpec
 from rnnstream.export.parity import measure_parity
 from rnnstream.export.quality import task_quality
@@ -22,7 +22,7 @@ from rnnstream.export.settings import ParitySettings
 from rnnstream.export.splice import splice_recurrent
 from rnnstream.export.tolerance import Tolerance, tolerance_for
 from rnnstream.export.trace import StateNames, find_recurrent, state_names, trace
-from rnnstream.graphcost import graph_cost
+from rnnstream.export.trace_cell_loop import find_cells, trace_cell_loop
 from rnnstream.models.description import ModelDescription, describe_model
 from rnnstream.runtime import METADATA_KEY, Model, Signature, StateSpec, TensorSpec, load
 from rnnstream.runtime.parity_record import ParityRecord, ReferenceParity

@@ -7,8 +7,8 @@ import onnxruntime
 import torch
 from torch import nn
 
-from rnnstream.export.cell_loop import find_cells
 from rnnstream.export.trace import find_recurrent, primary_output
+from rnnstream.export.trace_cell_loop import find_cells
 from rnnstream.runtime import Model, Signature
 from rnnstream.runtime.parity_record import ParityRecord, TensorError
 

@@ -1,6 +1,6 @@
 """PyTorch models that export and stream (needs the ``export`` extra)."""
 
-from rnnstream.models.cell_loop import CellLoopNet, CellLoopNetConfig
+from rnnstream.models.cell_loop_net import CellLoopNet, CellLoopNetConfig
 from rnnstream.models.charlm import CharLM, CharLMConfig
 from rnnstream.models.checkpoint import (
     count_parameters,

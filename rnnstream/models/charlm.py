@@ -15,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rnnstream.models.common import JsonConfig, check_cell, make_recurrent
+from rnnstream.cells import check_cell
+from rnnstream.models.common import JsonConfig, make_recurrent
 from rnnstream.models.description import ModelDescription
 
 __all__ = [

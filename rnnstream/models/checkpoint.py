@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rnnstream.errors import CheckpointError
-from rnnstream.models.cell_loop import CellLoopNet, CellLoopNetConfig
+from rnnstream.models.cell_loop_net import CellLoopNet, CellLoopNetConfig
 from rnnstream.models.charlm import CharLM, CharLMConfig
 from rnnstream.models.classifier import SequenceClassifier, SequenceClassifierConfig
 from rnnstream.models.forecaster import Forecaster, ForecasterConfig

@@ -8,15 +8,9 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["CELLS", "JsonConfig", "check_cell", "make_recurrent"]
+from rnnstream.cells import check_cell
 
-CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
-
-
-def check_cell(cell: str) -> None:
-    """Raise ``ValueError`` unless ``cell`` is one of :data:`CELLS`."""
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+__all__ = ["JsonConfig", "make_recurrent"]
 
 
 def make_recurrent(
@@ -31,7 +25,7 @@ def make_recurrent(
     bidirectional: bool = False,
     proj_size: int = 0,
 ) -> nn.RNNBase:
-    """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (tanh or relu) for a cell name of :data:`CELLS`."""
+    """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (tanh or relu) for a name in ``rnnstream.cells``."""
     check_cell(cell)
     common: dict[str, Any] = {
         "input_size": input_size,

@@ -8,7 +8,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from rnnstream.models.common import JsonConfig, check_cell
+from rnnstream.cells import check_cell
+from rnnstream.models.common import JsonConfig
 from rnnstream.models.description import ModelDescription
 
 __all__ = [

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import rnnstream
+from rnnstream.cells import CELLS
 from rnnstream.errors import CheckpointError, InputError, NotALanguageModelError
 from rnnstream.export import ParitySettings, export
 from rnnstream.models import CharLM, CharLMConfig, load_checkpoint, save_checkpoint
@@ -17,8 +18,6 @@ from rnnstream.runtime import Vocabulary
 from rnnstream.runtime.generate import generate
 from rnnstream.train import encode
 from tests.tolerances import PARITY, assert_close
-
-CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
 
 def small(cell: str = "lstm", **kw) -> CharLM:

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import rnnstream
+from rnnstream.cells import CELLS
 from rnnstream.export import ParitySettings, export
 from rnnstream.models import (
     Forecaster,
@@ -46,7 +47,6 @@ def torch_single_thread() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 PY = b"import os\n\ndef f(x):\n    return os.path.join(x, 'a')  # join\n" * 3
 C = b"#include <stdio.h>\n\nstatic int f(int x) {\n    return x + 1; /* add */\n}\n" * 3
 SH = b'#!/bin/sh\nset -e\nfor f in *.txt; do\n    echo "$f"\ndone\n' * 3

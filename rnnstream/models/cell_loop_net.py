@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rnnstream.models.common import JsonConfig, check_cell
+from rnnstream.cells import check_cell
+from rnnstream.models.common import JsonConfig
 
 __all__ = ["CellLoopNet", "CellLoopNetConfig", "make_cell"]
 
