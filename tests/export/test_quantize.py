@@ -31,8 +31,8 @@ from rnnstream.export.quality import char_lm_tokens, stream_bits_per_token
 from rnnstream.export.scan_cells import rewrite_as_scan
 from rnnstream.models import CharLM, CharLMConfig, save_checkpoint
 from rnnstream.models.charlm import BOS
+from rnnstream.models.scoring import bits_per_token
 from rnnstream.runtime.parity_record import ParityRecord
-from rnnstream.train import bits_per_token
 from tests.tolerances import PARITY, assert_close
 
 CELLS = ["lstm", "gru", "rnn_tanh"]
