@@ -16,10 +16,12 @@ from typing import Any
 import click
 import numpy as np
 
+from rnnstream.cells import CELLS
 from rnnstream.errors import ParityError, RnnStreamError
 from rnnstream.readers import FORMATS, batched, read_characters, read_frames, read_npy
+from rnnstream.runtime.parity_record import MODES, ParityRecord
 
-CELL_CHOICES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+CELL_CHOICES = list(CELLS)
 PRECISION_NAMES = {"int8": "int8", "fp16": "float16"}
 
 
@@ -212,6 +214,7 @@ def export(
     (see `rnnstream quantize --help`); a character LM's parity record also holds its bits per
     character next to PyTorch's.
     """
+    from rnnstream.export import ParitySettings
     from rnnstream.export import export as export_model
     from rnnstream.models import load_checkpoint
 
@@ -220,26 +223,10 @@ def export(
     name = "fp16" if fp16 else quantize_to
     precision = PRECISION_NAMES[name] if name else "float32"
     model = load_checkpoint(checkpoint)
-    config = model.config
     output = output or checkpoint.with_suffix(f".{name}.onnx" if name else ".onnx")
+    parity = ParitySettings(steps, batch, chunk, atol, seed, eval_data, eval_tokens)
     try:
-        report = export_model(
-            model,
-            output,
-            kind=config.kind,
-            vocab=config.vocab,
-            bos=getattr(config, "bos", None),
-            eos=getattr(config, "eos", None),
-            labels=getattr(config, "labels", None),
-            parity_steps=steps,
-            parity_batch=batch,
-            parity_chunk=chunk,
-            atol=atol,
-            seed=seed,
-            precision=precision,
-            eval_data=eval_data,
-            eval_tokens=eval_tokens,
-        )
+        report = export_model(model, output, parity=parity, precision=precision)
     except ParityError as e:
         _print_parity(e.report, as_json)
         raise
@@ -306,7 +293,7 @@ def quantize(
     the precision's tolerance; a character LM's bits per character are scored next to the
     reference's. Beyond the tolerance nothing is written and the command fails with the numbers.
     """
-    from rnnstream.export import quantize_file
+    from rnnstream.export import ParitySettings, quantize_file
 
     if precision is None:
         raise click.UsageError("choose --int8 or --fp16")
@@ -318,19 +305,8 @@ def quantize(
     tag = "int8" if precision == "int8" else "fp16"
     output = output or Path(model_path).with_suffix(f".{tag}.onnx")
     try:
-        report = quantize_file(
-            model_path,
-            output,
-            precision,
-            against=torch_model,
-            steps=steps,
-            batch=batch,
-            chunk=chunk,
-            atol=atol,
-            seed=seed,
-            eval_data=eval_data,
-            eval_tokens=eval_tokens,
-        )
+        parity = ParitySettings(steps, batch, chunk, atol, seed, eval_data, eval_tokens)
+        report = quantize_file(model_path, output, precision, against=torch_model, parity=parity)
     except ParityError as e:
         _print_parity(e.report, as_json)
         raise
@@ -370,19 +346,13 @@ def verify(
     fp16 character LM's bits per character are re-measured too. Exits with status 1 (and the
     numbers) when they disagree beyond the tolerance.
     """
+    from rnnstream.export import ParitySettings
     from rnnstream.export import verify as verify_model
     from rnnstream.models import load_checkpoint
 
+    parity = ParitySettings(steps=steps, batch=batch, chunk=chunk, atol=atol, seed=seed)
     try:
-        report = verify_model(
-            model_path,
-            load_checkpoint(checkpoint),
-            steps=steps,
-            batch=batch,
-            chunk=chunk,
-            atol=atol,
-            seed=seed,
-        )
+        report = verify_model(model_path, load_checkpoint(checkpoint), parity)
     except ParityError as e:
         _print_parity(e.report, as_json)
         raise
@@ -497,7 +467,7 @@ def _graph_cost(model_path: str) -> dict | None:
     try:
         import onnx
 
-        from rnnstream.graphcost import graph_cost
+        from rnnstream.export.graphcost import graph_cost
     except ImportError:
         return None
     return graph_cost(onnx.load(model_path, load_external_data=False))
@@ -682,6 +652,7 @@ def _reference_model() -> tuple[str, Any]:
 
     import torch
 
+    from rnnstream.export import ParitySettings
     from rnnstream.export import export as export_model
     from rnnstream.models import RecurrentNet, RecurrentNetConfig
 
@@ -691,36 +662,35 @@ def _reference_model() -> tuple[str, Any]:
     )
     module = RecurrentNet(config).eval()
     path = str(Path(tempfile.mkdtemp(prefix="rnnstream-bench-")) / "reference.onnx")
-    export_model(module, path, parity_steps=200)
+    export_model(module, path, parity=ParitySettings(steps=200))
     return path, module
 
 
-def _print_parity(parity: dict, as_json: bool) -> None:
+def _print_parity(parity: ParityRecord, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(parity, indent=2))
+        click.echo(json.dumps(parity.to_dict(), indent=2))
         return
-    verdict = "PASSED" if parity["passed"] else "FAILED"
-    rtol = parity.get("rtol", 0.0)
-    limits = f"atol {parity['atol']:g}" + (f", rtol {rtol:g}" if rtol else "")
+    verdict = "PASSED" if parity.passed else "FAILED"
+    limits = f"atol {parity.atol:g}" + (f", rtol {parity.rtol:g}" if parity.rtol else "")
     click.echo(
-        f"parity {verdict} ({parity.get('precision', 'float32')} vs "
-        f"{parity.get('reference', 'pytorch')}): max abs err {parity['max_abs_err']:.3g}, "
-        f"max rel err {parity['max_rel_err']:.3g} ({limits}); {parity['steps']} steps x batch "
-        f"{parity['batch']}; torch {parity['torch']}, onnxruntime {parity['onnxruntime']}"
+        f"parity {verdict} ({parity.precision} vs {parity.reference}): max abs err "
+        f"{parity.max_abs_err:.3g}, max rel err {parity.max_rel_err:.3g} ({limits}); "
+        f"{parity.steps} steps x batch {parity.batch}; torch {parity.torch}, "
+        f"onnxruntime {parity.onnxruntime}"
     )
-    task = parity.get("task")
+    task = parity.task
     if task:
         click.echo(
-            f"  {task['metric']} on {task['data']} validation ({task['tokens']} tokens): "
-            f"{task['value']:.4f} vs {task['reference']:.4f} float32, "
-            f"+{task['increase']:.4f} (max +{task['max_increase']:g})"
+            f"  {task.metric} on {task.data} validation ({task.tokens} tokens): "
+            f"{task.value:.4f} vs {task.reference:.4f} float32, "
+            f"+{task.increase:.4f} (max +{task.max_increase:g})"
         )
-    for mode in ("step", "chunk", "sequence"):
-        for tensor, err in parity.get(mode, {}).items():
-            label = f"chunk (T={parity['chunk_size']})" if mode == "chunk" else mode
+    for mode in MODES:
+        for tensor, err in parity.errors.get(mode, {}).items():
+            label = f"chunk (T={parity.chunk_size})" if mode == "chunk" else mode
             click.echo(
-                f"  {label:<14} {tensor:<10} max abs {err['max_abs_err']:.3g}  "
-                f"max rel {err['max_rel_err']:.3g}"
+                f"  {label:<14} {tensor:<10} max abs {err.max_abs_err:.3g}  "
+                f"max rel {err.max_rel_err:.3g}"
             )
 
 
@@ -1276,8 +1246,8 @@ def generate(
     parity = model.signature.parity
     if parity:
         click.echo(
-            f"parity at export: max abs err {parity['max_abs_err']:.3g} (atol {parity['atol']:g})"
-            f" over {parity['steps']} steps x batch {parity['batch']}",
+            f"parity at export: max abs err {parity.max_abs_err:.3g} (atol {parity.atol:g})"
+            f" over {parity.steps} steps x batch {parity.batch}",
             err=True,
         )
 
