@@ -329,14 +329,7 @@ def quantize_file(
             against.train()
     source_parity = source_model.signature.parity
     if against is None and source_parity:
-        kept = ReferenceParity(
-            max_abs_err=source_parity.max_abs_err,
-            max_rel_err=source_parity.max_rel_err,
-            atol=source_parity.atol,
-            steps=source_parity.steps,
-            passed=source_parity.passed,
-        )
-        record = replace(record, reference_parity=kept)
+        record = replace(record, reference_parity=ReferenceParity.of(source_parity))
     return _write(proto, sig, record, path, start)
 
 

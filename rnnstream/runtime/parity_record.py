@@ -8,7 +8,7 @@ far, the shipped demo models included, and :meth:`ParityRecord.to_dict` writes t
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from rnnstream.errors import SignatureError
@@ -53,6 +53,11 @@ class ReferenceParity:
     atol: float
     steps: int
     passed: bool
+
+    @classmethod
+    def of(cls, record: ParityRecord) -> ReferenceParity:
+        """The summary of a full record."""
+        return cls(**{f.name: getattr(record, f.name) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
