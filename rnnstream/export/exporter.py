@@ -14,6 +14,7 @@ from torch import nn
 
 from rnnstream.errors import ExportError, ParityError
 from rnnstream.export.graphcost import graph_cost
+from rnnstream.export.heads import check_single_head
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentSpec
 from rnnstream.export.parity import measure_parity
 from rnnstream.export.quality import task_quality
@@ -149,6 +150,7 @@ def to_onnx(
     """Build the ONNX model (graph, weights, signature without parity) and check it."""
     _check_exportable(model)
     example = inputs.sample(2, 3, seed=0)
+    check_single_head(model, example)
     if find_recurrent(model):
         traced, states, source = _trace_recurrent(model, example, inputs.batch_first, output_name)
     else:
