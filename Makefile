@@ -61,6 +61,16 @@ demo-model-quantized: $(STAMP)
 			-o rnnstream/assets/charlm-stdlib.$$p.onnx || exit 1; \
 	done
 
+# Benchmarks (rnnstream/bench/; not part of `make test`): per-step latency of the reference model
+# (= `rnnstream bench`, about a minute), and float32 / int8 / float16 of the demo model side by side
+# (several minutes; rewrites the committed rnnstream/bench/precision.json).
+.PHONY: bench bench-precision
+bench: $(STAMP)
+	$(BIN)/python -m rnnstream.bench.latency
+
+bench-precision: $(STAMP)
+	$(BIN)/python -m rnnstream.bench.precision
+
 lint:
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rnnstream.runtime.parity_record import ParityRecord
+
 __all__ = [
     "CheckpointError",
     "ExportError",
@@ -41,7 +46,7 @@ class ExportError(RnnStreamError):
 class ParityError(RnnStreamError):
     """The exported ONNX model does not reproduce PyTorch within tolerance."""
 
-    def __init__(self, message: str, report: dict) -> None:
+    def __init__(self, message: str, report: ParityRecord) -> None:
         super().__init__(message)
         self.report = report
 

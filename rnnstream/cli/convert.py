@@ -119,27 +119,12 @@ def export(
     print_report(report, as_json)
 
 
-def _export(
-    model: Any, output: Path, precision: str, steps: int, batch: int, chunk: int, **settings: Any
-) -> Any:
-    """``rnnstream.export.export`` with what the checkpoint's config says about the model."""
+def _export(model: Any, output: Path, precision: str, **settings: Any) -> Any:
+    """``rnnstream.export.export``: the checkpoint's model describes itself."""
+    from rnnstream.export import ParitySettings
     from rnnstream.export import export as export_model
 
-    config = model.config
-    return export_model(
-        model,
-        output,
-        kind=config.kind,
-        vocab=config.vocab,
-        bos=getattr(config, "bos", None),
-        eos=getattr(config, "eos", None),
-        labels=getattr(config, "labels", None),
-        parity_steps=steps,
-        parity_batch=batch,
-        parity_chunk=chunk,
-        precision=precision,
-        **settings,
-    )
+    return export_model(model, output, parity=ParitySettings(**settings), precision=precision)
 
 
 @contextmanager
@@ -188,7 +173,7 @@ def quantize(
     the precision's tolerance; a character LM's bits per character are scored next to the
     reference's. Beyond the tolerance nothing is written and the command fails with the numbers.
     """
-    from rnnstream.export import quantize_file
+    from rnnstream.export import ParitySettings, quantize_file
 
     if precision is None:
         raise click.UsageError("choose --int8 or --fp16")
@@ -198,7 +183,8 @@ def quantize(
     tag = "int8" if precision == "int8" else "fp16"
     output = output or model_path.with_suffix(f".{tag}.onnx")
     with _parity_shown(as_json):
-        report = quantize_file(str(model_path), output, precision, against=against, **settings)
+        parity = ParitySettings(**settings)
+        report = quantize_file(str(model_path), output, precision, against=against, parity=parity)
     print_report(report, as_json)
 
 
@@ -220,9 +206,10 @@ def verify(model_path: Path, checkpoint: Path, as_json: bool, **settings: Any) -
     fp16 character LM's bits per character are re-measured too. Exits with status 1 (and the
     numbers) when they disagree beyond the tolerance.
     """
+    from rnnstream.export import ParitySettings
     from rnnstream.export import verify as verify_model
 
     module = load_torch_checkpoint(checkpoint, exported_as=model_path)
     with _parity_shown(as_json):
-        report = verify_model(str(model_path), module, **settings)
+        report = verify_model(str(model_path), module, ParitySettings(**settings))
     print_parity(report, as_json)

@@ -28,7 +28,7 @@ def _graph_cost(model_path: str) -> dict | None:
     try:
         import onnx
 
-        from rnnstream.graphcost import graph_cost
+        from rnnstream.export.graphcost import graph_cost
     except ImportError:
         return None
     return graph_cost(onnx.load(model_path, load_external_data=False))

@@ -14,7 +14,9 @@ from typing import Any
 
 import click
 
-CELL_CHOICES = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
+from rnnstream.cells import CELLS
+
+CELL_CHOICES = list(CELLS)
 
 Decorator = Callable[[Any], Any]
 

@@ -9,6 +9,7 @@ from typing import Any
 import click
 import numpy as np
 
+from rnnstream.runtime.parity_record import MODES, ParityRecord
 from rnnstream.runtime.sample import most_likely
 
 
@@ -16,33 +17,32 @@ def echo_json(value: Any) -> None:
     click.echo(json.dumps(value, indent=2))
 
 
-def print_parity(parity: dict, as_json: bool) -> None:
+def print_parity(parity: ParityRecord, as_json: bool) -> None:
     """A parity record: the verdict and errors, the task metric, and the errors per mode."""
     if as_json:
-        echo_json(parity)
+        echo_json(parity.to_dict())
         return
-    verdict = "PASSED" if parity["passed"] else "FAILED"
-    rtol = parity.get("rtol", 0.0)
-    limits = f"atol {parity['atol']:g}" + (f", rtol {rtol:g}" if rtol else "")
+    verdict = "PASSED" if parity.passed else "FAILED"
+    limits = f"atol {parity.atol:g}" + (f", rtol {parity.rtol:g}" if parity.rtol else "")
     click.echo(
-        f"parity {verdict} ({parity.get('precision', 'float32')} vs "
-        f"{parity.get('reference', 'pytorch')}): max abs err {parity['max_abs_err']:.3g}, "
-        f"max rel err {parity['max_rel_err']:.3g} ({limits}); {parity['steps']} steps x batch "
-        f"{parity['batch']}; torch {parity['torch']}, onnxruntime {parity['onnxruntime']}"
+        f"parity {verdict} ({parity.precision} vs {parity.reference}): max abs err "
+        f"{parity.max_abs_err:.3g}, max rel err {parity.max_rel_err:.3g} ({limits}); "
+        f"{parity.steps} steps x batch {parity.batch}; torch {parity.torch}, "
+        f"onnxruntime {parity.onnxruntime}"
     )
-    task = parity.get("task")
+    task = parity.task
     if task:
         click.echo(
-            f"  {task['metric']} on {task['data']} validation ({task['tokens']} tokens): "
-            f"{task['value']:.4f} vs {task['reference']:.4f} float32, "
-            f"+{task['increase']:.4f} (max +{task['max_increase']:g})"
+            f"  {task.metric} on {task.data} validation ({task.tokens} tokens): "
+            f"{task.value:.4f} vs {task.reference:.4f} float32, "
+            f"+{task.increase:.4f} (max +{task.max_increase:g})"
         )
-    for mode in ("step", "chunk", "sequence"):
-        for tensor, err in parity.get(mode, {}).items():
-            label = f"chunk (T={parity['chunk_size']})" if mode == "chunk" else mode
+    for mode in MODES:
+        for tensor, err in parity.errors.get(mode, {}).items():
+            label = f"chunk (T={parity.chunk_size})" if mode == "chunk" else mode
             click.echo(
-                f"  {label:<14} {tensor:<10} max abs {err['max_abs_err']:.3g}  "
-                f"max rel {err['max_rel_err']:.3g}"
+                f"  {label:<14} {tensor:<10} max abs {err.max_abs_err:.3g}  "
+                f"max rel {err.max_rel_err:.3g}"
             )
 
 
@@ -136,7 +136,7 @@ def print_generation_summary(result: Any, prompt: str, beams: int | None, parity
     )
     if parity:
         click.echo(
-            f"parity at export: max abs err {parity['max_abs_err']:.3g} (atol {parity['atol']:g})"
-            f" over {parity['steps']} steps x batch {parity['batch']}",
+            f"parity at export: max abs err {parity.max_abs_err:.3g} (atol {parity.atol:g})"
+            f" over {parity.steps} steps x batch {parity.batch}",
             err=True,
         )

@@ -226,6 +226,7 @@ def _reference_model() -> tuple[str, Any]:
 
     import torch
 
+    from rnnstream.export import ParitySettings
     from rnnstream.export import export as export_model
     from rnnstream.models import RecurrentNet, RecurrentNetConfig
 
@@ -235,5 +236,5 @@ def _reference_model() -> tuple[str, Any]:
     )
     module = RecurrentNet(config).eval()
     path = str(Path(tempfile.mkdtemp(prefix="rnnstream-bench-")) / "reference.onnx")
-    export_model(module, path, parity_steps=200)
+    export_model(module, path, parity=ParitySettings(steps=200))
     return path, module

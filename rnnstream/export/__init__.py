@@ -10,13 +10,18 @@ from rnnstream.export.exporter import (
 )
 from rnnstream.export.parity import measure_parity
 from rnnstream.export.quantize import PRECISIONS, quantize
+from rnnstream.export.settings import EVAL_TOKENS, ParitySettings
 from rnnstream.export.tolerance import TOLERANCES, Tolerance
+from rnnstream.models.description import ModelDescription
 
 __all__ = [
+    "EVAL_TOKENS",
     "PRECISIONS",
     "TOLERANCES",
     "ExportReport",
     "InputSpec",
+    "ModelDescription",
+    "ParitySettings",
     "Tolerance",
     "export",
     "measure_parity",

@@ -13,18 +13,26 @@ import torch
 from torch import nn
 
 from rnnstream.errors import ExportError, ParityError
-from rnnstream.export.cell_loop import find_cells, trace_cell_loop
+from rnnstream.export.graphcost import graph_cost
+from rnnstream.export.heads import check_single_head
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentSpec
-from rnnstream.export.parity import measure_parity, within
-from rnnstream.export.quality import EVAL_TOKENS, task_quality
+from rnnstream.export.parity import measure_parity
+from rnnstream.export.quality import task_quality
 from rnnstream.export.quantize import quantize
+from rnnstream.export.settings import ParitySettings
 from rnnstream.export.splice import splice_recurrent
 from rnnstream.export.tolerance import Tolerance, tolerance_for
 from rnnstream.export.trace import StateNames, find_recurrent, state_names, trace
-from rnnstream.graphcost import graph_cost
+from rnnstream.export.trace_cell_loop import find_cells, trace_cell_loop
+from rnnstream.models.description import ModelDescription, describe_model
 from rnnstream.runtime import METADATA_KEY, Model, Signature, StateSpec, TensorSpec, load
+from rnnstream.runtime.parity_record import ParityRecord, ReferenceParity
 
 __all__ = ["ExportReport", "InputSpec", "export", "quantize_file", "to_onnx", "verify"]
+
+DEFAULT_PARITY = ParitySettings()
+VERIFY_PARITY = ParitySettings(seed=1)  # verify's default: another stream than export's
+GENERIC = ModelDescription()
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +75,8 @@ class ExportReport:
     size_bytes: int
 
     @property
-    def parity(self) -> dict:
-        return self.signature.parity or {}
+    def parity(self) -> ParityRecord | None:
+        return self.signature.parity
 
     def to_dict(self) -> dict:
         return {
@@ -136,16 +144,13 @@ def to_onnx(
     model: nn.Module,
     inputs: InputSpec,
     *,
-    kind: str = "generic",
+    description: ModelDescription = GENERIC,
     output_name: str = "y",
-    vocab: str | None = None,
-    bos: int | None = None,
-    eos: int | None = None,
-    labels: tuple[str, ...] | None = None,
 ) -> onnx.ModelProto:
     """Build the ONNX model (graph, weights, signature without parity) and check it."""
     _check_exportable(model)
     example = inputs.sample(2, 3, seed=0)
+    check_single_head(model, example)
     if find_recurrent(model):
         traced, states, source = _trace_recurrent(model, example, inputs.batch_first, output_name)
     else:
@@ -157,13 +162,13 @@ def to_onnx(
         input=inputs.tensor_spec(),
         outputs=(_output_spec(traced, output_name),),
         states=states,
-        kind=kind,
+        kind=description.kind,
         streamable=not bidirectional,
-        vocab=vocab,
+        vocab=description.vocab,
         num_tokens=inputs.token_range,
-        bos=bos,
-        eos=eos,
-        labels=labels,
+        bos=description.bos,
+        eos=description.eos,
+        labels=description.labels,
         source={"module": type(model).__name__, **source, "torch": torch.__version__},
     )
     signature = replace(signature, cost=graph_cost(traced))
@@ -226,37 +231,25 @@ def export(
     *,
     example: torch.Tensor | None = None,
     batch_first: bool | None = None,
-    kind: str = "generic",
     output_name: str = "y",
-    vocab: str | None = None,
-    bos: int | None = None,
-    eos: int | None = None,
-    labels: tuple[str, ...] | None = None,
-    parity_steps: int = 1000,
-    parity_batch: int = 2,
-    parity_chunk: int = 16,
-    atol: float | None = None,
-    seed: int = 0,
+    description: ModelDescription | None = None,
+    parity: ParitySettings = DEFAULT_PARITY,
     precision: str = "float32",
-    eval_data: str = "stdlib",
-    eval_tokens: int = EVAL_TOKENS,
 ) -> ExportReport:
     """Export ``model`` to ``path`` as a streamable ONNX model and prove parity with PyTorch.
 
     The model's recurrent state becomes graph inputs/outputs (``h0``/``c0`` → ``hn``/``cn``), batch
-    and time are dynamic, and the signature (with the parity record) is stored in the file. Parity
-    steps the ONNX model ``parity_steps`` times over ``parity_batch`` random sequences, and in
-    chunks of ``parity_chunk``, against one PyTorch forward. ``kind``, ``vocab``, ``bos``/``eos``
-    and ``labels`` (class names of a classifier or tagger) go into the signature. ``precision``
-    ``"int8"`` or ``"float16"`` writes a quantised model (see :func:`rnnstream.export.quantize`),
-    whose parity record also scores the task metric (bits per character for a char LM, on the first
-    ``eval_tokens`` tokens of ``eval_data``'s validation text) next to PyTorch's. Raises
-    :class:`ParityError` (nothing is written) when the errors exceed the precision's tolerance
-    (:data:`~rnnstream.export.tolerance.TOLERANCES`; ``atol`` overrides its absolute part).
+    and time are dynamic, and the signature (with the parity record) is stored in the file. Its
+    kind, vocabulary, BOS/EOS and labels come from ``description``, else from the model itself
+    (:func:`~rnnstream.models.describe_model`). Parity runs as ``parity`` says (see
+    :class:`ParitySettings`). ``precision`` ``"int8"`` or ``"float16"`` writes a quantised model
+    (see :func:`rnnstream.export.quantize`), whose parity record also scores the task metric (bits
+    per character for a char LM) next to PyTorch's. Raises :class:`ParityError` (nothing is
+    written) when the errors exceed the precision's tolerance
+    (:data:`~rnnstream.export.tolerance.TOLERANCES`; ``parity.atol`` overrides its absolute part).
     """
-    tolerance = tolerance_for(precision)
-    if atol is not None:
-        tolerance = replace(tolerance, atol=atol)
+    tolerance = _tolerance(tolerance_for(precision), parity)
+    description = description if description is not None else describe_model(model)
     start = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -264,76 +257,45 @@ def export(
         _check_exportable(model)
         inputs = infer_input(model, example, batch_first)
         log.info("tracing %s and building the ONNX graph", type(model).__name__)
-        proto = to_onnx(
-            model,
-            inputs,
-            kind=kind,
-            output_name=output_name,
-            vocab=vocab,
-            bos=bos,
-            eos=eos,
-            labels=labels,
-        )
+        proto = to_onnx(model, inputs, description=description, output_name=output_name)
         if precision != "float32":
             log.info("converting to %s", precision)
             proto = quantize(proto, precision)
         runtime_model = load(proto.SerializeToString())
-        x = inputs.sample(parity_batch, parity_steps, seed)
-        parity = _measure(model, runtime_model, x, parity_chunk, tolerance, eval_data, eval_tokens)
+        x = inputs.sample(parity.batch, parity.steps, parity.seed)
+        record = _measure(model, runtime_model, x, tolerance, parity)
     finally:
         model.train(was_training)
-    if not parity["passed"]:
-        raise ParityError(parity_failure_message(parity), parity)
-    signature = runtime_model.signature.with_parity(parity)
-    _set_signature(proto, signature)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = proto.SerializeToString()
-    path.write_bytes(data)
-    return ExportReport(str(path), signature, time.perf_counter() - start, len(data))
+    return _write(proto, runtime_model.signature, record, path, start)
 
 
 def verify(
-    onnx_path: str | Path,
-    model: nn.Module,
-    *,
-    steps: int = 1000,
-    batch: int = 2,
-    chunk: int = 16,
-    atol: float | None = None,
-    seed: int = 1,
-) -> dict:
-    """Re-measure the parity of an exported file against ``model``; returns the report.
+    onnx_path: str | Path, model: nn.Module, parity: ParitySettings = VERIFY_PARITY
+) -> ParityRecord:
+    """Re-measure the parity of an exported file against ``model``; returns the record.
 
     The tolerance is the one recorded at export for the file's precision, else that precision's
-    entry in :data:`~rnnstream.export.tolerance.TOLERANCES`; ``atol`` overrides its absolute
-    part. A lower-precision file's task metric is re-measured on the recorded validation data.
-    Raises :class:`ParityError` when the model and the file disagree beyond the tolerance.
+    entry in :data:`~rnnstream.export.tolerance.TOLERANCES`; ``parity.atol`` overrides its
+    absolute part. A lower-precision file's task metric is re-measured on the recorded validation
+    data. Raises :class:`ParityError` when the model and the file disagree beyond the tolerance.
     """
     runtime_model = load(onnx_path)
     sig = runtime_model.signature
-    tolerance = tolerance_for(sig.precision, sig.parity)
-    if atol is not None:
-        tolerance = replace(tolerance, atol=atol)
+    tolerance = _tolerance(tolerance_for(sig.precision, sig.parity), parity)
+    task = sig.parity.task if sig.parity else None
+    if task is not None:
+        parity = replace(parity, eval_data=task.data, eval_tokens=task.tokens)
     inputs = _inputs_of(sig, model, str(onnx_path))
-    task = (sig.parity or {}).get("task") or {}
     was_training = model.training
     model.eval()
     try:
-        parity = _measure(
-            model,
-            runtime_model,
-            inputs.sample(batch, steps, seed),
-            chunk,
-            tolerance,
-            task.get("data", "stdlib"),
-            task.get("tokens", EVAL_TOKENS),
-        )
+        x = inputs.sample(parity.batch, parity.steps, parity.seed)
+        record = _measure(model, runtime_model, x, tolerance, parity)
     finally:
         model.train(was_training)
-    if not parity["passed"]:
-        raise ParityError(parity_failure_message(parity), parity)
-    return parity
+    if not record.passed:
+        raise ParityError(parity_failure_message(record), record)
+    return record
 
 
 def quantize_file(
@@ -342,13 +304,7 @@ def quantize_file(
     precision: str,
     *,
     against: nn.Module | None = None,
-    steps: int = 1000,
-    batch: int = 2,
-    chunk: int = 16,
-    atol: float | None = None,
-    seed: int = 0,
-    eval_data: str = "stdlib",
-    eval_tokens: int = EVAL_TOKENS,
+    parity: ParitySettings = DEFAULT_PARITY,
 ) -> ExportReport:
     """Write ``source`` (a float32 rnnstream export) at ``precision`` to ``path``, with parity.
 
@@ -358,31 +314,38 @@ def quantize_file(
     precision's tolerance.
     """
     start = time.perf_counter()
-    tolerance = tolerance_for(precision)
-    if atol is not None:
-        tolerance = replace(tolerance, atol=atol)
+    tolerance = _tolerance(tolerance_for(precision), parity)
     source_model = load(source)
     proto = quantize(source, precision)
     runtime_model = load(proto.SerializeToString())
     sig = runtime_model.signature
     reference: nn.Module | Model = source_model if against is None else against
-    x = _inputs_of(sig, against, str(source)).sample(batch, steps, seed)
+    x = _inputs_of(sig, against, str(source)).sample(parity.batch, parity.steps, parity.seed)
     was_training = against is not None and against.training
     if against is not None:
         against.eval()
     try:
-        parity = _measure(reference, runtime_model, x, chunk, tolerance, eval_data, eval_tokens)
+        record = _measure(reference, runtime_model, x, tolerance, parity)
     finally:
         if was_training:
             against.train()
     source_parity = source_model.signature.parity
     if against is None and source_parity:
-        parity["reference_parity"] = {
-            k: source_parity[k] for k in ("max_abs_err", "max_rel_err", "atol", "steps", "passed")
-        }
-    if not parity["passed"]:
-        raise ParityError(parity_failure_message(parity), parity)
-    signature = sig.with_parity(parity)
+        record = replace(record, reference_parity=ReferenceParity.of(source_parity))
+    return _write(proto, sig, record, path, start)
+
+
+def _tolerance(table: Tolerance, parity: ParitySettings) -> Tolerance:
+    return table if parity.atol is None else replace(table, atol=parity.atol)
+
+
+def _write(
+    proto: onnx.ModelProto, sig: Signature, record: ParityRecord, path: str | Path, start: float
+) -> ExportReport:
+    """Refuse a failed record, else write the model with its record in the signature."""
+    if not record.passed:
+        raise ParityError(parity_failure_message(record), record)
+    signature = sig.with_parity(record)
     _set_signature(proto, signature)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -411,48 +374,35 @@ def _measure(
     reference: nn.Module | Model,
     runtime_model: Model,
     x: torch.Tensor,
-    chunk: int,
     tolerance: Tolerance,
-    eval_data: str,
-    eval_tokens: int,
-) -> dict:
+    parity: ParitySettings,
+) -> ParityRecord:
     """The parity record: errors against ``reference`` and, below float32, the task metric."""
     precision = runtime_model.signature.precision
     log.info("parity (%s): a %s stream, step by step and in chunks", precision, list(x.shape))
-    parity = measure_parity(reference, runtime_model, x, chunk, tolerance.atol, tolerance.rtol)
-    parity["precision"] = precision
+    record = measure_parity(
+        reference, runtime_model, x, parity.chunk, tolerance.atol, tolerance.rtol
+    )
     if precision != "float32":
-        log.info("task metric on %s validation text (%d tokens)", eval_data, eval_tokens)
+        log.info("task metric on %s validation (%d tokens)", parity.eval_data, parity.eval_tokens)
         task = task_quality(
-            reference, runtime_model, eval_data, eval_tokens, tolerance.max_bpc_increase
+            reference,
+            runtime_model,
+            parity.eval_data,
+            parity.eval_tokens,
+            tolerance.max_bpc_increase,
         )
         if task is not None:
-            parity["task"] = task
-            parity["passed"] = parity["passed"] and task["passed"]
-    return parity
+            record = replace(record, task=task, passed=record.passed and task.passed)
+    return record
 
 
-def parity_failure_message(parity: dict) -> str:
+def parity_failure_message(record: ParityRecord) -> str:
     """A one-paragraph account of which tensors missed the tolerance and by how much."""
-    worst = []
-    rtol = parity.get("rtol", 0.0)
-    for mode in ("step", "chunk", "sequence"):
-        for tensor, err in parity.get(mode, {}).items():
-            if not within(err, parity["atol"], rtol):
-                worst.append(
-                    f"{tensor} ({mode}): max abs err {err['max_abs_err']:.3g}, "
-                    f"max rel err {err['max_rel_err']:.3g}"
-                )
-    task = parity.get("task")
-    if task and not task["passed"]:
-        worst.append(
-            f"{task['metric']} {task['value']:.4f} vs {task['reference']:.4f} "
-            f"(+{task['increase']:.4f} > {task['max_increase']:g})"
-        )
-    limits = f"atol={parity['atol']:g}" + (f", rtol={rtol:g}" if rtol else "")
-    reference = "PyTorch" if parity.get("reference", "pytorch") == "pytorch" else "its reference"
+    limits = f"atol={record.atol:g}" + (f", rtol={record.rtol:g}" if record.rtol else "")
+    reference = "PyTorch" if record.reference == "pytorch" else "its reference"
     return (
-        f"parity failed: the {parity.get('precision', 'float32')} ONNX model differs from "
-        f"{reference} beyond {limits} over {parity['steps']} steps x batch {parity['batch']}: "
-        + "; ".join(worst)
+        f"parity failed: the {record.precision} ONNX model differs from {reference} beyond "
+        f"{limits} over {record.steps} steps x batch {record.batch}: "
+        + "; ".join(record.failures())
     )

@@ -37,7 +37,7 @@ _PEEPHOLE_TO_ONNX = [0, 2, 1]  # PeepholeLSTM (i, f, o) -> onnx P (i, o, f)
 class RecurrentSpec:
     """The configuration of one PyTorch recurrent module."""
 
-    cell: str  # "lstm", "gru", "rnn_tanh" or "rnn_relu"
+    cell: str  # one of rnnstream.cells.CELLS
     input_size: int
     hidden_size: int
     num_layers: int

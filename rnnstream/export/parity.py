@@ -7,9 +7,10 @@ import onnxruntime
 import torch
 from torch import nn
 
-from rnnstream.export.cell_loop import find_cells
 from rnnstream.export.trace import find_recurrent, primary_output
+from rnnstream.export.trace_cell_loop import find_cells
 from rnnstream.runtime import Model, Signature
+from rnnstream.runtime.parity_record import ParityRecord, TensorError
 
 __all__ = ["measure_parity", "onnx_reference", "torch_reference"]
 
@@ -51,13 +52,13 @@ def onnx_reference(model: Model, x: np.ndarray) -> tuple[np.ndarray, list[np.nda
     return results[0], results[len(sig.outputs) :]
 
 
-def _errors(got: np.ndarray, ref: np.ndarray) -> dict[str, float]:
+def _errors(got: np.ndarray, ref: np.ndarray) -> TensorError:
     diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
     scale = float(np.max(np.abs(ref))) if ref.size else 0.0
     max_abs = float(diff.max()) if diff.size else 0.0
     if not np.all(np.isfinite(got)):
         max_abs = float("inf")
-    return {"max_abs_err": max_abs, "max_rel_err": max_abs / max(scale, 1e-30)}
+    return TensorError(max_abs_err=max_abs, max_rel_err=max_abs / max(scale, 1e-30))
 
 
 def _to_batch_time(a: np.ndarray, batch_axis: int, time_axis: int | None) -> np.ndarray:
@@ -73,14 +74,14 @@ def measure_parity(
     chunk: int,
     atol: float,
     rtol: float = 0.0,
-) -> dict:
+) -> ParityRecord:
     """Compare the ONNX model with a reference on input ``x`` (in the model's own layout).
 
     The reference is the PyTorch model, or a float32 streamed model run on whole sequences. A
     streamable model is run step by step and in chunks of ``chunk`` steps; a whole-sequence model
     (bidirectional) in one run. Every output and final state must be within ``atol`` absolutely
-    or within ``rtol`` relative to its largest magnitude (``max_rel_err``). Returns the report
-    stored in the model's signature.
+    or within ``rtol`` relative to its largest magnitude (``max_rel_err``). Returns the record
+    stored in the model's signature (without a task metric).
     """
     sig: Signature = onnx_model.signature
     if isinstance(model, nn.Module):
@@ -104,36 +105,28 @@ def measure_parity(
         results = onnx_model.run(x_np)
         y = results[out.name]
         runs["sequence"] = (y, [results[s.output] for s in sig.states])
-    report: dict = {
-        "steps": steps,
-        "batch": batch,
-        "atol": atol,
-        "rtol": rtol,
-        "reference": "pytorch" if isinstance(model, nn.Module) else "onnxruntime float32",
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-    }
-    if sig.streamable:
-        report["chunk_size"] = chunk
-    worst = {"max_abs_err": 0.0, "max_rel_err": 0.0}
-    passed = True
+    errors: dict[str, dict[str, TensorError]] = {}
     for mode, (y, states) in runs.items():
         tensors = {out.name: _errors(y, y_ref)}
         for spec, got, ref in zip(sig.states, states, states_ref):
             tensors[spec.output] = _errors(got, ref)
-        report[mode] = tensors
-        for err in tensors.values():
-            passed = passed and within(err, atol, rtol)
-            for k in worst:
-                worst[k] = max(worst[k], err[k])
-    report |= worst
-    report["passed"] = passed
-    return report
-
-
-def within(err: dict[str, float], atol: float, rtol: float) -> bool:
-    """Whether one tensor's errors are within ``atol`` absolutely or ``rtol`` relatively."""
-    return bool(err["max_abs_err"] <= atol or err["max_rel_err"] <= rtol)
+        errors[mode] = tensors
+    every = [err for tensors in errors.values() for err in tensors.values()]
+    return ParityRecord(
+        steps=steps,
+        batch=batch,
+        atol=atol,
+        rtol=rtol,
+        reference="pytorch" if isinstance(model, nn.Module) else "onnxruntime float32",
+        torch=torch.__version__,
+        onnxruntime=onnxruntime.__version__,
+        max_abs_err=max(err.max_abs_err for err in every),
+        max_rel_err=max(err.max_rel_err for err in every),
+        passed=all(err.within(atol, rtol) for err in every),
+        precision=sig.precision,
+        chunk_size=chunk if sig.streamable else None,
+        errors=errors,
+    )
 
 
 def _stack_time(ys: list[np.ndarray], time_axis: int | None) -> np.ndarray:

@@ -2,9 +2,9 @@
 
 A character language model (``kind == "char_lm"``) is scored in bits per character on held-out
 text: by default the validation files of the Python standard library (the demo model's data and
-split, see :func:`rnnstream.train.load_corpus`). The text is cut into lanes that run side by side
-with their state carried, exactly as :func:`rnnstream.train.bits_per_token` scores a PyTorch model,
-so the same tokens give comparable numbers for PyTorch and for a streamed ONNX model.
+split, see :func:`rnnstream.corpus.load_corpus`). The text is cut into lanes that run side by side
+with their state carried, exactly as :func:`rnnstream.models.scoring.bits_per_token` scores a
+PyTorch model, so the same tokens give comparable numbers for PyTorch and a streamed ONNX model.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from rnnstream.corpus import load_corpus
 from rnnstream.models.charlm import FALLBACK_CHAR
+from rnnstream.models.scoring import bits_per_token, cut_lanes
 from rnnstream.runtime import Model, Signature
-from rnnstream.train import bits_per_token, load_corpus
+from rnnstream.runtime.parity_record import TaskScore
 
-__all__ = ["EVAL_TOKENS", "TASK_METRICS", "char_lm_tokens", "stream_bits_per_token", "task_quality"]
+__all__ = ["TASK_METRICS", "char_lm_tokens", "stream_bits_per_token", "task_quality"]
 
 TASK_METRICS = {"char_lm": "bpc"}  # model kind -> metric (lower is better)
-EVAL_TOKENS = 100_000  # validation tokens scored by default
 
 
 @lru_cache(maxsize=2)
@@ -56,13 +57,10 @@ def stream_bits_per_token(
     model: Model, tokens: np.ndarray, lanes: int = 16, seq_len: int = 512
 ) -> float:
     """Bits per token of a streamed model predicting ``tokens`` (same lanes as PyTorch's)."""
-    lanes = min(lanes, len(tokens) - 1)
-    length = (len(tokens) - 1) // lanes
-    x = tokens[: lanes * length].reshape(lanes, length)
-    y = tokens[1 : lanes * length + 1].reshape(lanes, length)
-    stream = model.stream(batch=lanes)
+    x, y = cut_lanes(tokens, min(lanes, len(tokens) - 1))
+    stream = model.stream(batch=len(x))
     total = 0.0
-    for t in range(0, length, seq_len):
+    for t in range(0, x.shape[1], seq_len):
         logits = stream.feed(x[:, t : t + seq_len]).astype(np.float64)
         peak = logits.max(axis=-1, keepdims=True)
         log_z = np.log(np.exp(logits - peak).sum(axis=-1)) + peak[..., 0]
@@ -77,7 +75,7 @@ def task_quality(
     data: str,
     limit: int,
     max_increase: float,
-) -> dict | None:
+) -> TaskScore | None:
     """The task metric of ``candidate`` next to ``reference``'s (None: the kind has none, or the
     model does not stream).
 
@@ -93,13 +91,13 @@ def task_quality(
     else:
         ref = stream_bits_per_token(reference, tokens)
     value = stream_bits_per_token(candidate, tokens)
-    return {
-        "metric": metric,
-        "data": data,
-        "tokens": len(tokens),
-        "reference": round(ref, 5),
-        "value": round(value, 5),
-        "increase": round(value - ref, 5),
-        "max_increase": max_increase,
-        "passed": bool(value - ref <= max_increase),
-    }
+    return TaskScore(
+        metric=metric,
+        data=data,
+        tokens=len(tokens),
+        reference=round(ref, 5),
+        value=round(value, 5),
+        increase=round(value - ref, 5),
+        max_increase=max_increase,
+        passed=bool(value - ref <= max_increase),
+    )

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from rnnstream.errors import ExportError
+from rnnstream.runtime.parity_record import ParityRecord
 
 __all__ = ["TOLERANCES", "Tolerance", "tolerance_for"]
 
@@ -42,16 +43,15 @@ TOLERANCES: dict[str, Tolerance] = {
 }
 
 
-def tolerance_for(precision: str, record: dict | None = None) -> Tolerance:
+def tolerance_for(precision: str, record: ParityRecord | None = None) -> Tolerance:
     """The tolerance recorded in a parity ``record`` of this precision, else the table's."""
     if precision not in TOLERANCES:
         raise ExportError(f"unknown precision {precision!r}; known: {sorted(TOLERANCES)}")
     table = TOLERANCES[precision]
-    if not record or record.get("precision", "float32") != precision:
+    if record is None or record.precision != precision:
         return table
-    task = record.get("task") or {}
     return Tolerance(
-        atol=record.get("atol", table.atol),
-        rtol=record.get("rtol", table.rtol),
-        max_bpc_increase=task.get("max_increase", table.max_bpc_increase),
+        atol=record.atol,
+        rtol=record.rtol,
+        max_bpc_increase=record.task.max_increase if record.task else table.max_bpc_increase,
     )

@@ -1,6 +1,6 @@
 """PyTorch models that export and stream (needs the ``export`` extra)."""
 
-from rnnstream.models.cell_loop import CellLoopNet, CellLoopNetConfig
+from rnnstream.models.cell_loop_net import CellLoopNet, CellLoopNetConfig
 from rnnstream.models.charlm import CharLM, CharLMConfig
 from rnnstream.models.checkpoint import (
     count_parameters,
@@ -9,6 +9,7 @@ from rnnstream.models.checkpoint import (
     save_checkpoint,
 )
 from rnnstream.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from rnnstream.models.description import Describable, ModelDescription, describe_model
 from rnnstream.models.forecaster import Forecaster, ForecasterConfig
 from rnnstream.models.peephole import PeepholeLSTM, PeepholeLSTMConfig
 from rnnstream.models.recurrent_net import VOCABULARIES, RecurrentNet, RecurrentNetConfig
@@ -20,10 +21,12 @@ __all__ = [
     "CellLoopNetConfig",
     "CharLM",
     "CharLMConfig",
+    "Describable",
     "Forecaster",
     "ForecasterConfig",
     "FrameTagger",
     "FrameTaggerConfig",
+    "ModelDescription",
     "PeepholeLSTM",
     "PeepholeLSTMConfig",
     "RecurrentNet",
@@ -31,6 +34,7 @@ __all__ = [
     "SequenceClassifier",
     "SequenceClassifierConfig",
     "count_parameters",
+    "describe_model",
     "load_checkpoint",
     "read_checkpoint_extra",
     "save_checkpoint",

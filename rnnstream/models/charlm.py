@@ -15,7 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rnnstream.models.common import JsonConfig, check_cell, make_recurrent
+from rnnstream.cells import check_cell
+from rnnstream.models.common import JsonConfig, make_recurrent
+from rnnstream.models.description import ModelDescription
 
 __all__ = [
     "BOS",
@@ -60,9 +62,9 @@ class CharLMConfig(JsonConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
 
-    @property
-    def kind(self) -> str:
-        return "char_lm"
+    def describe(self) -> ModelDescription:
+        """A character LM with BOS and EOS."""
+        return ModelDescription(kind="char_lm", vocab=self.vocab, bos=BOS, eos=EOS)
 
     @property
     def vocab(self) -> str:
@@ -72,14 +74,6 @@ class CharLMConfig(JsonConfig):
     @property
     def vocab_size(self) -> int:
         return len(self.chars) + N_SPECIAL
-
-    @property
-    def bos(self) -> int:
-        return BOS
-
-    @property
-    def eos(self) -> int:
-        return EOS
 
 
 class CharLM(nn.Module):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from rnnstream.errors import CheckpointError
-from rnnstream.models.cell_loop import CellLoopNet, CellLoopNetConfig
+from rnnstream.models.cell_loop_net import CellLoopNet, CellLoopNetConfig
 from rnnstream.models.charlm import CharLM, CharLMConfig
 from rnnstream.models.classifier import SequenceClassifier, SequenceClassifierConfig
 from rnnstream.models.forecaster import Forecaster, ForecasterConfig
@@ -64,10 +64,16 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     if name not in MODEL_CLASSES:
         raise CheckpointError(f"{path} does not name a known rnnstream model (found {name!r})")
     model_class, config_class = MODEL_CLASSES[name]
+    if _CONFIG_KEY not in metadata:
+        raise CheckpointError(f"{path} has no model config (metadata key {_CONFIG_KEY!r})")
     try:
-        model = model_class(config_class.from_json(metadata[_CONFIG_KEY]))
+        config = config_class.from_json(metadata[_CONFIG_KEY])
+    except ValueError as e:  # json.JSONDecodeError is a ValueError too
+        raise CheckpointError(f"{path}: invalid {name} config ({_CONFIG_KEY}): {e}") from e
+    try:
+        model = model_class(config)
         model.load_state_dict(tensors, strict=True)
-    except (KeyError, ValueError, RuntimeError) as e:
+    except (ValueError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path}: weights do not match the config: {e}") from e
     return model.eval()
 
@@ -81,7 +87,14 @@ def read_checkpoint_extra(path: str | Path) -> dict:
             metadata = f.metadata() or {}
     except (SafetensorError, ValueError, OSError) as e:
         raise CheckpointError(f"{path} is not a safetensors checkpoint ({e})") from e
-    return json.loads(metadata.get(_EXTRA_KEY, "{}"))
+    try:
+        extra = json.loads(metadata.get(_EXTRA_KEY, "{}"))
+    except ValueError as e:
+        raise CheckpointError(f"{path}: {_EXTRA_KEY} is not valid JSON ({e})") from e
+    if not isinstance(extra, dict):
+        kind = type(extra).__name__
+        raise CheckpointError(f"{path}: {_EXTRA_KEY} is a JSON {kind}, not an object")
+    return extra
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -10,6 +10,7 @@ direction's first hidden state.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -27,11 +28,8 @@ State = torch.Tensor | tuple[torch.Tensor, ...]
 class SequenceClassifierConfig(LabellerConfig):
     """The architecture of a :class:`SequenceClassifier`; round-trips through JSON."""
 
+    KIND: ClassVar[str] = "sequence_classifier"
     bidirectional: bool = False
-
-    @property
-    def kind(self) -> str:
-        return "sequence_classifier"
 
 
 class SequenceClassifier(nn.Module):

@@ -8,15 +8,9 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["CELLS", "JsonConfig", "check_cell", "make_recurrent"]
+from rnnstream.cells import check_cell
 
-CELLS = ("lstm", "gru", "rnn_tanh", "rnn_relu")
-
-
-def check_cell(cell: str) -> None:
-    """Raise ``ValueError`` unless ``cell`` is one of :data:`CELLS`."""
-    if cell not in CELLS:
-        raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+__all__ = ["JsonConfig", "make_recurrent"]
 
 
 def make_recurrent(
@@ -31,7 +25,7 @@ def make_recurrent(
     bidirectional: bool = False,
     proj_size: int = 0,
 ) -> nn.RNNBase:
-    """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (tanh or relu) for a cell name of :data:`CELLS`."""
+    """``nn.LSTM`` / ``nn.GRU`` / ``nn.RNN`` (tanh or relu) for a name in ``rnnstream.cells``."""
     check_cell(cell)
     common: dict[str, Any] = {
         "input_size": input_size,
@@ -59,8 +53,14 @@ class JsonConfig:
 
     @classmethod
     def from_json(cls, text: str) -> Any:
+        """The config in ``text``; ``ValueError`` naming the problem if it is not a valid one."""
         data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"a config is a JSON object, got {type(data).__name__}")
         unknown = set(data) - {f.name for f in fields(cls)}  # type: ignore[arg-type]
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as e:  # a value of the wrong type, e.g. a string where a size goes
+            raise ValueError(f"a config value has the wrong type: {e}") from e

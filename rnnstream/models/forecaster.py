@@ -12,7 +12,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rnnstream.models.common import JsonConfig, check_cell, make_recurrent
+from rnnstream.cells import check_cell
+from rnnstream.models.common import JsonConfig, make_recurrent
+from rnnstream.models.description import ModelDescription
 from rnnstream.models.inputs import example_input
 
 __all__ = ["Forecaster", "ForecasterConfig"]
@@ -46,13 +48,9 @@ class ForecasterConfig(JsonConfig):
         if self.scale is not None and min(self.scale) <= 0:
             raise ValueError("scale must be > 0")
 
-    @property
-    def kind(self) -> str:
-        return "forecaster"
-
-    @property
-    def vocab(self) -> None:
-        return None
+    def describe(self) -> ModelDescription:
+        """A forecaster: frames in, frames out, no vocabulary."""
+        return ModelDescription(kind="forecaster")
 
 
 class Forecaster(nn.Module):

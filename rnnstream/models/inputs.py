@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from rnnstream.models.common import JsonConfig, check_cell
+from rnnstream.cells import check_cell
+from rnnstream.models.common import JsonConfig
+from rnnstream.models.description import ModelDescription
 
 __all__ = [
     "BYTE_VOCAB",
@@ -58,6 +61,7 @@ class LabellerConfig(JsonConfig):
     ``num_tokens`` > 0: the input is token ids (256: bytes); else frames of ``input_size``.
     """
 
+    KIND: ClassVar[str]  # the signature's kind, set by each model's config
     labels: tuple[str, ...] = ("a", "b")
     cell: str = "lstm"
     num_layers: int = 1
@@ -77,9 +81,11 @@ class LabellerConfig(JsonConfig):
         if self.num_layers < 1 or self.hidden_size < 1:
             raise ValueError("num_layers and hidden_size must be >= 1")
 
-    @property
-    def vocab(self) -> str | None:
-        return token_vocab(self.num_tokens)
+    def describe(self) -> ModelDescription:
+        """The model's kind and class names; byte input has the 256 bytes as vocabulary."""
+        return ModelDescription(
+            kind=self.KIND, vocab=token_vocab(self.num_tokens), labels=self.labels
+        )
 
     @property
     def num_classes(self) -> int:

@@ -29,15 +29,6 @@ class PeepholeLSTMConfig(JsonConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
 
-    @property
-    def kind(self) -> str:
-        return "generic"
-
-    @property
-    def vocab(self) -> None:
-        """Frames, not tokens: no vocabulary."""
-        return None
-
 
 class PeepholeLSTM(nn.Module):
     """``forward(x, state=None) -> (y, (h, c))``: a stacked LSTM with peephole connections.

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rnnstream.models.common import JsonConfig, check_cell, make_recurrent
+from rnnstream.cells import check_cell
+from rnnstream.models.common import JsonConfig, make_recurrent
+from rnnstream.models.description import ModelDescription
 
 __all__ = ["VOCABULARIES", "RecurrentNet", "RecurrentNetConfig"]
 
@@ -37,9 +39,9 @@ class RecurrentNetConfig(JsonConfig):
         if self.proj_size and self.cell != "lstm":
             raise ValueError("proj_size is an LSTM option")
 
-    @property
-    def kind(self) -> str:
-        return "char_lm" if self.vocab else "generic"
+    def describe(self) -> ModelDescription:
+        """A character LM (no BOS/EOS) with a vocabulary, else a generic model."""
+        return ModelDescription(kind="char_lm" if self.vocab else "generic", vocab=self.vocab)
 
     @property
     def head_size(self) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -19,9 +20,7 @@ State = torch.Tensor | tuple[torch.Tensor, ...]
 class FrameTaggerConfig(LabellerConfig):
     """The architecture of a :class:`FrameTagger`; round-trips through JSON."""
 
-    @property
-    def kind(self) -> str:
-        return "frame_tagger"
+    KIND: ClassVar[str] = "frame_tagger"
 
 
 class FrameTagger(nn.Module):

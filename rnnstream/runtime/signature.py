@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from rnnstream.errors import SignatureError
+from rnnstream.runtime.parity_record import ParityRecord
 
 __all__ = ["METADATA_KEY", "Signature", "StateSpec", "TensorSpec"]
 
@@ -96,18 +97,19 @@ class Signature:
     eos: int | None = None
     labels: tuple[str, ...] | None = None  # classifiers and taggers: the name of each class
     precision: str = "float32"
-    parity: dict[str, Any] | None = None
+    parity: ParityRecord | None = None
     cost: dict[str, int] | None = None  # parameters and multiply-adds per step (batch 1)
     source: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"format": FORMAT_VERSION, **asdict(self)}
+        d["parity"] = self.parity.to_dict() if self.parity else None
         return {k: v for k, v in d.items() if v is not None}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())
 
-    def with_parity(self, parity: dict[str, Any]) -> Signature:
+    def with_parity(self, parity: ParityRecord) -> Signature:
         return replace(self, parity=parity)
 
     @classmethod
@@ -129,7 +131,7 @@ class Signature:
                 eos=d.get("eos"),
                 labels=tuple(d["labels"]) if d.get("labels") is not None else None,
                 precision=d.get("precision", "float32"),
-                parity=d.get("parity"),
+                parity=ParityRecord.from_dict(d["parity"]) if d.get("parity") else None,
                 cost=d.get("cost"),
                 source=d.get("source", {}),
             )

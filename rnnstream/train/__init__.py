@@ -1,9 +1,17 @@
 """Training (needs the ``export`` extra): a task-agnostic loop, its tasks and built-in data."""
 
+from rnnstream.corpus import (
+    TextCorpus,
+    load_corpus,
+    load_stdlib,
+    load_text_file,
+    stdlib_sources,
+)
+from rnnstream.models.scoring import bits_per_token
 from rnnstream.train.classify import ClassificationTask, bytes_to_ids
 from rnnstream.train.filekinds import FILE_KINDS, FileKindData, load_file_kinds
 from rnnstream.train.forecast import ForecastTask
-from rnnstream.train.lm import LanguageModelTask, LMBatch, bits_per_token
+from rnnstream.train.lm import LanguageModelTask, LMBatch
 from rnnstream.train.loop import StepInfo, Task, TrainConfig, TrainResult, train
 from rnnstream.train.pytags import PY_TAGS, TaggedData, load_python_tags, tag_python
 from rnnstream.train.recipes import (
@@ -18,16 +26,7 @@ from rnnstream.train.recipes import (
 from rnnstream.train.series import Series, load_csv, load_series, mackey_glass, standardisation
 from rnnstream.train.state import load_train_state, save_train_state, train_state_path
 from rnnstream.train.tag import TaggingTask
-from rnnstream.train.text import (
-    TextCorpus,
-    corpus_chars,
-    encode,
-    load_corpus,
-    load_stdlib,
-    load_text_file,
-    stdlib_sources,
-    token_stream,
-)
+from rnnstream.train.text import corpus_chars, encode, token_stream
 
 __all__ = [
     "FILE_KINDS",

@@ -15,10 +15,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from rnnstream.corpus import TextCorpus
 from rnnstream.models.charlm import CharLMConfig
-from rnnstream.train.text import TextCorpus, token_stream
+from rnnstream.models.scoring import bits_per_token, cut_lanes
+from rnnstream.train.text import token_stream
 
-__all__ = ["LMBatch", "LanguageModelTask", "bits_per_token"]
+__all__ = ["LMBatch", "LanguageModelTask"]
 
 State = torch.Tensor | tuple[torch.Tensor, ...]
 
@@ -32,48 +34,10 @@ class LMBatch:
     first: bool
 
 
-def _lanes(tokens: torch.Tensor, lanes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs and targets ``[lanes, length]``: ``lanes`` contiguous pieces of the stream."""
-    length = (len(tokens) - 1) // lanes
-    if length < 1:
-        raise ValueError(f"a stream of {len(tokens)} tokens is too short for {lanes} lanes")
-    x = tokens[: lanes * length].view(lanes, length)
-    y = tokens[1 : lanes * length + 1].view(lanes, length)
-    return x, y
-
-
 def _detach(state: State) -> State:
     if isinstance(state, tuple):
         return tuple(s.detach() for s in state)
     return state.detach()
-
-
-def bits_per_token(
-    model: nn.Module, tokens: torch.Tensor, lanes: int = 16, seq_len: int = 512
-) -> tuple[float, float]:
-    """Mean cross-entropy (nats) and bits per token of ``model`` predicting ``tokens``.
-
-    The stream is cut into ``lanes`` pieces that run side by side with their state carried from
-    chunk to chunk, so every prediction sees all of its piece's past.
-    """
-    x, y = _lanes(tokens, min(lanes, len(tokens) - 1))
-    total, count = 0.0, 0
-    state = None
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for t in range(0, x.shape[1], seq_len):
-                logits, state = model(x[:, t : t + seq_len], state)
-                target = y[:, t : t + seq_len]
-                total += F.cross_entropy(
-                    logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="sum"
-                ).item()
-                count += target.numel()
-    finally:
-        model.train(was_training)
-    nats = total / count
-    return nats, nats / math.log(2)
 
 
 class LanguageModelTask:
@@ -86,7 +50,7 @@ class LanguageModelTask:
         batch_size: int,
         seq_len: int,
     ) -> None:
-        self.x, self.y = _lanes(train_tokens, batch_size)
+        self.x, self.y = cut_lanes(train_tokens, batch_size)
         self.val_tokens = val_tokens
         self.batch_size = batch_size
         self.seq_len = seq_len

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rnnstream.train.text import is_validation, stdlib_sources
+from rnnstream.corpus import is_validation, stdlib_sources
 
 __all__ = ["PY_TAGS", "TaggedData", "load_python_tags", "tag_python"]
 

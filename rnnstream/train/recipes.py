@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from torch import nn
 
+from rnnstream.corpus import TextCorpus
 from rnnstream.errors import CheckpointError
 from rnnstream.models.charlm import CharLM, CharLMConfig
 from rnnstream.models.checkpoint import load_checkpoint
@@ -28,7 +29,7 @@ from rnnstream.train.loop import Task
 from rnnstream.train.pytags import TaggedData
 from rnnstream.train.series import Series, standardisation
 from rnnstream.train.tag import TaggingTask
-from rnnstream.train.text import TextCorpus, corpus_chars
+from rnnstream.train.text import corpus_chars
 
 __all__ = [
     "Architecture",

@@ -29,11 +29,12 @@ import torch
 
 import rnnstream
 from rnnstream.assets import DEMO_CHECKPOINT, DEMO_ONNX
-from rnnstream.export import export
+from rnnstream.export import ParitySettings, export
 from rnnstream.export.parity import torch_reference
 from rnnstream.export.tolerance import tolerance_for
 from rnnstream.models import CharLM, CharLMConfig, RecurrentNet, RecurrentNetConfig, load_checkpoint
 from rnnstream.runtime import Vocabulary
+from rnnstream.runtime.parity_record import ParityRecord
 
 sys.path.insert(0, str(Path(__file__).parent))
 from run_arm import stream_model  # the same streaming code on both sides
@@ -78,7 +79,7 @@ def to_caller(a: np.ndarray, batch_axis: int | None) -> np.ndarray:
     return a.swapaxes(0, 1) if batch_axis == 1 else a
 
 
-def tolerance(precision: str, parity: dict | None) -> dict:
+def tolerance(precision: str, parity: ParityRecord | None) -> dict:
     """The project's tolerance for ``precision`` (as the export recorded it): a tensor passes
     within ``atol`` absolutely or ``rtol`` of its largest magnitude."""
     tol = tolerance_for(precision, parity)
@@ -147,7 +148,7 @@ def generic_cases(out: Path, models: dict) -> list[dict]:
     cases = []
     for name, (module, x) in models.items():
         path = out / f"{name}.onnx"
-        export(module, path, parity_steps=STEPS)
+        export(module, path, parity=ParitySettings(steps=STEPS))
         tol = tolerance("float32", rnnstream.load(path).signature.parity)
         cases.append(write_case(name, path, x, out, module, tol))
     threaded = dict(cases[0], name="lstm (threads=4)", threads=4)
@@ -159,15 +160,7 @@ def charlm_case(out: Path) -> tuple[dict, list[dict]]:
     config = CharLMConfig(cell="lstm", num_layers=1, hidden_size=64, embed_size=16)
     module = CharLM(config).eval()
     path = out / "charlm.onnx"
-    export(
-        module,
-        path,
-        kind="char_lm",
-        vocab=config.vocab,
-        bos=config.bos,
-        eos=config.eos,
-        parity_steps=STEPS,
-    )
+    export(module, path, parity=ParitySettings(steps=STEPS))  # a CharLM describes itself
     sig = rnnstream.load(path).signature
     tol = tolerance("float32", sig.parity)
     case = write_case("charlm", path, char_input(sig), out, module, tol)
@@ -232,7 +225,7 @@ def lower_precision_cases(out: Path, models: dict) -> list[dict]:
         module, x = models[name]
         path = out / f"{name}-int8.onnx"
         try:
-            export(module, path, parity_steps=STEPS, precision="int8")
+            export(module, path, parity=ParitySettings(steps=STEPS), precision="int8")
         except Exception as e:  # the row fails; the other models still run on ARM
             print(f"  {name} int8: FAILED to export on x86: {type(e).__name__}: {e}")
             cases.append({"name": f"{name} int8", "fail": f"x86 export failed: {e}"})

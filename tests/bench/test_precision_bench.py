@@ -1,4 +1,4 @@
-"""Smoke test of bench/precision.py: a tiny model through the whole comparison, quickly."""
+"""Smoke test of ``python -m rnnstream.bench.precision``: a tiny model through it all, quickly."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import torch
 
 from rnnstream.models import CharLM, CharLMConfig, save_checkpoint
 
-SCRIPT = Path(__file__).parents[2] / "bench" / "precision.py"
-
 
 def test_precision_bench_writes_every_row(tmp_path: Path) -> None:
     torch.manual_seed(0)
@@ -23,7 +21,7 @@ def test_precision_bench_writes_every_row(tmp_path: Path) -> None:
     out = tmp_path / "precision.json"
     args = ["--steps", "20", "--rounds", "1", "--processes", "1", "--eval-tokens", "1000"]
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), str(ckpt), "--json", str(out), *args],
+        [sys.executable, "-m", "rnnstream.bench.precision", str(ckpt), "--json", str(out), *args],
         capture_output=True,
         text=True,
         timeout=300,

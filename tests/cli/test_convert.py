@@ -38,7 +38,7 @@ def test_export_prints_parity_and_writes_signature(cli, tmp_path):
     assert "parity PASSED" in result.output
     assert "chunk (T=16)" in result.output
     sig = rnnstream.load(out).signature
-    assert sig.parity["steps"] == 1000 and sig.parity["max_abs_err"] <= 1e-5
+    assert sig.parity.steps == 1000 and sig.parity.max_abs_err <= 1e-5
     assert [(s.input, s.output) for s in sig.states] == [("h0", "hn"), ("c0", "cn")]
 
 
@@ -108,7 +108,7 @@ def test_quantize_command(cli, charlm_checkpoint, tmp_path):
     report = json.loads(result.output)
     assert report["path"] == str(out) and report["signature"]["precision"] == "int8"
     parity = rnnstream.load(out).signature.parity
-    assert parity["passed"] is True and parity["atol"] == TOLERANCES["int8"].atol
+    assert parity.passed is True and parity.atol == TOLERANCES["int8"].atol
     result = cli("-q", "quantize", str(path), "--fp16", *args)
     default_out = path.with_suffix(".fp16.onnx")
     assert f"wrote {default_out}" in result.output and "parity PASSED (float16" in result.output

@@ -12,7 +12,7 @@ from torch import nn
 
 import rnnstream
 from rnnstream.errors import ExportError
-from rnnstream.export import export
+from rnnstream.export import ParitySettings, export
 from rnnstream.models import CellLoopNet, CellLoopNetConfig, load_checkpoint, save_checkpoint
 from tests.tolerances import PARITY, assert_close
 
@@ -47,10 +47,10 @@ def test_cell_loop_exports_and_streams_with_parity(
 ) -> None:
     report = export(_net(cell, layers, batch_first, output_size), tmp_path / "m.onnx")
     parity = report.parity
-    assert parity["passed"] and parity["steps"] == 1000
+    assert parity.passed and parity.steps == 1000
     for mode in ("step", "chunk"):
-        for tensor, err in parity[mode].items():
-            assert err["max_abs_err"] <= ATOL, (mode, tensor, err)
+        for tensor, err in parity.errors[mode].items():
+            assert err.max_abs_err <= ATOL, (mode, tensor, err)
     kinds = ("h", "c") if cell == "lstm" else ("h",)
     expected = [f"cells_{k}_{s}0" for k in range(layers) for s in kinds]
     sig = report.signature
@@ -83,8 +83,8 @@ def test_a_hand_written_cell_loop_streams_like_pytorch(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     model = Net().eval()
-    report = export(model, tmp_path / "net.onnx", parity_steps=300)
-    assert report.parity["passed"]
+    report = export(model, tmp_path / "net.onnx", parity=ParitySettings(steps=300))
+    assert report.parity.passed
     assert [s.input for s in report.signature.states] == ["encoder_h0", "decoder_h0", "decoder_c0"]
     x = torch.randn(3, 50, 4)
     with torch.no_grad():

@@ -11,7 +11,6 @@ import pytest
 import rnnstream
 from rnnstream.assets import DEMO_FP16_ONNX, DEMO_INT8_ONNX, DEMO_ONNX
 from rnnstream.export import TOLERANCES
-from rnnstream.export.parity import within
 from rnnstream.export.quality import char_lm_tokens, stream_bits_per_token
 
 pytestmark = pytest.mark.skipif(
@@ -39,15 +38,15 @@ def test_demo_model_at_lower_precision_is_shipped_and_fresh(precision: str) -> N
 def test_demo_model_recorded_parity_and_bpc_are_within_tolerance(precision: str) -> None:
     parity = rnnstream.load(FILES[precision]).signature.parity
     tol = TOLERANCES[precision]
-    assert parity["passed"] is True and parity["precision"] == precision
-    assert parity["steps"] >= 1000 and parity["reference"] == "pytorch"
+    assert parity.passed is True and parity.precision == precision
+    assert parity.steps >= 1000 and parity.reference == "pytorch"
     for mode in ("step", "chunk"):
-        for err in parity[mode].values():
-            assert within(err, tol.atol, tol.rtol), (mode, err)
-    task = parity["task"]
-    assert task["metric"] == "bpc" and task["data"] == "stdlib" and task["tokens"] >= 100_000
-    assert task["value"] - task["reference"] <= tol.max_bpc_increase
-    assert task["reference"] <= 2.0  # the float32 model's own quality, for scale
+        for err in parity.errors[mode].values():
+            assert err.within(tol.atol, tol.rtol), (mode, err)
+    task = parity.task
+    assert task.metric == "bpc" and task.data == "stdlib" and task.tokens >= 100_000
+    assert task.value - task.reference <= tol.max_bpc_increase
+    assert task.reference <= 2.0  # the float32 model's own quality, for scale
 
 
 @pytest.mark.parametrize("precision", sorted(FILES))

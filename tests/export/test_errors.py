@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import rnnstream
-from rnnstream.export import export, measure_parity
+from rnnstream.export import ParitySettings, export, measure_parity
 from rnnstream.export.exporter import infer_input
 
 # --- ExportError ----------------------------------------------------------------------------
@@ -122,23 +122,23 @@ def _large_weight_rnn() -> nn.RNN:
 def test_parity_error_when_tolerance_cannot_hold(tmp_path: Path) -> None:
     path = tmp_path / "m.onnx"
     with pytest.raises(rnnstream.ParityError) as info:
-        export(_large_weight_rnn(), path, atol=1e-12, parity_steps=200)
+        export(_large_weight_rnn(), path, parity=ParitySettings(steps=200, atol=1e-12))
     error = info.value
     message = str(error)
     assert "max abs err" in message
     assert "atol=1e-12" in message
     report = error.report
-    assert report["passed"] is False
-    assert report["atol"] == 1e-12
-    assert report["steps"] == 200
-    assert report["max_abs_err"] > 1e-12
-    assert report["max_rel_err"] > 0.0
+    assert report.passed is False
+    assert report.atol == 1e-12
+    assert report.steps == 200
+    assert report.max_abs_err > 1e-12
+    assert report.max_rel_err > 0.0
     for mode in ("step", "chunk"):
-        assert set(report[mode]) == {"y", "hn"}
-        for err in report[mode].values():
-            assert err["max_abs_err"] >= 0.0
-    worst = max(e["max_abs_err"] for m in ("step", "chunk") for e in report[m].values())
-    assert report["max_abs_err"] == worst
+        assert set(report.errors[mode]) == {"y", "hn"}
+        for err in report.errors[mode].values():
+            assert err.max_abs_err >= 0.0
+    worst = max(e.max_abs_err for m in ("step", "chunk") for e in report.errors[m].values())
+    assert report.max_abs_err == worst
     assert not path.exists()
 
 
@@ -146,7 +146,7 @@ def test_parity_error_leaves_an_existing_file_alone(tmp_path: Path) -> None:
     path = tmp_path / "m.onnx"
     path.write_bytes(b"previous contents")
     with pytest.raises(rnnstream.ParityError):
-        export(_large_weight_rnn(), path, atol=1e-12, parity_steps=50)
+        export(_large_weight_rnn(), path, parity=ParitySettings(steps=50, atol=1e-12))
     assert path.read_bytes() == b"previous contents"
 
 
@@ -155,7 +155,7 @@ def exported_gru(tmp_path_factory) -> tuple[nn.Module, Path]:
     torch.manual_seed(7)
     module = nn.GRU(5, 12, 2, batch_first=True)
     path = tmp_path_factory.mktemp("gru") / "m.onnx"
-    export(module, path, parity_steps=100)
+    export(module, path, parity=ParitySettings(steps=100))
     return module, path
 
 
@@ -166,28 +166,28 @@ def test_measure_parity_detects_a_graph_that_differs(exported_gru) -> None:
     onnx_model = rnnstream.load(path)
 
     same = measure_parity(module, onnx_model, x, 16, 1e-5)
-    assert same["passed"] is True
-    assert same["max_abs_err"] <= 1e-5
+    assert same.passed is True
+    assert same.max_abs_err <= 1e-5
 
     changed = copy.deepcopy(module)
     with torch.no_grad():
         changed.weight_hh_l0 += 0.1
     report = measure_parity(changed, onnx_model, x, 16, 1e-5)
-    assert report["passed"] is False
-    assert report["max_abs_err"] > 1e-2
+    assert report.passed is False
+    assert report.max_abs_err > 1e-2
     for mode in ("step", "chunk"):
-        assert report[mode]["y"]["max_abs_err"] > 1e-2
-        assert report[mode]["hn"]["max_abs_err"] > 1e-2
+        assert report.errors[mode]["y"].max_abs_err > 1e-2
+        assert report.errors[mode]["hn"].max_abs_err > 1e-2
 
 
 def test_verify_raises_for_a_graph_that_differs(exported_gru) -> None:
     from rnnstream.export import verify
 
     module, path = exported_gru
-    assert verify(path, module, steps=100)["passed"] is True
+    assert verify(path, module, ParitySettings(steps=100, seed=1)).passed is True
     changed = copy.deepcopy(module)
     with torch.no_grad():
         changed.weight_hh_l0 += 0.1
     with pytest.raises(rnnstream.ParityError, match="max abs err") as info:
-        verify(path, changed, steps=100)
-    assert info.value.report["max_abs_err"] > 1e-2
+        verify(path, changed, ParitySettings(steps=100, seed=1))
+    assert info.value.report.max_abs_err > 1e-2

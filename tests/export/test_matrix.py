@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import rnnstream
-from rnnstream.export import export
+from rnnstream.export import ParitySettings, export
 
 ATOL = 1e-5
 STEPS = 1000
@@ -114,24 +114,26 @@ def _state_names(cell: str) -> tuple[list[str], list[str]]:
 
 
 def _assert_parity(parity: dict, modes: tuple[str, ...], tensors: set[str]) -> None:
-    assert parity["passed"] is True
-    assert parity["max_abs_err"] <= ATOL
+    assert parity.passed is True
+    assert parity.max_abs_err <= ATOL
     for mode in modes:
-        assert set(parity[mode]) == tensors, mode
-        for tensor, err in parity[mode].items():
-            assert np.isfinite(err["max_abs_err"]), (mode, tensor)
-            assert err["max_abs_err"] <= ATOL, (mode, tensor, err)
+        assert set(parity.errors[mode]) == tensors, mode
+        for tensor, err in parity.errors[mode].items():
+            assert np.isfinite(err.max_abs_err), (mode, tensor)
+            assert err.max_abs_err <= ATOL, (mode, tensor, err)
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
 def test_unidirectional_parity(case: Case, tmp_path: Path) -> None:
     torch.manual_seed(CASES.index(case))
     module = case.build()
-    report = export(module, tmp_path / "m.onnx", parity_steps=STEPS, parity_batch=case.batch)
+    report = export(
+        module, tmp_path / "m.onnx", parity=ParitySettings(steps=STEPS, batch=case.batch)
+    )
 
     parity = report.parity
-    assert parity["steps"] == STEPS
-    assert parity["batch"] == case.batch
+    assert parity.steps == STEPS
+    assert parity.batch == case.batch
     ins, outs = _state_names(case.cell)
     _assert_parity(parity, ("step", "chunk"), {"y", *outs})
 
@@ -161,13 +163,13 @@ def test_bidirectional_exports_for_whole_sequences(case: Case, tmp_path: Path) -
     torch.manual_seed(100 + BIDIRECTIONAL.index(case))
     module = case.build(bidirectional=True)
     path = tmp_path / "m.onnx"
-    report = export(module, path, parity_steps=200, parity_batch=case.batch)
+    report = export(module, path, parity=ParitySettings(steps=200, batch=case.batch))
 
     sig = report.signature
     assert sig.streamable is False
     _, outs = _state_names(case.cell)
     parity = report.parity
-    assert "step" not in parity and "chunk" not in parity
+    assert set(parity.errors) == {"sequence"} and parity.chunk_size is None
     _assert_parity(parity, ("sequence",), {"y", *outs})
     out_size = case.proj or case.hidden
     assert sig.states[0].shape == (2 * case.layers, "batch", out_size)
@@ -244,7 +246,7 @@ class Nested(nn.Module):
 @pytest.mark.parametrize("batch", [1, 3])
 def test_embedding_lstm_head(batch: int, tmp_path: Path) -> None:
     torch.manual_seed(1)
-    report = export(CharLM(), tmp_path / "m.onnx", parity_steps=STEPS, parity_batch=batch)
+    report = export(CharLM(), tmp_path / "m.onnx", parity=ParitySettings(steps=STEPS, batch=batch))
     sig = report.signature
     assert sig.input.dtype == "int64"
     assert sig.input.shape == ("batch", "time")
@@ -259,7 +261,9 @@ def test_embedding_lstm_head(batch: int, tmp_path: Path) -> None:
 @pytest.mark.parametrize("batch", [1, 3])
 def test_linear_gru_head_time_major(batch: int, tmp_path: Path) -> None:
     torch.manual_seed(2)
-    report = export(ProjectedGRU(), tmp_path / "m.onnx", parity_steps=STEPS, parity_batch=batch)
+    report = export(
+        ProjectedGRU(), tmp_path / "m.onnx", parity=ParitySettings(steps=STEPS, batch=batch)
+    )
     sig = report.signature
     assert sig.input.dtype == "float32"
     assert sig.input.shape == ("time", "batch", 7)
@@ -272,7 +276,7 @@ def test_linear_gru_head_time_major(batch: int, tmp_path: Path) -> None:
 def test_two_recurrent_modules_prefix_state_names(tmp_path: Path) -> None:
     torch.manual_seed(3)
     path = tmp_path / "m.onnx"
-    report = export(EncoderDecoder(), path, parity_steps=STEPS, parity_batch=3)
+    report = export(EncoderDecoder(), path, parity=ParitySettings(steps=STEPS, batch=3))
     sig = report.signature
     assert [(s.input, s.output, s.shape) for s in sig.states] == [
         ("enc_h0", "enc_hn", (1, "batch", 16)),
@@ -287,7 +291,7 @@ def test_two_recurrent_modules_prefix_state_names(tmp_path: Path) -> None:
 def test_nested_module_path_becomes_state_prefix(tmp_path: Path) -> None:
     torch.manual_seed(4)
     # Registration order (block.rnn, then top) is also the order they run in.
-    report = export(Nested(), tmp_path / "m.onnx", parity_steps=300, parity_batch=2)
+    report = export(Nested(), tmp_path / "m.onnx", parity=ParitySettings(steps=300, batch=2))
     names = [s.input for s in report.signature.states]
     assert names == ["block_rnn_h0", "top_h0"]
     _assert_parity(report.parity, ("step", "chunk"), {"y", "block_rnn_hn", "top_hn"})
@@ -317,4 +321,4 @@ def test_recurrent_modules_registered_out_of_call_order(tmp_path: Path) -> None:
 
 def test_wrong_inferred_input_size_is_an_export_error(tmp_path: Path) -> None:
     with pytest.raises(rnnstream.ExportError, match=r"enc expects 4 input features.*pass example="):
-        export(DecoderRegisteredFirst(), tmp_path / "m.onnx", parity_steps=10)
+        export(DecoderRegisteredFirst(), tmp_path / "m.onnx", parity=ParitySettings(steps=10))

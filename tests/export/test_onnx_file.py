@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import rnnstream
-from rnnstream.export import export
+from rnnstream.export import ParitySettings, export
 from rnnstream.runtime import METADATA_KEY
 from tests.tolerances import PARITY, assert_close
 
@@ -56,7 +56,7 @@ def exported(request, tmp_path_factory) -> Exported:
         module = nn.GRU(4, 6, num_layers=3, batch_first=True)
     module.eval()
     path = tmp_path_factory.mktemp(request.param) / "model.onnx"
-    report = export(module, path, parity_steps=PARITY_STEPS, parity_batch=2)
+    report = export(module, path, parity=ParitySettings(steps=PARITY_STEPS, batch=2))
     return Exported(module, path, report)
 
 
@@ -131,7 +131,7 @@ def test_signature_metadata(exported: Exported) -> None:
         expected_states.append({**expected_states[0], "input": "c0", "output": "cn"})
     assert sig["states"] == expected_states
 
-    parity = sig["parity"]
+    parity = sig["parity"]  # the JSON stored in the file
     assert parity["passed"] is True
     assert parity["steps"] == PARITY_STEPS
     assert parity["batch"] == 2

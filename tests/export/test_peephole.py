@@ -26,11 +26,11 @@ def _peephole(layers: int, batch_first: bool, seed: int = 0) -> PeepholeLSTM:
 
 
 def _assert_parity(parity: dict) -> None:
-    assert parity["passed"] and parity["steps"] == 1000
+    assert parity.passed and parity.steps == 1000
     for mode in ("step", "chunk"):
-        assert parity[mode], mode
-        for tensor, err in parity[mode].items():
-            assert err["max_abs_err"] <= ATOL, (mode, tensor, err)
+        assert parity.errors[mode], mode
+        for tensor, err in parity.errors[mode].items():
+            assert err.max_abs_err <= ATOL, (mode, tensor, err)
 
 
 @pytest.mark.parametrize("layers", [1, 2])

@@ -14,13 +14,21 @@ from torch import nn
 
 import rnnstream
 from rnnstream.errors import ExportError
-from rnnstream.export import TOLERANCES, export, measure_parity, quantize, quantize_file
+from rnnstream.export import (
+    TOLERANCES,
+    ParitySettings,
+    export,
+    measure_parity,
+    quantize,
+    quantize_file,
+)
 from rnnstream.export.exporter import infer_input
-from rnnstream.export.parity import within
 from rnnstream.export.quality import char_lm_tokens, stream_bits_per_token
 from rnnstream.export.scan_cells import rewrite_as_scan
 from rnnstream.models import CharLM, CharLMConfig
-from rnnstream.train import bits_per_token
+from rnnstream.models.charlm import BOS
+from rnnstream.models.scoring import bits_per_token
+from rnnstream.runtime.parity_record import ParityRecord
 from tests.tolerances import PARITY, assert_close
 
 CELLS = ["lstm", "gru", "rnn_tanh"]
@@ -36,8 +44,7 @@ def _charlm(cell: str) -> CharLM:
 
 
 def _export(model: CharLM, path: Path, **kw) -> rnnstream.Model:
-    c = model.config
-    export(model, path, kind=c.kind, vocab=c.vocab, bos=c.bos, eos=c.eos, **kw)
+    export(model, path, **kw)
     return rnnstream.load(path)
 
 
@@ -46,21 +53,21 @@ def lm(request, tmp_path_factory) -> tuple[CharLM, Path]:
     """A small character LM and its float32 export."""
     model = _charlm(request.param)
     path = tmp_path_factory.mktemp(request.param) / "lm.onnx"
-    _export(model, path, parity_steps=200)
+    _export(model, path, parity=ParitySettings(steps=200))
     return model, path
 
 
-def _assert_within_tolerance(parity: dict, precision: str) -> None:
+def _assert_within_tolerance(parity: ParityRecord, precision: str) -> None:
     tol = TOLERANCES[precision]
-    assert parity["precision"] == precision and parity["passed"] is True
-    assert (parity["atol"], parity["rtol"]) == (tol.atol, tol.rtol)
+    assert parity.precision == precision and parity.passed is True
+    assert (parity.atol, parity.rtol) == (tol.atol, tol.rtol)
     for mode in ("step", "chunk"):
-        for err in parity[mode].values():
-            assert within(err, tol.atol, tol.rtol), (mode, err)
-    task = parity["task"]
-    assert task["metric"] == "bpc" and task["max_increase"] == tol.max_bpc_increase
-    assert task["increase"] <= tol.max_bpc_increase
-    assert task["passed"] is True
+        for err in parity.errors[mode].values():
+            assert err.within(tol.atol, tol.rtol), (mode, err)
+    task = parity.task
+    assert task.metric == "bpc" and task.max_increase == tol.max_bpc_increase
+    assert task.increase <= tol.max_bpc_increase
+    assert task.passed is True
 
 
 @pytest.mark.parametrize("precision", ["int8", "float16"])
@@ -68,12 +75,15 @@ def test_export_at_lower_precision_streams_within_tolerance(lm, precision, tmp_p
     torch_model, _ = lm
     path = tmp_path / f"lm.{precision}.onnx"
     model = _export(
-        torch_model, path, precision=precision, parity_steps=STEPS, eval_tokens=EVAL_TOKENS
+        torch_model,
+        path,
+        precision=precision,
+        parity=ParitySettings(steps=STEPS, eval_tokens=EVAL_TOKENS),
     )
     sig = model.signature
     assert sig.precision == precision and sig.kind == "char_lm"
     _assert_within_tolerance(sig.parity, precision)
-    assert sig.parity["reference"] == "pytorch" and sig.parity["steps"] == STEPS
+    assert sig.parity.reference == "pytorch" and sig.parity.steps == STEPS
     # Streams as any model does: float32 state and logits; step and feed agree (int8 only up to
     # its tolerance: activations are quantised with the range of each run's values).
     tokens = np.array([0, 40, 41, 42, 1])
@@ -125,11 +135,11 @@ def test_int8_covers_projected_and_bidirectional_layers(make, tmp_path) -> None:
     torch.manual_seed(0)
     module = make()
     path = tmp_path / "m.onnx"
-    parity = export(module, path, precision="int8", parity_steps=300).parity
-    assert parity["passed"] and "task" not in parity  # generic models have no task metric
+    parity = export(module, path, precision="int8", parity=ParitySettings(steps=300)).parity
+    assert parity.passed and parity.task is None  # generic models have no task metric
     for mode in ("step", "chunk", "sequence"):
-        for err in parity.get(mode, {}).values():
-            assert within(err, TOLERANCES["int8"].atol, TOLERANCES["int8"].rtol)
+        for err in parity.errors.get(mode, {}).values():
+            assert err.within(TOLERANCES["int8"].atol, TOLERANCES["int8"].rtol)
     ops = _op_types(onnx.load(path).graph)
     assert not ops & {"LSTM", "GRU", "RNN", "MatMul"} and "MatMulInteger" in ops, ops
 
@@ -181,7 +191,7 @@ def test_stream_bits_per_token_matches_pytorch(lm) -> None:
     torch_model, path = lm
     model = rnnstream.load(path)
     tokens = char_lm_tokens(model.signature, "stdlib", 3000)
-    assert tokens[0] == torch_model.config.bos and len(tokens) == 3000
+    assert tokens[0] == BOS and len(tokens) == 3000
     ref = bits_per_token(torch_model, torch.from_numpy(tokens))[1]
     assert stream_bits_per_token(model, tokens) == pytest.approx(ref, abs=1e-4)
 
@@ -189,21 +199,23 @@ def test_stream_bits_per_token_matches_pytorch(lm) -> None:
 def test_quantize_file_against_the_float32_file(lm, tmp_path) -> None:
     _, path = lm
     out = tmp_path / "q.onnx"
-    report = quantize_file(path, out, "int8", steps=STEPS, eval_tokens=EVAL_TOKENS)
+    report = quantize_file(
+        path, out, "int8", parity=ParitySettings(steps=STEPS, eval_tokens=EVAL_TOKENS)
+    )
     parity = rnnstream.load(out).signature.parity
     assert parity == report.parity
     _assert_within_tolerance(parity, "int8")
-    assert parity["reference"] == "onnxruntime float32"
-    assert parity["reference_parity"]["passed"] is True
+    assert parity.reference == "onnxruntime float32"
+    assert parity.reference_parity.passed is True
 
 
 def test_a_quantised_model_misses_the_float32_tolerance(lm, tmp_path) -> None:
     torch_model, path = lm
     out = tmp_path / "q.onnx"
-    quantize_file(path, out, "int8", steps=100, eval_tokens=EVAL_TOKENS)
+    quantize_file(path, out, "int8", parity=ParitySettings(steps=100, eval_tokens=EVAL_TOKENS))
     x = infer_input(torch_model, None, None).sample(2, 200, seed=0)
     report = measure_parity(torch_model, rnnstream.load(out), x, 16, TOLERANCES["float32"].atol)
-    assert report["passed"] is False
+    assert report.passed is False
 
 
 # The Scan rewrite of GRU/RNN operators, checked against onnxruntime's own kernels.

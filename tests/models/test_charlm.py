@@ -9,16 +9,15 @@ import pytest
 import torch
 
 import rnnstream
+from rnnstream.cells import CELLS
 from rnnstream.errors import CheckpointError, InputError, NotALanguageModelError
-from rnnstream.export import export
+from rnnstream.export import ParitySettings, export
 from rnnstream.models import CharLM, CharLMConfig, load_checkpoint, save_checkpoint
 from rnnstream.models.charlm import BOS, BOS_CHAR, EOS, EOS_CHAR, N_SPECIAL
 from rnnstream.runtime import Vocabulary
 from rnnstream.runtime.generate import generate
 from rnnstream.train import encode
 from tests.tolerances import PARITY, assert_close
-
-CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 
 
 def small(cell: str = "lstm", **kw) -> CharLM:
@@ -27,8 +26,7 @@ def small(cell: str = "lstm", **kw) -> CharLM:
 
 
 def export_lm(model: CharLM, path) -> rnnstream.Model:
-    c = model.config
-    export(model, path, kind=c.kind, vocab=c.vocab, bos=c.bos, eos=c.eos, parity_steps=200)
+    export(model, path, parity=ParitySettings(steps=200))
     return rnnstream.load(path)
 
 
@@ -71,7 +69,7 @@ def test_exports_and_streams_with_parity(tmp_path, cell):
     model = small(cell).eval()
     onnx_model = export_lm(model, tmp_path / "lm.onnx")
     sig = onnx_model.signature
-    assert sig.parity["passed"] and sig.parity["max_abs_err"] <= 1e-5
+    assert sig.parity.passed and sig.parity.max_abs_err <= 1e-5
     assert (sig.kind, sig.vocab, sig.bos, sig.eos) == ("char_lm", model.config.vocab, BOS, EOS)
     # Text in, one chunk then single steps, against one PyTorch forward of the whole sequence.
     ids = np.concatenate([[BOS], Vocabulary(sig.vocab).encode("import os\nprint(os.sep)")])
@@ -142,6 +140,6 @@ def test_sampling_errors(lm_onnx, tmp_path):
         generate(onnx_model, "a", 5, temperature=-1)
     torch.manual_seed(0)
     frames = torch.nn.LSTM(4, 8, batch_first=True)
-    export(frames, tmp_path / "frames.onnx", parity_steps=50)
+    export(frames, tmp_path / "frames.onnx", parity=ParitySettings(steps=50))
     with pytest.raises(NotALanguageModelError, match="no vocabulary"):
         generate(rnnstream.load(tmp_path / "frames.onnx"), "a", 5)

@@ -27,10 +27,10 @@ def test_demo_onnx_has_parity_and_writes_python_like_text():
     model = rnnstream.load(DEMO_ONNX)
     sig = model.signature
     parity = sig.parity
-    assert sig.kind == "char_lm" and parity["passed"] and parity["steps"] >= 1000
+    assert sig.kind == "char_lm" and parity.passed and parity.steps >= 1000
     # The logits match to 1e-5; the LSTM cell state (values in the hundreds) to float32 precision.
     for mode in ("step", "chunk"):
-        assert parity[mode]["y"]["max_abs_err"] <= 1e-5
-        assert all(err["max_rel_err"] <= 1e-5 for err in parity[mode].values())
+        assert parity.errors[mode]["y"].max_abs_err <= 1e-5
+        assert all(err.max_rel_err <= 1e-5 for err in parity.errors[mode].values())
     text = generate(model, "def ", max_tokens=300, temperature=0.5, seed=0).text
     assert "\n" in text and any(word in text for word in ("self", "return", "if ", "(", "="))

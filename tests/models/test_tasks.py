@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import rnnstream
-from rnnstream.export import export
+from rnnstream.cells import CELLS
+from rnnstream.export import ParitySettings, export
 from rnnstream.models import (
     Forecaster,
     ForecasterConfig,
@@ -34,7 +35,6 @@ from rnnstream.train import (
 from rnnstream.train.batching import CropSampler
 from tests.tolerances import PARITY, assert_close
 
-CELLS = ["lstm", "gru", "rnn_tanh", "rnn_relu"]
 PY = b"import os\n\ndef f(x):\n    return os.path.join(x, 'a')  # join\n" * 3
 C = b"#include <stdio.h>\n\nstatic int f(int x) {\n    return x + 1; /* add */\n}\n" * 3
 SH = b'#!/bin/sh\nset -e\nfor f in *.txt; do\n    echo "$f"\ndone\n' * 3
@@ -87,16 +87,16 @@ def test_trains_exports_and_streams_with_parity(tmp_path, kind, cell):
     train(model, task, TrainConfig(steps=12, lr=1e-2, min_lr_fraction=1.0))
     with torch.no_grad():
         assert task.loss(model, probe).item() < before
-    assert model.config.kind == kind
+    assert model.config.describe().kind == kind
     steps = 1000 if cell == "lstm" else 200  # one long check per kind
     c = model.config
     labels = getattr(c, "labels", None)
     path = tmp_path / "m.onnx"
-    report = export(model, path, kind=c.kind, vocab=c.vocab, labels=labels, parity_steps=steps)
+    report = export(model, path, parity=ParitySettings(steps=steps))  # the model describes itself
     sig = rnnstream.load(path).signature
     assert sig.labels == labels and report.signature.labels == labels
-    assert sig.parity["passed"] and sig.parity["max_abs_err"] <= 1e-5
-    assert (sig.kind, sig.streamable, sig.vocab) == (kind, True, c.vocab)
+    assert sig.parity.passed and sig.parity.max_abs_err <= 1e-5
+    assert (sig.kind, sig.streamable, sig.vocab) == (kind, True, c.describe().vocab)
     # The stream, one step at a time, against one PyTorch forward of a real sequence.
     x = task.validation[0][0][:40] if kind != "forecaster" else task.validation[None, :40]
     x = x[None] if kind != "forecaster" else x
@@ -110,9 +110,8 @@ def test_trains_exports_and_streams_with_parity(tmp_path, kind, cell):
 def test_streamed_estimate_ends_at_the_sequence_label(tmp_path):
     model, task = build("sequence_classifier", "gru"), classifier_task()
     train(model, task, TrainConfig(steps=30, lr=1e-2))
-    export(
-        model, tmp_path / "c.onnx", kind="sequence_classifier", vocab=BYTE_VOCAB, parity_steps=200
-    )
+    export(model, tmp_path / "c.onnx", parity=ParitySettings(steps=200))
+    assert rnnstream.load(tmp_path / "c.onnx").signature.vocab == BYTE_VOCAB
     onnx_model = rnnstream.load(tmp_path / "c.onnx")
     texts = [PY[:30], C[:45], SH[:20]]
     x, lengths = torch.zeros(3, 45, dtype=torch.int64), torch.tensor([30, 45, 20])
@@ -133,9 +132,9 @@ def test_streamed_estimate_ends_at_the_sequence_label(tmp_path):
 def test_bidirectional_classifier_exports_as_not_streamable(tmp_path):
     model, task = build("sequence_classifier", "lstm", bidirectional=True), classifier_task()
     train(model, task, TrainConfig(steps=5, lr=1e-2))
-    report = export(model, tmp_path / "b.onnx", kind="sequence_classifier", parity_steps=200)
+    report = export(model, tmp_path / "b.onnx", parity=ParitySettings(steps=200))
     sig = report.signature
-    assert not sig.streamable and sig.parity["passed"] and sig.parity["max_abs_err"] <= 1e-5
+    assert not sig.streamable and sig.parity.passed and sig.parity.max_abs_err <= 1e-5
     assert sig.outputs[0].shape == ("batch", 3)
     # Packed sequences give each padded sequence the logits of its unpadded forward.
     a, b = bytes_to_ids(PY[:20]), bytes_to_ids(C[:33])
@@ -166,7 +165,7 @@ def test_configs_reject_bad_values():
     with pytest.raises(ValueError, match="one value per feature"):
         ForecasterConfig(features=2, mean=(1.0,))
     frames = SequenceClassifier(SequenceClassifierConfig(("a", "b"), num_tokens=0, input_size=5))
-    assert frames.example_input().shape == (2, 3, 5) and frames.config.vocab is None
+    assert frames.example_input().shape == (2, 3, 5) and frames.config.describe().vocab is None
 
 
 def test_python_tags_come_from_tokenize():
@@ -212,7 +211,7 @@ def test_frame_input_classifier_exports_and_streams(tmp_path):
     torch.manual_seed(0)
     config = SequenceClassifierConfig(("on", "off"), "gru", num_tokens=0, input_size=4)
     model = SequenceClassifier(config).eval()
-    report = export(model, tmp_path / "f.onnx", kind=config.kind, labels=config.labels)
+    report = export(model, tmp_path / "f.onnx")
     sig = report.signature
     assert sig.input.dtype == "float32" and sig.vocab is None and sig.labels == ("on", "off")
-    assert sig.parity["passed"] and sig.parity["max_abs_err"] <= 1e-5
+    assert sig.parity.passed and sig.parity.max_abs_err <= 1e-5

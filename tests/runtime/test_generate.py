@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import rnnstream
 from rnnstream.assets import DEMO_CHECKPOINT, DEMO_ONNX
 from rnnstream.bench import run_benchmark
 from rnnstream.errors import InputError, NotALanguageModelError, SignatureError
-from rnnstream.export import export
+from rnnstream.export import ModelDescription, ParitySettings, export
 from rnnstream.models import CharLM, CharLMConfig, load_checkpoint
 from rnnstream.models.charlm import BOS, EOS
 from rnnstream.runtime import Vocabulary
@@ -73,8 +74,7 @@ def trap_module() -> CharLM:
 def trap(tmp_path_factory) -> tuple[CharLM, rnnstream.Model]:
     module = trap_module()
     path = tmp_path_factory.mktemp("trap") / "trap.onnx"
-    c = module.config
-    export(module, path, kind=c.kind, vocab=c.vocab, bos=c.bos, eos=c.eos, parity_steps=50)
+    export(module, path, parity=ParitySettings(steps=50))  # a CharLM describes itself
     return module, rnnstream.load(path)
 
 
@@ -241,7 +241,7 @@ def test_logprobs_equal_a_pytorch_forward_of_the_same_tokens(demo, demo_torch, s
 def frames_onnx(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("frames") / "frames.onnx"
-    export(torch.nn.LSTM(4, 8, batch_first=True), path, parity_steps=50)
+    export(torch.nn.LSTM(4, 8, batch_first=True), path, parity=ParitySettings(steps=50))
     return path
 
 
@@ -253,8 +253,8 @@ def test_a_model_without_vocabulary_or_of_another_kind_is_refused(frames_onnx, t
         sample_tokens(model, "a")  # checked before the first token is asked for
     torch.manual_seed(0)
     lm = CharLM(CharLMConfig(num_layers=1, hidden_size=8, embed_size=4, chars="ab"))
-    c = lm.config
-    export(lm, tmp_path / "g.onnx", kind="generic", vocab=c.vocab, bos=c.bos, parity_steps=20)
+    generic = ModelDescription(kind="generic", vocab=lm.config.vocab, bos=BOS)
+    export(lm, tmp_path / "g.onnx", description=generic, parity=ParitySettings(steps=20))
     with pytest.raises(NotALanguageModelError, match="of kind 'generic', not a language model"):
         generate(rnnstream.load(tmp_path / "g.onnx"), beams=2)
 
@@ -284,8 +284,8 @@ def test_bad_settings_are_input_errors(demo, settings, message):
 def test_a_model_without_bos_needs_a_prompt(tmp_path):
     torch.manual_seed(0)
     lm = CharLM(CharLMConfig(num_layers=1, hidden_size=8, embed_size=4, chars="ab"))
-    c = lm.config
-    export(lm, tmp_path / "nobos.onnx", kind=c.kind, vocab=c.vocab, eos=c.eos, parity_steps=20)
+    no_bos = replace(lm.config.describe(), bos=None)
+    export(lm, tmp_path / "nobos.onnx", description=no_bos, parity=ParitySettings(steps=20))
     model = rnnstream.load(tmp_path / "nobos.onnx")
     with pytest.raises(InputError, match="no BOS token"):
         generate(model)

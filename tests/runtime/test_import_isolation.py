@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import rnnstream
-from rnnstream.export import export
+from rnnstream.export import ParitySettings, export
 
 CHILD = r"""
 import importlib.abc
@@ -80,7 +80,7 @@ print(json.dumps({
 def exported(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("iso") / "lstm.onnx"
-    export(nn.LSTM(3, 6, 2, batch_first=True), path, parity_steps=50)
+    export(nn.LSTM(3, 6, 2, batch_first=True), path, parity=ParitySettings(steps=50))
     return path
 
 

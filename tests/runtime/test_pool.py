@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import rnnstream
-from rnnstream.export import export
+from rnnstream.export import ParitySettings, export
 from tests.tolerances import assert_close
 
 
@@ -15,7 +15,9 @@ from tests.tolerances import assert_close
 def gru_model(tmp_path_factory) -> rnnstream.Model:
     torch.manual_seed(3)
     path = tmp_path_factory.mktemp("pool") / "gru.onnx"
-    export(torch.nn.GRU(5, 12, num_layers=2, batch_first=False), path, parity_steps=100)
+    export(
+        torch.nn.GRU(5, 12, num_layers=2, batch_first=False), path, parity=ParitySettings(steps=100)
+    )
     return rnnstream.load(path)
 
 
@@ -23,7 +25,9 @@ def gru_model(tmp_path_factory) -> rnnstream.Model:
 def lstm_model(tmp_path_factory) -> rnnstream.Model:
     torch.manual_seed(4)
     path = tmp_path_factory.mktemp("pool") / "lstm.onnx"
-    export(torch.nn.LSTM(3, 8, num_layers=1, batch_first=True), path, parity_steps=100)
+    export(
+        torch.nn.LSTM(3, 8, num_layers=1, batch_first=True), path, parity=ParitySettings(steps=100)
+    )
     return rnnstream.load(path)
 
 
@@ -89,6 +93,6 @@ def test_state_reset_and_errors_leave_other_streams_alone(lstm_model):
 
 def test_pool_refuses_a_whole_sequence_model(tmp_path):
     path = tmp_path / "bi.onnx"
-    export(torch.nn.GRU(2, 4, bidirectional=True), path, parity_steps=20)
+    export(torch.nn.GRU(2, 4, bidirectional=True), path, parity=ParitySettings(steps=20))
     with pytest.raises(rnnstream.SignatureError, match="not streamable"):
         rnnstream.load(path).pool()

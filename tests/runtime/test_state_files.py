@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import rnnstream
-from rnnstream.export import export
+from rnnstream.export import ParitySettings, export
 from tests.tolerances import assert_close
 
 
@@ -15,8 +15,10 @@ from tests.tolerances import assert_close
 def paths(tmp_path_factory):
     d = tmp_path_factory.mktemp("state")
     torch.manual_seed(0)
-    export(torch.nn.LSTM(3, 5, 2, batch_first=True), d / "lstm.onnx", parity_steps=50)
-    export(torch.nn.GRU(3, 5, 2, batch_first=True), d / "gru.onnx", parity_steps=50)
+    export(
+        torch.nn.LSTM(3, 5, 2, batch_first=True), d / "lstm.onnx", parity=ParitySettings(steps=50)
+    )
+    export(torch.nn.GRU(3, 5, 2, batch_first=True), d / "gru.onnx", parity=ParitySettings(steps=50))
     return d
 
 

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import rnnstream
-from rnnstream.export import export
+from rnnstream.export import ParitySettings, export
 from tests.tolerances import PARITY, assert_close
 
 INPUT, HIDDEN, LAYERS, VOCAB = 3, 5, 2, 10
@@ -37,7 +37,7 @@ def lstm(tmp_path_factory) -> tuple[nn.LSTM, Path]:
     torch.manual_seed(0)
     module = nn.LSTM(INPUT, HIDDEN, LAYERS).eval()
     path = tmp_path_factory.mktemp("lstm") / "lstm.onnx"
-    export(module, path, parity_steps=100)
+    export(module, path, parity=ParitySettings(steps=100))
     return module, path
 
 
@@ -50,7 +50,7 @@ def model(lstm) -> rnnstream.Model:
 def token_model(tmp_path_factory) -> rnnstream.Model:
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("tok") / "tok.onnx"
-    export(TokenLSTM(), path, parity_steps=100)
+    export(TokenLSTM(), path, parity=ParitySettings(steps=100))
     return rnnstream.load(path)
 
 

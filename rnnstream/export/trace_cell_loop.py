@@ -46,7 +46,7 @@ def cell_state_names(key: str, cell: nn.RNNCellBase) -> StateNames:
 
 
 def cell_kind(cell: nn.RNNCellBase) -> str:
-    """``"lstm"``, ``"gru"``, ``"rnn_tanh"`` or ``"rnn_relu"``."""
+    """The cell's name in :data:`~rnnstream.cells.CELLS`."""
     if isinstance(cell, nn.LSTMCell):
         return "lstm"
     if isinstance(cell, nn.GRUCell):

@@ -1,18 +1,21 @@
 """float32 / int8 / float16 side by side: per-step latency, size, peak RSS, import + load time.
 
-    python bench/precision.py [CHECKPOINT] [--json bench/precision.json] [--steps N] [--rounds N]
+    python -m rnnstream.bench.precision [CHECKPOINT] [--json FILE] [--steps N] [--rounds N]
 
 CHECKPOINT defaults to the shipped demo model (rnnstream/assets/charlm-stdlib.safetensors). It is
 exported at each precision (with parity, as `rnnstream export` and `rnnstream quantize` do), then:
 
-* latency per stream-step, all methods interleaved in one run (see rnnstream.bench): Stream.step
-  at 1 and 2 onnxruntime threads, StreamPool with 64 streams stepping together, and PyTorch eager
-  at the same precision (float32; int8 through torch.ao dynamic quantisation; float16 by .half())
-  for one sequence and for a batch of 64, best of oneDNN on and off, on one thread;
+* latency per stream-step, all methods interleaved in one run (rnnstream.bench.latency):
+  Stream.step at 1 and 2 onnxruntime threads, StreamPool with 64 streams stepping together, and
+  PyTorch eager at the same precision (float32; int8 through torch.ao dynamic quantisation;
+  float16 by .half()) for one sequence and for a batch of 64, best of oneDNN on and off, on one
+  thread;
 * size on disk;
 * in a fresh runtime-only process (torch and onnx blocked from importing): import time, load
   time, load time of the optimised-graph cache, and peak RSS after 300 steps of a stream and 100
   ticks of a 64-stream pool (medians of --processes processes; RSS: the largest).
+
+The results go to --json (default: precision.json next to this module, the committed numbers).
 """
 
 from __future__ import annotations
@@ -37,8 +40,8 @@ from torch import nn
 
 import rnnstream
 from rnnstream.assets import DEMO_CHECKPOINT
-from rnnstream.bench import measure
-from rnnstream.export import export, quantize_file
+from rnnstream.bench.latency import measure
+from rnnstream.export import ParitySettings, export, quantize_file
 from rnnstream.export.exporter import infer_input
 from rnnstream.models import load_checkpoint
 
@@ -182,17 +185,16 @@ def latency(
 
 
 def build(module: nn.Module, workdir: Path, eval_tokens: int) -> dict[str, tuple[Path, dict]]:
-    """The model exported at every precision: path and parity record."""
-    c = module.config
+    """The model exported at every precision: path and parity record (as JSON)."""
     fp32 = workdir / "model.float32.onnx"
     # atol 1e-4 as `make demo-model`: a trained LSTM's cell state reaches values in the hundreds.
-    tokens = {"bos": getattr(c, "bos", None), "eos": getattr(c, "eos", None)}
-    report = export(module, fp32, kind=c.kind, vocab=c.vocab, atol=1e-4, **tokens)
-    files = {"float32": (fp32, report.parity)}
+    report = export(module, fp32, parity=ParitySettings(atol=1e-4))
+    files = {"float32": (fp32, report.parity.to_dict())}
     for precision in PRECISIONS[1:]:
         path = workdir / f"model.{precision}.onnx"
-        report = quantize_file(fp32, path, precision, against=module, eval_tokens=eval_tokens)
-        files[precision] = (path, report.parity)
+        settings = ParitySettings(eval_tokens=eval_tokens)
+        report = quantize_file(fp32, path, precision, against=module, parity=settings)
+        files[precision] = (path, report.parity.to_dict())
     return files
 
 
@@ -246,7 +248,7 @@ def table(results: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("checkpoint", nargs="?", type=Path, default=DEMO_CHECKPOINT)
-    parser.add_argument("--json", type=Path, default=Path("bench/precision.json"))
+    parser.add_argument("--json", type=Path, default=Path(__file__).with_name("precision.json"))
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--processes", type=int, default=3, help="fresh processes per file")

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from rnnstream.models.common import JsonConfig, check_cell
+from rnnstream.cells import check_cell
+from rnnstream.models.common import JsonConfig
 
 __all__ = ["CellLoopNet", "CellLoopNetConfig", "make_cell"]
 
@@ -48,15 +49,6 @@ class CellLoopNetConfig(JsonConfig):
         for name in ("input_size", "hidden_size", "num_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-
-    @property
-    def kind(self) -> str:
-        return "generic"
-
-    @property
-    def vocab(self) -> None:
-        """Frames, not tokens: no vocabulary."""
-        return None
 
 
 class CellLoopNet(nn.Module):

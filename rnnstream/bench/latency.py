@@ -1,6 +1,11 @@
 """Per-step latency, side by side in one run: bare onnxruntime, Stream, StreamPool, PyTorch, and
 generation (one sampled token per step) for a language model.
 
+    python -m rnnstream.bench.latency [MODEL.onnx --against CHECKPOINT] [--json out.json]
+
+is ``rnnstream bench``: without MODEL it builds the reference model (2-layer LSTM, input 64,
+hidden 256, head 256->64), exports it and compares with PyTorch eager as well.
+
 Machines are noisy, so every method is measured in interleaved rounds and reported as medians
 and 99th percentiles with ratios between methods of the same run, never as absolute targets.
 """
@@ -262,3 +267,11 @@ def _caller_frame(model: Model, x_model: np.ndarray) -> np.ndarray:
     for axis in reversed(drop):
         x_model = np.take(x_model, 0, axis=axis)
     return x_model
+
+
+if __name__ == "__main__":
+    import sys
+
+    from rnnstream.cli import main
+
+    main(["bench", *sys.argv[1:]])
