@@ -1282,5 +1282,60 @@ def generate(
         )
 
 
+@main.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False), help="Repository.")
+@click.option("--name", default=None, help="Model name (default: MODEL's file stem).")
+@click.option(
+    "--max-sequences", type=click.IntRange(1), default=1024, show_default=True, help="At once."
+)
+@click.option("--max-batch", type=click.IntRange(1), default=256, show_default=True)
+@click.option("--preferred-batch", type=click.IntRange(1), multiple=True, help="Repeatable.")
+@click.option("--queue-delay-us", type=click.IntRange(0), default=1000, show_default=True)
+@click.option(
+    "--idle-seconds",
+    type=click.FloatRange(0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="A sequence with no request for this long is released.",
+)
+@click.option(
+    "--instances", type=click.IntRange(1), default=1, show_default=True, help="Model instances."
+)
+@click.option("--no-ort", is_flag=True, help="Skip the <name>_ort model (it needs onnx).")
+def triton(
+    model_path: str,
+    output: str,
+    name: str | None,
+    max_sequences: int,
+    max_batch: int,
+    preferred_batch: tuple[int, ...],
+    queue_delay_us: int,
+    idle_seconds: float,
+    instances: int,
+    no_ort: bool,
+) -> None:
+    """Write a Triton Inference Server model repository serving MODEL's streams.
+
+    <name> runs rnnstream's StreamPool in Triton's python backend; <name>_ort runs a batch-first
+    copy in the ONNX Runtime backend, its state kept by Triton. Both use the sequence batcher
+    (oldest strategy): --max-sequences at once, --max-batch steps per call. Serve with
+    `tritonserver --model-repository OUTPUT`.
+    """
+    from rnnstream.serve import Batching, write_triton_repository
+
+    batching = Batching(
+        max_sequences, max_batch, preferred_batch, queue_delay_us, idle_seconds, instances
+    )
+    repo = write_triton_repository(model_path, output, name, batching, ort=not no_ort)
+    for folder in (repo.python, repo.ort):
+        if folder is not None:
+            click.echo(f"wrote {folder}")
+    if repo.ort_parity is not None:
+        click.echo(
+            f"{repo.ort.name}: batch-first copy max abs err {repo.ort_parity['max_abs_err']:.3g}"
+        )
+
+
 if __name__ == "__main__":
     main()
