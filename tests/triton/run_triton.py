@@ -62,6 +62,9 @@ class Run:
     latencies: list[float] = field(default_factory=list)
     batches: dict[int, int] = field(default_factory=dict)  # batch size -> executions
     max_concurrent: int = 0
+    call_ms: float = 0.0  # one model call (a Triton execute, a pool tick), mean
+    queue_ms: float = 0.0  # a request's wait in Triton's queue, mean
+    client_cpu_s: float = 0.0  # CPU time of this process during the run
 
     def row(self) -> dict:
         sizes = np.repeat(list(self.batches), list(self.batches.values()))
@@ -75,6 +78,10 @@ class Run:
             "batch_mean": float(sizes.mean()),
             "batch_p50": float(np.percentile(sizes, 50)),
             "batch_max": int(sizes.max()),
+            "call_ms": self.call_ms,
+            "queue_ms": self.queue_ms,
+            "client_cpu_s": self.client_cpu_s,
+            "seconds": self.seconds,
         }
 
 
@@ -113,12 +120,14 @@ def check_ort_copy(repo: Path, name: str, seed: int) -> None:
     print(f"[triton] {name}_ort: batch-first copy equals solo streams ({rows} x {steps} steps)")
 
 
+def frame_shape(sig: rnnstream.Signature) -> list:
+    """One step's frame: the input's shape without its batch and time axes."""
+    spec = sig.input
+    return [d for a, d in enumerate(spec.shape) if a not in (spec.batch_axis, spec.time_axis)]
+
+
 def make_input(sig: rnnstream.Signature, steps: int, rng: np.random.Generator) -> np.ndarray:
-    frame = [
-        d
-        for a, d in enumerate(sig.input.shape)
-        if a not in (sig.input.batch_axis, sig.input.time_axis)
-    ]
+    frame = frame_shape(sig)
     if sig.num_tokens is not None:
         return rng.integers(0, sig.num_tokens, steps).astype(sig.input.dtype)
     return rng.standard_normal((steps, *frame)).astype(sig.input.dtype)
@@ -134,12 +143,7 @@ def workload(sig: rnnstream.Signature, seed: int) -> tuple[list[np.ndarray], np.
 def bad_frame(sig: rnnstream.Signature) -> tuple[np.ndarray, str]:
     if sig.num_tokens is not None:
         return np.array(sig.num_tokens, sig.input.dtype), "token ids must be in"
-    frame = [
-        d
-        for a, d in enumerate(sig.input.shape)
-        if a not in (sig.input.batch_axis, sig.input.time_axis)
-    ]
-    return np.full(frame, np.nan, sig.input.dtype), "contains NaN or infinity"
+    return np.full(frame_shape(sig), np.nan, sig.input.dtype), "contains NaN or infinity"
 
 
 async def drive(url: str, name: str, sig: rnnstream.Signature, xs, starts) -> tuple[Run, list]:
@@ -182,19 +186,32 @@ async def drive(url: str, name: str, sig: rnnstream.Signature, xs, starts) -> tu
             outputs[s].append(result.as_numpy(names[0])[0])
         open_now -= 1
 
-    began = time.perf_counter()
+    began, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(sequence(s) for s in range(len(xs))))
     run.seconds = time.perf_counter() - began
+    run.client_cpu_s = time.process_time() - cpu
     run.steps = len(run.latencies)
     await client.close()
     return run, outputs
 
 
-def batch_stats(url: str, name: str) -> dict[int, int]:
+def server_stats(url: str, name: str, run: Run) -> None:
+    """Triton's statistics for the model: the batches it formed, call and queue times."""
     client = grpc_client.InferenceServerClient(url)
     stats = client.get_inference_statistics(name, as_json=True)["model_stats"][0]
     client.close()
-    return {int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["batch_stats"]}
+    run.batches = {
+        int(b["batch_size"]): int(b["compute_infer"]["count"]) for b in stats["batch_stats"]
+    }
+    calls = sum(run.batches.values())
+    compute = sum(
+        int(b[k].get("ns", 0))
+        for b in stats["batch_stats"]
+        for k in ("compute_input", "compute_infer", "compute_output")
+    )
+    run.call_ms = compute / calls / 1e6
+    queue = stats["inference_stats"]["queue"]
+    run.queue_ms = int(queue.get("ns", 0)) / max(1, int(queue.get("count", 0))) / 1e6
 
 
 def pool_run(model: rnnstream.Model, xs, starts) -> tuple[Run, list]:
@@ -225,6 +242,7 @@ def pool_run(model: rnnstream.Model, xs, starts) -> tuple[Run, list]:
         tick += 1
     run.seconds = time.perf_counter() - began
     run.steps = len(run.latencies)
+    run.call_ms = 1e3 * run.seconds / tick
     return run, outputs
 
 
@@ -331,7 +349,7 @@ def _group_alive(group: int) -> bool:
 def print_table(rows: list[dict]) -> None:
     head = (
         f"{'model':8} {'served by':26} {'seqs':>5} {'conc':>5} {'steps':>6} {'steps/s':>8} "
-        f"{'p50 ms':>7} {'p99 ms':>7} {'batch mean/p50/max':>19} {'calls':>6}"
+        f"{'p50 ms':>7} {'p99 ms':>7} {'batch mean/p50/max':>19} {'calls':>6} {'ms/call':>8}"
     )
     print(head)
     print("-" * len(head))
@@ -340,7 +358,7 @@ def print_table(rows: list[dict]) -> None:
         print(
             f"{r['model']:8} {r['served_by']:26} {SEQUENCES:>5} {r['max_concurrent']:>5} "
             f"{r['steps']:>6} {r['steps_per_s']:>8.0f} {r['p50_ms']:>7.2f} {r['p99_ms']:>7.2f} "
-            f"{batch:>19} {r['executions']:>6}"
+            f"{batch:>19} {r['executions']:>6} {r['call_ms']:>8.2f}"
         )
 
 
@@ -361,7 +379,7 @@ def main(work: Path) -> int:
             model = rnnstream.load(repo / name / "1" / "model.onnx")
             xs, starts = workload(model.signature, 100 + seed)
             run, outputs = asyncio.run(drive(server.url, name, model.signature, xs, starts))
-            run.batches = batch_stats(server.url, name)
+            server_stats(server.url, name, run)
             check_outputs(model, xs, outputs, f"{name} on Triton")
             assert run.max_concurrent >= MIN_CONCURRENT, run.max_concurrent
             print(
