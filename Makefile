@@ -40,6 +40,17 @@ test-arm: $(STAMP)
 clean-arm:
 	rm -rf --one-file-system .arm
 
+# The Triton model repository (`rnnstream triton`) on a real tritonserver from the nvidia-pytriton
+# wheel, in its own virtualenv under .triton/ (a few minutes the first time): configs parsed with
+# Triton's schema, hundreds of concurrent gRPC sequences equal to solo streams, and the table of
+# throughput, latency and batch sizes next to an in-process StreamPool (tests/triton/test.sh).
+.PHONY: test-triton clean-triton
+test-triton: $(STAMP)
+	bash tests/triton/test.sh
+
+clean-triton:
+	rm -rf --one-file-system .triton
+
 # Retrain and re-export the demo model shipped in rnnstream/assets (about 40 minutes on one core).
 .PHONY: demo-model
 demo-model: $(STAMP)

@@ -19,6 +19,7 @@ import click
 from rnnstream.cli.convert import export, init, quantize, verify
 from rnnstream.cli.inspect import info
 from rnnstream.cli.run import bench, generate, stream
+from rnnstream.cli.serve import triton
 from rnnstream.cli.train import train_group
 from rnnstream.errors import RnnStreamError
 
@@ -100,5 +101,16 @@ def main(quiet: bool) -> None:
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
-for _command in (init, export, quantize, verify, info, stream, generate, bench, train_group):
+for _command in (
+    init,
+    export,
+    quantize,
+    verify,
+    info,
+    stream,
+    generate,
+    bench,
+    triton,
+    train_group,
+):
     main.add_command(_command)

@@ -13,6 +13,7 @@ import click
 from rnnstream.cli.loading import load_torch_checkpoint
 from rnnstream.cli.options import (
     CELL_CHOICES,
+    EXISTING_FILE,
     count_option,
     eval_options,
     json_flag,
@@ -24,7 +25,6 @@ from rnnstream.cli.render import print_parity, print_report
 from rnnstream.errors import ParityError
 
 PRECISION_NAMES = {"int8": "int8", "fp16": "float16"}
-EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
 @click.command()

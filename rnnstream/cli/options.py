@@ -57,6 +57,7 @@ def threads_option(help: str | None = "onnxruntime intra-op threads.") -> Decora
     return count_option("--threads", default=1, help=help)
 
 
+EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 SEED = click.IntRange(0, 2**32 - 1)  # what every random generator used here accepts
 
 
