@@ -14,6 +14,7 @@ from rnnstream.errors import InputError, ModelFileError, SignatureError
 from rnnstream.runtime.discover import discover_signature, numpy_dtype
 from rnnstream.runtime.layout import InputLayout, OutputLayout
 from rnnstream.runtime.pool import StreamPool
+from rnnstream.runtime.runner import Runner
 from rnnstream.runtime.signature import METADATA_KEY, Signature
 from rnnstream.runtime.stream import Stream
 
@@ -36,7 +37,10 @@ def session_options(threads: int, optimized_cache: str | None = None) -> ort.Ses
 
 
 class Model:
-    """An ONNX recurrent model ready to stream; :meth:`stream` and :meth:`pool` make streams."""
+    """An ONNX recurrent model ready to stream; :meth:`stream` and :meth:`pool` make streams.
+
+    Its :class:`Runner` (``model.runner``) owns the onnxruntime session; streams made here share it.
+    """
 
     def __init__(
         self,
@@ -45,13 +49,19 @@ class Model:
         name: str,
         constants: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        self.session = session
+        self.runner = Runner(session, signature, name, constants or {})
         self.signature = signature
         self.name = name
-        self.constants = dict(constants or {})
-        self.output_names = [o.name for o in signature.outputs] + [
-            s.output for s in signature.states
-        ]
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The onnxruntime session (shared by every stream of this model)."""
+        return self.runner.session
+
+    @property
+    def constants(self) -> dict[str, np.ndarray]:
+        """Extra inputs pinned at load (``load(..., constants=...)``), by input name."""
+        return self.runner.constants
 
     def stream(self, batch: int | None = None, check_finite: bool = True) -> Stream:
         """A new stream starting from the zero state.
@@ -66,23 +76,17 @@ class Model:
         """Many independent streams of this model, batched into one run per tick."""
         return StreamPool(self, check_finite)
 
-    def zero_state(self, rows: int) -> dict[str, np.ndarray]:
-        """The initial state of every state input for ``rows`` sequences."""
-        return {
-            s.input: np.zeros(s.concrete_shape(rows), dtype=s.dtype) for s in self.signature.states
-        }
-
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Whole sequences ``[B, T, ...]`` in one run from the zero state.
 
         This is how a non-streamable (e.g. bidirectional) model is used. Returns the outputs as
         ``[B, T, ...]`` and the final states in the model's layout, by name.
         """
-        sig = self.signature
+        sig, runner = self.signature, self.runner
         rows = int(np.shape(x)[0])
         x = InputLayout(sig.input).convert(x, rows=rows, single=False, time=True)
-        feeds = {sig.input.name: x, **self.zero_state(rows), **self.constants}
-        results = dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        feeds = {sig.input.name: x, **runner.zero_state(rows)}
+        results = dict(zip(runner.fetch_names, runner.run(feeds)))
         for spec in sig.outputs:
             results[spec.name] = OutputLayout(spec).convert(results[spec.name], False, step=False)
         return results

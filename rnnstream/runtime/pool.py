@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rnnstream.errors import InputError, SignatureError
-from rnnstream.runtime.layout import InputLayout, OutputLayout
-from rnnstream.runtime.stream import require_streamable, run_error
+from rnnstream.runtime.layout import InputLayout
+from rnnstream.runtime.runner import Output
 
 if TYPE_CHECKING:
     from rnnstream.runtime.model import Model
@@ -28,20 +28,21 @@ class StreamPool:
     """
 
     def __init__(self, model: Model, check_finite: bool = True) -> None:
-        require_streamable(model)
+        runner = model.runner
+        runner.require_streamable()
         sig = model.signature
         if sig.input.batch_axis is None or any(s.batch_axis is None for s in sig.states):
             raise SignatureError(f"{model.name} has no batch axis: a pool needs one")
         self.model = model
+        self._runner = runner
         self._input = InputLayout(sig.input, check_finite, sig.num_tokens)
-        self._output = OutputLayout(sig.outputs[0])
         self._specs = sig.states
         self._n_out = len(sig.outputs)
         self._ids = itertools.count()
         self._rows: dict[int, int] = {}  # stream id -> its row in the state arrays
         self._holes: list[int] = []  # rows of closed streams (a heap: lowest reused first)
         self._all_rows: list[int] = []  # [0, 1, ..., capacity-1]
-        self._states = model.zero_state(0)
+        self._states = runner.zero_state(0)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -57,7 +58,7 @@ class StreamPool:
             self._zero_row(row)
         else:
             row = len(self._all_rows)
-            zero = self.model.zero_state(1)
+            zero = self._runner.zero_state(1)
             for spec in self._specs:
                 self._states[spec.input] = np.concatenate(
                     [self._states[spec.input], zero[spec.input]], axis=spec.batch_axis
@@ -85,8 +86,11 @@ class StreamPool:
             for spec in self._specs
         }
 
-    def step(self, inputs: dict[int, object]) -> dict[int, np.ndarray]:
+    def step(self, inputs: dict[int, object]) -> dict[int, Output]:
         """One step of each stream in ``inputs`` (``{id: frame}``) in one run; ``{id: output}``.
+
+        Each stream's output is laid out as a single :class:`Stream`'s step: an array for a model
+        with one output, ``{name: array}`` for a model with several.
 
         Streams not in ``inputs`` keep their state. A bad frame or an unknown id rejects the whole
         tick before anything runs, naming the stream.
@@ -100,21 +104,18 @@ class StreamPool:
             ids.sort(key=self._rows.__getitem__)
             rows = self._all_rows
         x = self._batch_input(ids, inputs)
-        feeds = {self._input.name: x, **self.model.constants}
+        feeds = {self._input.name: x}
         for spec in self._specs:
             state = self._states[spec.input]
             feeds[spec.input] = state if everyone else np.take(state, rows, axis=spec.batch_axis)
-        try:
-            results = self.model.session.run(self.model.output_names, feeds)
-        except Exception as e:  # onnxruntime's own error types; no state has changed
-            raise run_error(self.model, e) from e
+        results = self._runner.run(feeds)  # a rejected run has changed no state
         for spec, new in zip(self._specs, results[self._n_out :]):
             if everyone:
                 self._states[spec.input] = new
             else:
                 self._states[spec.input][_index(new.ndim, spec.batch_axis, rows)] = new
-        y = self._output.convert(results[0], single=False, step=True)
-        return dict(zip(ids, y))
+        outputs = self._runner.outputs(results, single=False, step=True)
+        return self._runner.split_rows(outputs, ids)
 
     def _batch_input(self, ids: list[int], inputs: dict[int, object]) -> np.ndarray:
         """The frames of ``ids`` as one model input; a bad frame is named by its stream."""

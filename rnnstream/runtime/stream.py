@@ -7,31 +7,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rnnstream.errors import InputError, SignatureError
-from rnnstream.runtime.binding import PingPongState
-from rnnstream.runtime.layout import InputLayout, OutputLayout
+from rnnstream.errors import InputError
+from rnnstream.runtime.layout import InputLayout
+from rnnstream.runtime.runner import Output
 
 if TYPE_CHECKING:
     from rnnstream.runtime.model import Model
 
 __all__ = ["Stream"]
-
-Output = np.ndarray | dict[str, np.ndarray]
-
-
-def require_streamable(model: Model) -> None:
-    sig = model.signature
-    if not sig.streamable:
-        raise SignatureError(
-            f"{model.name} is not streamable (kind {sig.kind!r}): it needs the whole sequence, "
-            "e.g. a bidirectional layer; use model.run(x) on whole sequences instead"
-        )
-
-
-def run_error(model: Model, error: Exception) -> InputError:
-    """An onnxruntime failure as one readable line naming the model."""
-    text = str(error).strip().splitlines()
-    return InputError(f"{model.name}: onnxruntime rejected the run: {text[0] if text else error}")
 
 
 class Stream:
@@ -43,18 +26,18 @@ class Stream:
     """
 
     def __init__(self, model: Model, batch: int | None = None, check_finite: bool = True) -> None:
-        require_streamable(model)
+        runner = model.runner
+        runner.require_streamable()
         if batch is not None and batch < 1:
             raise InputError(f"batch must be >= 1, got {batch}")
         sig = model.signature
         self.model = model
         self.batch = batch
+        self._runner = runner
         self._single = batch is None
         self._rows = 1 if batch is None else batch
         self._input = InputLayout(sig.input, check_finite, sig.num_tokens)
-        self._outputs = [OutputLayout(o) for o in sig.outputs]
-        self._n_out = len(sig.outputs)
-        self._state = PingPongState(model, self._rows)
+        self._state = runner.state_buffers(self._rows)
 
     def reset(self) -> None:
         """Return to the zero state."""
@@ -123,19 +106,11 @@ class Stream:
         return self._run(x, step=False)
 
     def _run(self, x: np.ndarray, step: bool) -> Output:
-        try:
-            results = self._state.run(x, step)
-        except Exception as e:  # onnxruntime's own error types; the state is untouched
-            raise run_error(self.model, e) from e
-        if self._n_out == 1:
-            return self._outputs[0].convert(results[0], self._single, step=step)
-        return {
-            layout.spec.name: layout.convert(r, self._single, step)
-            for layout, r in zip(self._outputs, results)
-        }
+        results = self._state.run(x, step)  # a rejected run leaves the state untouched
+        return self._runner.outputs(results, self._single, step)
 
     def _validated_state(self, value: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        expected = self.model.zero_state(self._rows)
+        expected = self._runner.zero_state(self._rows)
         if set(value) != set(expected):
             raise InputError(f"state must have keys {sorted(expected)}, got {sorted(value)}")
         new = {}
