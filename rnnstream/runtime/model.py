@@ -17,6 +17,7 @@ from rnnstream.runtime.pool import StreamPool
 from rnnstream.runtime.runner import Runner
 from rnnstream.runtime.signature import METADATA_KEY, Signature
 from rnnstream.runtime.stream import Stream
+from rnnstream.runtime.validate import check_signature
 
 __all__ = ["Model", "load"]
 
@@ -134,6 +135,8 @@ def load(
 
     The signature comes from the file's rnnstream metadata when present; otherwise state pairs
     are found from names and shapes, or taken from ``state_map`` (``{"state": "stateN"}``).
+    Either way it is checked against the graph: a contradiction is a :class:`SignatureError`
+    naming the field and the file.
     ``constants`` pins extra inputs (``{"sr": 16000}``). ``optimized_cache`` names a file where
     onnxruntime saves the optimised graph. Weights stored as external data load from the model's
     folder; a reference that leaves the folder is refused (onnxruntime >= 1.25 validates the
@@ -149,12 +152,14 @@ def load(
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(f"{name} is not a loadable ONNX model: {first_line}") from e
     meta = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY in meta and not state_map:
-        signature = Signature.from_json(meta[METADATA_KEY])
-    else:
-        try:
+    constants = constants or {}
+    try:
+        if METADATA_KEY in meta and not state_map:
+            signature = Signature.from_json(meta[METADATA_KEY])
+        else:
             signature = discover_signature(session, state_map, constants)
-        except SignatureError as e:
-            raise SignatureError(f"{name}: {e}") from e
-        log.info("%s: no rnnstream signature; found state pairs %s", name, signature.source)
-    return Model(session, signature, name, _constants(session, constants or {}))
+            log.info("%s: no rnnstream signature; found state pairs %s", name, signature.source)
+        check_signature(signature, session, constants)
+    except SignatureError as e:
+        raise SignatureError(f"{name}: {e}") from e
+    return Model(session, signature, name, _constants(session, constants))

@@ -59,14 +59,15 @@ def two_heads_graph() -> onnx.ModelProto:
 
 def two_heads_signature() -> dict:
     """The signature an exporter would write for ``two_heads`` (a dict, to corrupt in tests)."""
-    return Signature(
+    signature = Signature(
         input=TensorSpec("x", "float32", ("time", "batch", F), batch_axis=1, time_axis=0),
         outputs=(
             TensorSpec("hidden", "float32", ("time", "batch", H), batch_axis=1, time_axis=0),
             TensorSpec("score", "float32", ("time", "batch", 1), batch_axis=1, time_axis=0),
         ),
         states=(StateSpec("h_in", "h_out", "float32", (1, "batch", H), batch_axis=1),),
-    ).to_dict()
+    )
+    return json.loads(signature.to_json())
 
 
 def save_two_heads(path: Path, signature: dict | str | None = None) -> Path:
