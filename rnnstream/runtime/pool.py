@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import threading
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,6 +26,10 @@ class StreamPool:
     stream's row becomes a hole that the next :meth:`open` reuses, so streams joining and leaving
     copy no state. A tick where every row steps feeds the arrays as they are; any other tick
     gathers the stepping rows and scatters the results back, leaving the other rows untouched.
+
+    One pool may be shared between threads: every method holds the pool's lock while it runs, so
+    a tick and an open, close, reset or state read never interleave (ticks from several threads
+    run one after another; for runs in parallel, give each thread a pool or a stream of its own).
     """
 
     def __init__(self, model: Model, check_finite: bool = True) -> None:
@@ -43,15 +48,54 @@ class StreamPool:
         self._holes: list[int] = []  # rows of closed streams (a heap: lowest reused first)
         self._all_rows: list[int] = []  # [0, 1, ..., capacity-1]
         self._states = runner.zero_state(0)
+        self._lock = threading.Lock()  # guards the rows, the holes and the state arrays
 
     def __len__(self) -> int:
-        return len(self._rows)
+        with self._lock:
+            return len(self._rows)
 
     def __contains__(self, stream_id: int) -> bool:
-        return stream_id in self._rows
+        with self._lock:
+            return stream_id in self._rows
 
     def open(self) -> int:
         """Open a new stream at the zero state; returns its id."""
+        with self._lock:
+            return self._open()
+
+    def close(self, stream_id: int) -> None:
+        """Close a stream and forget its state."""
+        with self._lock:
+            self._close(stream_id)
+
+    def reset(self, stream_id: int) -> None:
+        """Put one stream back to the zero state."""
+        with self._lock:
+            self._zero_row(self._row(stream_id))
+
+    def state(self, stream_id: int) -> dict[str, np.ndarray]:
+        """A copy of one stream's state, shaped as a single stream's."""
+        with self._lock:
+            row = self._row(stream_id)
+            return {
+                spec.input: np.take(self._states[spec.input], [row], axis=spec.batch_axis)
+                for spec in self._specs
+            }
+
+    def step(self, inputs: dict[int, object]) -> dict[int, Output]:
+        """One step of each stream in ``inputs`` (``{id: frame}``) in one run; ``{id: output}``.
+
+        Each stream's output is laid out as a single :class:`Stream`'s step: an array for a model
+        with one output, ``{name: array}`` for a model with several. Streams not in ``inputs``
+        keep their state. A bad frame or an unknown id rejects the whole tick before anything
+        runs, naming the stream.
+        """
+        if not inputs:
+            return {}
+        with self._lock:
+            return self._step(inputs)
+
+    def _open(self) -> int:
         stream_id = next(self._ids)
         if self._holes:
             row = heapq.heappop(self._holes)
@@ -67,36 +111,13 @@ class StreamPool:
         self._rows[stream_id] = row
         return stream_id
 
-    def close(self, stream_id: int) -> None:
-        """Close a stream and forget its state."""
+    def _close(self, stream_id: int) -> None:
         heapq.heappush(self._holes, self._row(stream_id))
         del self._rows[stream_id]
         if len(self._holes) > max(8, len(self._rows)):
             self._compact()
 
-    def reset(self, stream_id: int) -> None:
-        """Put one stream back to the zero state."""
-        self._zero_row(self._row(stream_id))
-
-    def state(self, stream_id: int) -> dict[str, np.ndarray]:
-        """A copy of one stream's state, shaped as a single stream's."""
-        row = self._row(stream_id)
-        return {
-            spec.input: np.take(self._states[spec.input], [row], axis=spec.batch_axis)
-            for spec in self._specs
-        }
-
-    def step(self, inputs: dict[int, object]) -> dict[int, Output]:
-        """One step of each stream in ``inputs`` (``{id: frame}``) in one run; ``{id: output}``.
-
-        Each stream's output is laid out as a single :class:`Stream`'s step: an array for a model
-        with one output, ``{name: array}`` for a model with several.
-
-        Streams not in ``inputs`` keep their state. A bad frame or an unknown id rejects the whole
-        tick before anything runs, naming the stream.
-        """
-        if not inputs:
-            return {}
+    def _step(self, inputs: dict[int, object]) -> dict[int, Output]:
         ids = list(inputs)
         rows = [self._row(i) for i in ids]
         everyone = len(rows) == len(self._all_rows)
