@@ -12,7 +12,7 @@ import onnxruntime as ort
 
 from rnnstream.errors import InputError, ModelFileError, SignatureError
 from rnnstream.runtime.discover import discover_signature, numpy_dtype
-from rnnstream.runtime.layout import InputLayout, OutputLayout
+from rnnstream.runtime.layout import InputLayout, OutputLayout, as_array
 from rnnstream.runtime.pool import StreamPool
 from rnnstream.runtime.runner import Runner
 from rnnstream.runtime.signature import METADATA_KEY, Signature
@@ -81,11 +81,14 @@ class Model:
         """Whole sequences ``[B, T, ...]`` in one run from the zero state.
 
         This is how a non-streamable (e.g. bidirectional) model is used. Returns the outputs as
-        ``[B, T, ...]`` and the final states in the model's layout, by name.
+        ``[B, T, ...]`` and the final states in the model's layout, by name. Inputs are checked as
+        a stream checks them (shape, dtype, NaN, token ids in range).
         """
         sig, runner = self.signature, self.runner
-        rows = int(np.shape(x)[0])
-        x = InputLayout(sig.input).convert(x, rows=rows, single=False, time=True)
+        arr = as_array(x, f"input {sig.input.name!r}")
+        rows = arr.shape[0] if arr.ndim else 0
+        layout = InputLayout(sig.input, num_tokens=sig.num_tokens)
+        x = layout.convert(arr, rows=rows, single=False, time=True)
         feeds = {sig.input.name: x, **runner.zero_state(rows)}
         results = dict(zip(runner.fetch_names, runner.run(feeds)))
         for spec in sig.outputs:
@@ -100,6 +103,11 @@ def _source(source: str | os.PathLike | bytes) -> tuple[str | bytes, str]:
     """What onnxruntime opens (a path, so external data resolves in its folder) and a name."""
     if isinstance(source, bytes):
         return source, "<bytes>"
+    if not isinstance(source, str | os.PathLike):
+        raise ModelFileError(
+            f"cannot load a model from {type(source).__name__} {source!r}: "
+            "expected a path or the file's bytes"
+        )
     path = Path(source)
     if not path.is_file():
         reason = "is a directory" if path.is_dir() else "does not exist"

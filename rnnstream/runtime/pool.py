@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -90,6 +91,10 @@ class StreamPool:
         keep their state. A bad frame or an unknown id rejects the whole tick before anything
         runs, naming the stream.
         """
+        if not isinstance(inputs, Mapping):
+            raise InputError(
+                f"inputs must be a dict {{stream id: frame}}, got {type(inputs).__name__}"
+            )
         if not inputs:
             return {}
         with self._lock:
@@ -148,7 +153,9 @@ class StreamPool:
                     self._input.convert_step(inputs[stream_id], 1, True)
                 except InputError as e:
                     raise InputError(f"stream {stream_id}: {e}") from e
-            raise
+            raise InputError(
+                f"input {self._input.name!r}: the frames of streams {ids} do not stack into a batch"
+            ) from None
 
     def _zero_row(self, row: int) -> None:
         for spec in self._specs:
@@ -167,7 +174,7 @@ class StreamPool:
     def _row(self, stream_id: int) -> int:
         try:
             return self._rows[stream_id]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable id
             raise InputError(f"stream {stream_id} is not open in this pool") from None
 
 

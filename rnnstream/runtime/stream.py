@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rnnstream.errors import InputError
-from rnnstream.runtime.layout import InputLayout
+from rnnstream.runtime.layout import InputLayout, as_array
 from rnnstream.runtime.runner import Output
 
 if TYPE_CHECKING:
@@ -28,12 +31,15 @@ class Stream:
     def __init__(self, model: Model, batch: int | None = None, check_finite: bool = True) -> None:
         runner = model.runner
         runner.require_streamable()
-        if batch is not None and batch < 1:
-            raise InputError(f"batch must be >= 1, got {batch}")
+        if batch is not None:
+            if not isinstance(batch, int | np.integer) or isinstance(batch, bool) or batch < 1:
+                raise InputError(f"batch must be None or an integer >= 1, got {batch!r}")
+            batch = int(batch)
         sig = model.signature
         self.model = model
         self.batch = batch
         self._runner = runner
+        self._check_finite = check_finite
         self._single = batch is None
         self._rows = 1 if batch is None else batch
         self._input = InputLayout(sig.input, check_finite, sig.num_tokens)
@@ -50,22 +56,25 @@ class Stream:
         return {name: array.copy() for name, array in self._state.current.items()}
 
     @state.setter
-    def state(self, value: dict[str, np.ndarray]) -> None:
+    def state(self, value: Mapping[str, np.ndarray]) -> None:
+        """Set the state from ``{name: array}``: all states, exactly shaped, finite (when the
+        stream checks for NaN); anything else is an :class:`InputError` and changes nothing."""
         for name, array in self._validated_state(value).items():
             np.copyto(self._state.current[name], array)
 
     def save_state(self, path: str | Path) -> None:
-        """Write the state to an ``.npz`` file, with the state specs to check it on load."""
+        """Write the state to ``path`` exactly (an ``.npz`` archive whatever the suffix), with the
+        state specs to check it on load."""
         specs = np.asarray(self._spec_fingerprint())
-        np.savez(path, __rnnstream_states__=specs, **self.state)
+        try:
+            with open(path, "wb") as f:
+                np.savez(f, __rnnstream_states__=specs, **self.state)
+        except OSError as e:
+            raise InputError(f"cannot write state file {path}: {e}") from e
 
     def load_state(self, path: str | Path) -> None:
         """Restore a state written by :meth:`save_state`, refusing one from another model."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read state file {path}: {e}") from e
+        arrays = _read_archive(path)
         fingerprint = arrays.pop("__rnnstream_states__", None)
         if fingerprint is None or str(fingerprint) != self._spec_fingerprint():
             raise InputError(
@@ -109,18 +118,27 @@ class Stream:
         results = self._state.run(x, step)  # a rejected run leaves the state untouched
         return self._runner.outputs(results, self._single, step)
 
-    def _validated_state(self, value: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _validated_state(self, value: object) -> dict[str, np.ndarray]:
         expected = self._runner.zero_state(self._rows)
+        if not isinstance(value, Mapping):
+            raise InputError(
+                f"state must be a dict {{name: array}} with keys {sorted(expected)}, "
+                f"got {type(value).__name__}"
+            )
         if set(value) != set(expected):
-            raise InputError(f"state must have keys {sorted(expected)}, got {sorted(value)}")
+            raise InputError(
+                f"state must have keys {sorted(expected)}, got {sorted(map(str, value))}"
+            )
         new = {}
         for name, zero in expected.items():
-            arr = np.asarray(value[name])
+            arr = as_array(value[name], f"state {name!r}")
             if arr.shape != zero.shape or arr.dtype != zero.dtype:
                 raise InputError(
                     f"state {name!r}: expected {zero.dtype}{list(zero.shape)}, "
                     f"got {arr.dtype}{list(arr.shape)}"
                 )
+            if self._check_finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise InputError(f"state {name!r}: contains NaN or infinity")
             new[name] = arr.copy()
         return new
 
@@ -128,3 +146,16 @@ class Stream:
         return ";".join(
             f"{s.input}->{s.output}:{s.dtype}{list(s.shape)}" for s in self.model.signature.states
         )
+
+
+def _read_archive(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` state file; anything unreadable is an :class:`InputError`."""
+    try:
+        with open(path, "rb") as f:
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise InputError(f"state file {path} is not an .npz archive of states")
+            with data:
+                return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise InputError(f"cannot read state file {path}: {e}") from e
