@@ -153,10 +153,14 @@ class InputLayout:
                 f"input {self.name!r}: token ids must be in [0, {self.num_tokens}), "
                 f"got {int(arr.min())}..{int(arr.max())}"
             )
+        given = arr
         if arr.dtype != self.dtype:
-            arr = arr.astype(self.dtype)
+            with np.errstate(over="ignore"):  # an overflow to infinity is reported just below
+                arr = arr.astype(self.dtype)
         if self.check_finite and not _all_finite(arr):
-            raise InputError(f"input {self.name!r}: contains NaN or infinity")
+            beyond = bool(np.isfinite(given).all())
+            reason = f"values beyond {self.dtype}'s range" if beyond else "NaN or infinity"
+            raise InputError(f"input {self.name!r}: contains {reason}")
         if self._drop_batch:
             arr = arr[0]
         if not time:

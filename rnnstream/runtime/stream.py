@@ -91,7 +91,7 @@ class Stream:
         (beam search keeps the surviving beams' states this way). Bad indices raise
         :class:`InputError` and leave the state as it was.
         """
-        idx = np.asarray(rows)
+        idx = as_array(rows, "rows")
         if idx.shape != (self._rows,) or idx.dtype.kind not in "iu":
             raise InputError(
                 f"rows: expected {self._rows} integer indices, got {idx.dtype}{list(idx.shape)}"

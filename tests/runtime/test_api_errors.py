@@ -221,3 +221,20 @@ def test_out_of_range_uint64_id_shows_its_real_value(tokens_model):
     with pytest.raises(InputError, match=str(2**63)):
         stream.feed(np.array([1, 2**63], dtype=np.uint64))
     assert_same_state(before, stream.state)
+
+
+@pytest.mark.parametrize("rows", [[[0], [1, 0]], [0.0, 1.0], None, "01"])
+def test_reorder_refuses_malformed_rows(frames_model, rows):
+    stream = stepped(frames_model, batch=2)
+    before = stream.state
+    with pytest.raises(InputError, match="rows"):
+        stream.reorder(rows)
+    assert_same_state(before, stream.state)
+
+
+def test_a_frame_beyond_float32_is_refused_as_such(frames_model):
+    stream = stepped(frames_model)
+    before = stream.state
+    with pytest.raises(InputError, match="values beyond float32's range"):
+        stream.step(np.array([1.0, 1e300, 0.0]))
+    assert_same_state(before, stream.state)

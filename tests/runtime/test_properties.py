@@ -56,7 +56,7 @@ def anything(valid_shape: tuple[int, ...], valid_dtype: np.dtype) -> st.SearchSt
     """Arrays of the right or a random shape and dtype, with any values; or no array at all."""
     shapes = st.one_of(st.just(valid_shape), hnp.array_shapes(min_dims=0, max_dims=4, max_side=4))
     dtypes = st.one_of(st.just(valid_dtype), st.sampled_from(DTYPES))
-    arrays = st.builds(lambda a: a, hnp.arrays(dtypes, shapes))
+    arrays = hnp.arrays(dtypes, shapes)
     small_ids = hnp.arrays(np.int64, st.just(valid_shape), elements=st.integers(-2, 10))
     others = st.one_of(
         st.none(),
@@ -64,7 +64,9 @@ def anything(valid_shape: tuple[int, ...], valid_dtype: np.dtype) -> st.SearchSt
         st.integers(),
         st.floats(),
         st.text(max_size=3),
-        st.recursive(st.floats() | st.integers(), lambda xs: st.lists(xs, max_size=3), max_leaves=6),
+        st.recursive(
+            st.floats() | st.integers(), lambda xs: st.lists(xs, max_size=3), max_leaves=6
+        ),
     )
     return st.one_of(arrays, small_ids, others)
 
