@@ -123,10 +123,13 @@ def _constants(
     for name, value in constants.items():
         if name not in inputs:
             raise InputError(f"constant {name!r} is not an input of the model ({sorted(inputs)})")
-        dtype = numpy_dtype(inputs[name])
-        value = np.asarray(value, dtype=dtype)
-        if value.ndim != len(inputs[name].shape):
-            value = value.reshape([d if isinstance(d, int) else 1 for d in inputs[name].shape])
+        dtype, shape = numpy_dtype(inputs[name]), inputs[name].shape
+        try:
+            value = np.asarray(value, dtype=dtype)
+            if value.ndim != len(shape):
+                value = value.reshape([d if isinstance(d, int) else 1 for d in shape])
+        except (ValueError, TypeError) as e:
+            raise InputError(f"constant {name!r}: not a {dtype} of shape {shape}: {e}") from None
         pinned[name] = value
     return pinned
 

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 import rnnstream
 from rnnstream.errors import InputError, ModelFileError
-from tests.runtime.graphs import VOCAB, F, save_token_rnn, save_two_heads, two_heads_signature
+from rnnstream.runtime.signature import METADATA_KEY
+from tests.runtime.graphs import (
+    VOCAB,
+    F,
+    save_token_rnn,
+    save_two_heads,
+    two_heads_graph,
+    two_heads_signature,
+)
 
 
 @pytest.fixture(scope="module")
@@ -238,3 +250,13 @@ def test_a_frame_beyond_float32_is_refused_as_such(frames_model):
     with pytest.raises(InputError, match="values beyond float32's range"):
         stream.step(np.array([1.0, 1e300, 0.0]))
     assert_same_state(before, stream.state)
+
+
+@pytest.mark.parametrize("value", ["abc", [1.0, [2.0]], np.zeros(3)])
+def test_a_constant_that_is_no_value_of_its_input_is_refused(tmp_path, value):
+    model = two_heads_graph()
+    model.graph.input.append(helper.make_tensor_value_info("gain", TensorProto.FLOAT, []))
+    helper.set_model_props(model, {METADATA_KEY: json.dumps(two_heads_signature())})
+    onnx.save(model, tmp_path / "gain.onnx")
+    with pytest.raises(InputError, match="constant 'gain': not a float32"):
+        rnnstream.load(tmp_path / "gain.onnx", constants={"gain": value})
