@@ -112,8 +112,8 @@ def _frame(model: Model, rows: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _bare_run(model: Model, x: np.ndarray, rows: int) -> Timed:
-    session, names = model.session, model.output_names
-    feeds = {model.signature.input.name: x, **model.zero_state(rows), **model.constants}
+    session, names = model.session, model.runner.fetch_names
+    feeds = {model.signature.input.name: x, **model.runner.zero_state(rows), **model.constants}
     state_pairs = [(s.input, names.index(s.output)) for s in model.signature.states]
 
     def step() -> None:
@@ -127,7 +127,7 @@ def _bare_run(model: Model, x: np.ndarray, rows: int) -> Timed:
 def _iobinding(model: Model, x: np.ndarray) -> Timed:
     """The same graph with state kept in two sets of onnxruntime buffers, swapped each step."""
     session, sig = model.session, model.signature
-    zero = model.zero_state(1)
+    zero = model.runner.zero_state(1)
     buffers = [
         {s.input: ort.OrtValue.ortvalue_from_numpy(zero[s.input].copy()) for s in sig.states}
         for _ in range(2)

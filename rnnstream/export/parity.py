@@ -47,8 +47,7 @@ def onnx_reference(model: Model, x: np.ndarray) -> tuple[np.ndarray, list[np.nda
     """One whole-sequence run of a streamed (float32) model from the zero state, in its layout."""
     sig = model.signature
     rows = x.shape[sig.input.batch_axis] if sig.input.batch_axis is not None else 1
-    feeds = {sig.input.name: x, **model.zero_state(rows), **model.constants}
-    results = model.session.run(model.output_names, feeds)
+    results = model.runner.run({sig.input.name: x, **model.runner.zero_state(rows)})
     return results[0], results[len(sig.outputs) :]
 
 

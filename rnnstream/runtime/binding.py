@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 
 if TYPE_CHECKING:
-    from rnnstream.runtime.model import Model
+    from rnnstream.runtime.runner import Runner
 
 __all__ = ["PingPongState"]
 
@@ -21,15 +21,16 @@ __all__ = ["PingPongState"]
 class PingPongState:
     """Two state buffers for ``rows`` sequences with IOBindings for single steps and chunks."""
 
-    def __init__(self, model: Model, rows: int) -> None:
-        sig = model.signature
-        self._session = model.session
+    def __init__(self, runner: Runner, rows: int) -> None:
+        sig = runner.signature
+        self._session = runner.session
+        self._run_bound = runner.run_bound
         self._input_name = sig.input.name
         self._n_out = len(sig.outputs)
         self._output_names = [o.name for o in sig.outputs]
         self.names = [s.input for s in sig.states]
         self._batch_axes = [(s.input, s.batch_axis) for s in sig.states if s.batch_axis is not None]
-        self.buffers = [model.zero_state(rows), model.zero_state(rows)]
+        self.buffers = [runner.zero_state(rows), runner.zero_state(rows)]
         self.turn = 0
         step_shapes = [_step_shape(o.shape, o.batch_axis, o.time_axis, rows) for o in sig.outputs]
         self._step_outputs: list[np.ndarray] | None = None
@@ -37,20 +38,20 @@ class PingPongState:
             self._step_outputs = [
                 np.zeros(shape, dtype=o.dtype) for shape, o in zip(step_shapes, sig.outputs)
             ]
-        self._step = [self._bind(model, k, self._step_outputs) for k in range(2)]
-        self._chunk = [self._bind(model, k, None) for k in range(2)]
+        self._step = [self._bind(runner, k, self._step_outputs) for k in range(2)]
+        self._chunk = [self._bind(runner, k, None) for k in range(2)]
 
-    def _bind(self, model: Model, k: int, outputs: list[np.ndarray] | None) -> ort.IOBinding:
+    def _bind(self, runner: Runner, k: int, outputs: list[np.ndarray] | None) -> ort.IOBinding:
         io = self._session.io_binding()
-        for name, value in model.constants.items():
+        for name, value in runner.constants.items():
             io.bind_cpu_input(name, value)
         # Outputs first: copy_outputs_to_cpu returns them in binding order.
-        for i, spec in enumerate(model.signature.outputs):
+        for i, spec in enumerate(runner.signature.outputs):
             if outputs is None:
                 io.bind_output(spec.name)
             else:
                 io.bind_ortvalue_output(spec.name, _wrap(outputs[i]))
-        for spec in model.signature.states:
+        for spec in runner.signature.states:
             io.bind_ortvalue_input(spec.input, _wrap(self.buffers[k][spec.input]))
             io.bind_ortvalue_output(spec.output, _wrap(self.buffers[1 - k][spec.input]))
         return io
@@ -70,14 +71,17 @@ class PingPongState:
             np.copyto(current[name], np.take(current[name], rows, axis=axis))
 
     def run(self, x: np.ndarray, step: bool) -> list[np.ndarray]:
-        """Run on ``x`` (model layout), advance the state, return copies of the outputs."""
+        """Run on ``x`` (model layout), advance the state, return copies of the outputs.
+
+        A failed run raises the runner's ``InputError`` and leaves the current state as it was.
+        """
         fixed = step and self._step_outputs is not None
         io = (self._step if fixed else self._chunk)[self.turn]
         io.bind_cpu_input(self._input_name, x)
         if not fixed:  # a fresh output each run: chunk lengths differ
             for name in self._output_names:
                 io.bind_output(name)
-        self._session.run_with_iobinding(io)
+        self._run_bound(io)
         self.turn ^= 1
         if fixed:
             return [y.copy() for y in self._step_outputs]

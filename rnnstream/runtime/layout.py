@@ -14,7 +14,15 @@ import numpy as np
 from rnnstream.errors import InputError
 from rnnstream.runtime.signature import TensorSpec
 
-__all__ = ["InputLayout", "OutputLayout"]
+__all__ = ["InputLayout", "OutputLayout", "as_array"]
+
+
+def as_array(value: object, what: str) -> np.ndarray:
+    """``value`` as an array; a ragged list or another non-array is an :class:`InputError`."""
+    try:
+        return np.asarray(value)
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{what}: not a rectangular array of numbers ({e})") from None
 
 
 def _labels(spec: TensorSpec) -> list[str]:
@@ -101,7 +109,7 @@ class InputLayout:
         if key not in self._fast:
             self._fast[key] = self.step_shapes(rows, single) or ((), ())
         caller, model = self._fast[key]
-        arr = np.asarray(x)
+        arr = as_array(x, f"input {self.name!r}")
         if (
             arr.shape != caller
             or arr.dtype != self.dtype
@@ -117,10 +125,14 @@ class InputLayout:
         return [*lead, *(["time"] if time else []), *self.frame_shape]
 
     def convert(self, x: object, rows: int, single: bool, time: bool) -> np.ndarray:
-        """``x`` as ``[rows, (T,) frame...]`` (no leading rows axis when ``single``) → model."""
-        arr = np.asarray(x)
-        kind = arr.dtype.kind
-        if kind not in "biuf" or (self.dtype.kind in "iu" and kind == "f"):
+        """``x`` as ``[rows, (T,) frame...]`` (no leading rows axis when ``single``) → model.
+
+        Booleans are neither frames nor token ids (only a boolean input takes them), and floats
+        are no token ids.
+        """
+        arr = as_array(x, f"input {self.name!r}")
+        kind, want = arr.dtype.kind, self.dtype.kind
+        if kind not in "biuf" or (kind == "b") != (want == "b") or (want in "iu" and kind == "f"):
             raise InputError(f"input {self.name!r}: expected {self.dtype}, got {arr.dtype}")
         if single:
             arr = arr[None]
@@ -131,10 +143,7 @@ class InputLayout:
             raise InputError(f"input {self.name!r}: expected shape {want}, got {got}")
         if time and arr.shape[1] == 0:
             raise InputError(f"input {self.name!r}: the chunk is empty (0 time steps)")
-        if arr.dtype != self.dtype:
-            arr = arr.astype(self.dtype)
-        if self.check_finite and not _all_finite(arr):
-            raise InputError(f"input {self.name!r}: contains NaN or infinity")
+        # Token ids are checked before the cast, so an id that would wrap shows its real value.
         if (
             self.num_tokens is not None
             and arr.size
@@ -144,6 +153,14 @@ class InputLayout:
                 f"input {self.name!r}: token ids must be in [0, {self.num_tokens}), "
                 f"got {int(arr.min())}..{int(arr.max())}"
             )
+        given = arr
+        if arr.dtype != self.dtype:
+            with np.errstate(over="ignore"):  # an overflow to infinity is reported just below
+                arr = arr.astype(self.dtype)
+        if self.check_finite and not _all_finite(arr):
+            beyond = bool(np.isfinite(given).all())
+            reason = f"values beyond {self.dtype}'s range" if beyond else "NaN or infinity"
+            raise InputError(f"input {self.name!r}: contains {reason}")
         if self._drop_batch:
             arr = arr[0]
         if not time:

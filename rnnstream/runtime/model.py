@@ -12,10 +12,12 @@ import onnxruntime as ort
 
 from rnnstream.errors import InputError, ModelFileError, SignatureError
 from rnnstream.runtime.discover import discover_signature, numpy_dtype
-from rnnstream.runtime.layout import InputLayout, OutputLayout
+from rnnstream.runtime.layout import InputLayout, OutputLayout, as_array
 from rnnstream.runtime.pool import StreamPool
+from rnnstream.runtime.runner import Runner
 from rnnstream.runtime.signature import METADATA_KEY, Signature
 from rnnstream.runtime.stream import Stream
+from rnnstream.runtime.validate import check_signature
 
 __all__ = ["Model", "load"]
 
@@ -36,7 +38,10 @@ def session_options(threads: int, optimized_cache: str | None = None) -> ort.Ses
 
 
 class Model:
-    """An ONNX recurrent model ready to stream; :meth:`stream` and :meth:`pool` make streams."""
+    """An ONNX recurrent model ready to stream; :meth:`stream` and :meth:`pool` make streams.
+
+    Its :class:`Runner` (``model.runner``) owns the onnxruntime session; streams made here share it.
+    """
 
     def __init__(
         self,
@@ -45,13 +50,19 @@ class Model:
         name: str,
         constants: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        self.session = session
+        self.runner = Runner(session, signature, name, constants or {})
         self.signature = signature
         self.name = name
-        self.constants = dict(constants or {})
-        self.output_names = [o.name for o in signature.outputs] + [
-            s.output for s in signature.states
-        ]
+
+    @property
+    def session(self) -> ort.InferenceSession:
+        """The onnxruntime session (shared by every stream of this model)."""
+        return self.runner.session
+
+    @property
+    def constants(self) -> dict[str, np.ndarray]:
+        """Extra inputs pinned at load (``load(..., constants=...)``), by input name."""
+        return self.runner.constants
 
     def stream(self, batch: int | None = None, check_finite: bool = True) -> Stream:
         """A new stream starting from the zero state.
@@ -66,23 +77,20 @@ class Model:
         """Many independent streams of this model, batched into one run per tick."""
         return StreamPool(self, check_finite)
 
-    def zero_state(self, rows: int) -> dict[str, np.ndarray]:
-        """The initial state of every state input for ``rows`` sequences."""
-        return {
-            s.input: np.zeros(s.concrete_shape(rows), dtype=s.dtype) for s in self.signature.states
-        }
-
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Whole sequences ``[B, T, ...]`` in one run from the zero state.
 
         This is how a non-streamable (e.g. bidirectional) model is used. Returns the outputs as
-        ``[B, T, ...]`` and the final states in the model's layout, by name.
+        ``[B, T, ...]`` and the final states in the model's layout, by name. Inputs are checked as
+        a stream checks them (shape, dtype, NaN, token ids in range).
         """
-        sig = self.signature
-        rows = int(np.shape(x)[0])
-        x = InputLayout(sig.input).convert(x, rows=rows, single=False, time=True)
-        feeds = {sig.input.name: x, **self.zero_state(rows), **self.constants}
-        results = dict(zip(self.output_names, self.session.run(self.output_names, feeds)))
+        sig, runner = self.signature, self.runner
+        arr = as_array(x, f"input {sig.input.name!r}")
+        rows = arr.shape[0] if arr.ndim else 0
+        layout = InputLayout(sig.input, num_tokens=sig.num_tokens)
+        x = layout.convert(arr, rows=rows, single=False, time=True)
+        feeds = {sig.input.name: x, **runner.zero_state(rows)}
+        results = dict(zip(runner.fetch_names, runner.run(feeds)))
         for spec in sig.outputs:
             results[spec.name] = OutputLayout(spec).convert(results[spec.name], False, step=False)
         return results
@@ -95,6 +103,11 @@ def _source(source: str | os.PathLike | bytes) -> tuple[str | bytes, str]:
     """What onnxruntime opens (a path, so external data resolves in its folder) and a name."""
     if isinstance(source, bytes):
         return source, "<bytes>"
+    if not isinstance(source, str | os.PathLike):
+        raise ModelFileError(
+            f"cannot load a model from {type(source).__name__} {source!r}: "
+            "expected a path or the file's bytes"
+        )
     path = Path(source)
     if not path.is_file():
         reason = "is a directory" if path.is_dir() else "does not exist"
@@ -110,10 +123,13 @@ def _constants(
     for name, value in constants.items():
         if name not in inputs:
             raise InputError(f"constant {name!r} is not an input of the model ({sorted(inputs)})")
-        dtype = numpy_dtype(inputs[name])
-        value = np.asarray(value, dtype=dtype)
-        if value.ndim != len(inputs[name].shape):
-            value = value.reshape([d if isinstance(d, int) else 1 for d in inputs[name].shape])
+        dtype, shape = numpy_dtype(inputs[name]), inputs[name].shape
+        try:
+            value = np.asarray(value, dtype=dtype)
+            if value.ndim != len(shape):
+                value = value.reshape([d if isinstance(d, int) else 1 for d in shape])
+        except (ValueError, TypeError) as e:
+            raise InputError(f"constant {name!r}: not a {dtype} of shape {shape}: {e}") from None
         pinned[name] = value
     return pinned
 
@@ -130,6 +146,8 @@ def load(
 
     The signature comes from the file's rnnstream metadata when present; otherwise state pairs
     are found from names and shapes, or taken from ``state_map`` (``{"state": "stateN"}``).
+    Either way it is checked against the graph: a contradiction is a :class:`SignatureError`
+    naming the field and the file.
     ``constants`` pins extra inputs (``{"sr": 16000}``). ``optimized_cache`` names a file where
     onnxruntime saves the optimised graph. Weights stored as external data load from the model's
     folder; a reference that leaves the folder is refused (onnxruntime >= 1.25 validates the
@@ -145,12 +163,14 @@ def load(
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(f"{name} is not a loadable ONNX model: {first_line}") from e
     meta = session.get_modelmeta().custom_metadata_map
-    if METADATA_KEY in meta and not state_map:
-        signature = Signature.from_json(meta[METADATA_KEY])
-    else:
-        try:
+    constants = constants or {}
+    try:
+        if METADATA_KEY in meta and not state_map:
+            signature = Signature.from_json(meta[METADATA_KEY])
+        else:
             signature = discover_signature(session, state_map, constants)
-        except SignatureError as e:
-            raise SignatureError(f"{name}: {e}") from e
-        log.info("%s: no rnnstream signature; found state pairs %s", name, signature.source)
-    return Model(session, signature, name, _constants(session, constants or {}))
+            log.info("%s: no rnnstream signature; found state pairs %s", name, signature.source)
+        check_signature(signature, session, constants)
+    except SignatureError as e:
+        raise SignatureError(f"{name}: {e}") from e
+    return Model(session, signature, name, _constants(session, constants))

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rnnstream.errors import InputError, SignatureError
-from rnnstream.runtime.layout import InputLayout, OutputLayout
-from rnnstream.runtime.stream import require_streamable, run_error
+from rnnstream.runtime.layout import InputLayout
+from rnnstream.runtime.runner import Output
 
 if TYPE_CHECKING:
     from rnnstream.runtime.model import Model
@@ -25,39 +27,87 @@ class StreamPool:
     stream's row becomes a hole that the next :meth:`open` reuses, so streams joining and leaving
     copy no state. A tick where every row steps feeds the arrays as they are; any other tick
     gathers the stepping rows and scatters the results back, leaving the other rows untouched.
+
+    One pool may be shared between threads: every method holds the pool's lock while it runs, so
+    a tick and an open, close, reset or state read never interleave (ticks from several threads
+    run one after another; for runs in parallel, give each thread a pool or a stream of its own).
     """
 
     def __init__(self, model: Model, check_finite: bool = True) -> None:
-        require_streamable(model)
+        runner = model.runner
+        runner.require_streamable()
         sig = model.signature
         if sig.input.batch_axis is None or any(s.batch_axis is None for s in sig.states):
             raise SignatureError(f"{model.name} has no batch axis: a pool needs one")
         self.model = model
+        self._runner = runner
         self._input = InputLayout(sig.input, check_finite, sig.num_tokens)
-        self._output = OutputLayout(sig.outputs[0])
         self._specs = sig.states
         self._n_out = len(sig.outputs)
         self._ids = itertools.count()
         self._rows: dict[int, int] = {}  # stream id -> its row in the state arrays
         self._holes: list[int] = []  # rows of closed streams (a heap: lowest reused first)
         self._all_rows: list[int] = []  # [0, 1, ..., capacity-1]
-        self._states = model.zero_state(0)
+        self._states = runner.zero_state(0)
+        self._lock = threading.Lock()  # guards the rows, the holes and the state arrays
 
     def __len__(self) -> int:
-        return len(self._rows)
+        with self._lock:
+            return len(self._rows)
 
     def __contains__(self, stream_id: int) -> bool:
-        return stream_id in self._rows
+        with self._lock:
+            return stream_id in self._rows
 
     def open(self) -> int:
         """Open a new stream at the zero state; returns its id."""
+        with self._lock:
+            return self._open()
+
+    def close(self, stream_id: int) -> None:
+        """Close a stream and forget its state."""
+        with self._lock:
+            self._close(stream_id)
+
+    def reset(self, stream_id: int) -> None:
+        """Put one stream back to the zero state."""
+        with self._lock:
+            self._zero_row(self._row(stream_id))
+
+    def state(self, stream_id: int) -> dict[str, np.ndarray]:
+        """A copy of one stream's state, shaped as a single stream's."""
+        with self._lock:
+            row = self._row(stream_id)
+            return {
+                spec.input: np.take(self._states[spec.input], [row], axis=spec.batch_axis)
+                for spec in self._specs
+            }
+
+    def step(self, inputs: dict[int, object]) -> dict[int, Output]:
+        """One step of each stream in ``inputs`` (``{id: frame}``) in one run; ``{id: output}``.
+
+        Each stream's output is laid out as a single :class:`Stream`'s step: an array for a model
+        with one output, ``{name: array}`` for a model with several. Streams not in ``inputs``
+        keep their state. A bad frame or an unknown id rejects the whole tick before anything
+        runs, naming the stream.
+        """
+        if not isinstance(inputs, Mapping):
+            raise InputError(
+                f"inputs must be a dict {{stream id: frame}}, got {type(inputs).__name__}"
+            )
+        if not inputs:
+            return {}
+        with self._lock:
+            return self._step(inputs)
+
+    def _open(self) -> int:
         stream_id = next(self._ids)
         if self._holes:
             row = heapq.heappop(self._holes)
             self._zero_row(row)
         else:
             row = len(self._all_rows)
-            zero = self.model.zero_state(1)
+            zero = self._runner.zero_state(1)
             for spec in self._specs:
                 self._states[spec.input] = np.concatenate(
                     [self._states[spec.input], zero[spec.input]], axis=spec.batch_axis
@@ -66,33 +116,13 @@ class StreamPool:
         self._rows[stream_id] = row
         return stream_id
 
-    def close(self, stream_id: int) -> None:
-        """Close a stream and forget its state."""
+    def _close(self, stream_id: int) -> None:
         heapq.heappush(self._holes, self._row(stream_id))
         del self._rows[stream_id]
         if len(self._holes) > max(8, len(self._rows)):
             self._compact()
 
-    def reset(self, stream_id: int) -> None:
-        """Put one stream back to the zero state."""
-        self._zero_row(self._row(stream_id))
-
-    def state(self, stream_id: int) -> dict[str, np.ndarray]:
-        """A copy of one stream's state, shaped as a single stream's."""
-        row = self._row(stream_id)
-        return {
-            spec.input: np.take(self._states[spec.input], [row], axis=spec.batch_axis)
-            for spec in self._specs
-        }
-
-    def step(self, inputs: dict[int, object]) -> dict[int, np.ndarray]:
-        """One step of each stream in ``inputs`` (``{id: frame}``) in one run; ``{id: output}``.
-
-        Streams not in ``inputs`` keep their state. A bad frame or an unknown id rejects the whole
-        tick before anything runs, naming the stream.
-        """
-        if not inputs:
-            return {}
+    def _step(self, inputs: dict[int, object]) -> dict[int, Output]:
         ids = list(inputs)
         rows = [self._row(i) for i in ids]
         everyone = len(rows) == len(self._all_rows)
@@ -100,21 +130,18 @@ class StreamPool:
             ids.sort(key=self._rows.__getitem__)
             rows = self._all_rows
         x = self._batch_input(ids, inputs)
-        feeds = {self._input.name: x, **self.model.constants}
+        feeds = {self._input.name: x}
         for spec in self._specs:
             state = self._states[spec.input]
             feeds[spec.input] = state if everyone else np.take(state, rows, axis=spec.batch_axis)
-        try:
-            results = self.model.session.run(self.model.output_names, feeds)
-        except Exception as e:  # onnxruntime's own error types; no state has changed
-            raise run_error(self.model, e) from e
+        results = self._runner.run(feeds)  # a rejected run has changed no state
         for spec, new in zip(self._specs, results[self._n_out :]):
             if everyone:
                 self._states[spec.input] = new
             else:
                 self._states[spec.input][_index(new.ndim, spec.batch_axis, rows)] = new
-        y = self._output.convert(results[0], single=False, step=True)
-        return dict(zip(ids, y))
+        outputs = self._runner.outputs(results, single=False, step=True)
+        return self._runner.split_rows(outputs, ids)
 
     def _batch_input(self, ids: list[int], inputs: dict[int, object]) -> np.ndarray:
         """The frames of ``ids`` as one model input; a bad frame is named by its stream."""
@@ -126,7 +153,9 @@ class StreamPool:
                     self._input.convert_step(inputs[stream_id], 1, True)
                 except InputError as e:
                     raise InputError(f"stream {stream_id}: {e}") from e
-            raise
+            raise InputError(
+                f"input {self._input.name!r}: the frames of streams {ids} do not stack into a batch"
+            ) from None
 
     def _zero_row(self, row: int) -> None:
         for spec in self._specs:
@@ -145,7 +174,7 @@ class StreamPool:
     def _row(self, stream_id: int) -> int:
         try:
             return self._rows[stream_id]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: an unhashable id
             raise InputError(f"stream {stream_id} is not open in this pool") from None
 
 

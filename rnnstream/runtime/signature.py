@@ -19,9 +19,76 @@ FORMAT_VERSION = 1
 
 Dim = int | str  # a fixed size, or the name of a dynamic axis ("batch", "time")
 
+DTYPES = frozenset({"float32", "float16", "float64", "int64", "int32", "int8", "uint8", "bool"})
+MAX_DIM = 2**31 - 1  # one fixed dimension
+MAX_ELEMENTS = 2**28  # the fixed dimensions of one tensor for one sequence (1 GiB of float32)
 
-def _axis(value: object) -> int | None:
-    return None if value is None else int(value)
+
+def _malformed(field_name: str, problem: str) -> SignatureError:
+    return SignatureError(f"signature field {field_name}: {problem}")
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _name(value: object, field_name: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _malformed(field_name, f"expected a name (a non-empty string), got {value!r}")
+    return value
+
+
+def _dtype(value: object, field_name: str) -> str:
+    if value not in DTYPES:
+        raise _malformed(field_name, f"expected one of {sorted(DTYPES)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _shape(value: object, field_name: str) -> tuple[Dim, ...]:
+    """A list of dimensions, each a size in [1, MAX_DIM] or an axis name; not absurdly large."""
+    if not isinstance(value, list | tuple):
+        raise _malformed(field_name, f"expected a list of dimensions, got {value!r}")
+    elements = 1
+    for axis, d in enumerate(value):
+        if _is_int(d) and 1 <= d <= MAX_DIM:
+            elements *= d
+        elif not (isinstance(d, str) and d):
+            raise _malformed(
+                field_name,
+                f"dimension {axis} is {d!r}: expected a size in [1, {MAX_DIM}] or an axis name",
+            )
+    if elements > MAX_ELEMENTS:
+        raise _malformed(
+            field_name,
+            f"{list(value)} holds {elements} elements per sequence (at most {MAX_ELEMENTS})",
+        )
+    return tuple(value)
+
+
+def _axis(value: object, field_name: str, rank: int) -> int | None:
+    if value is None:
+        return None
+    if not _is_int(value) or not 0 <= value < rank:
+        raise _malformed(field_name, f"expected an axis in [0, {rank}) or null, got {value!r}")
+    return value
+
+
+def _optional(value: object, field_name: str, kind: type, what: str) -> Any:
+    if value is not None and (not isinstance(value, kind) or isinstance(value, bool)):
+        raise _malformed(field_name, f"expected {what} or null, got {value!r}")
+    return value
+
+
+def _object(value: object, field_name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _malformed(field_name, f"expected an object, got {value!r}")
+    return value
+
+
+def _required(d: dict[str, Any], key: str, field_name: str) -> Any:
+    if key not in d:
+        raise _malformed(field_name, "missing")
+    return d[key]
 
 
 @dataclass(frozen=True)
@@ -35,13 +102,20 @@ class TensorSpec:
     time_axis: int | None = None  # None: one call is one step (no time axis)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TensorSpec:
+    def from_dict(cls, d: object, field_name: str = "input") -> TensorSpec:
+        """Parse ``d``; a malformed value is a :class:`SignatureError` naming ``field_name.key``."""
+        d = _object(d, field_name)
+        shape = _shape(_required(d, "shape", f"{field_name}.shape"), f"{field_name}.shape")
+        batch_axis = _axis(d.get("batch_axis"), f"{field_name}.batch_axis", len(shape))
+        time_axis = _axis(d.get("time_axis"), f"{field_name}.time_axis", len(shape))
+        if time_axis is not None and time_axis == batch_axis:
+            raise _malformed(f"{field_name}.time_axis", f"{time_axis} is also the batch axis")
         return cls(
-            name=d["name"],
-            dtype=d["dtype"],
-            shape=tuple(d["shape"]),
-            batch_axis=_axis(d.get("batch_axis")),
-            time_axis=_axis(d.get("time_axis")),
+            name=_name(_required(d, "name", f"{field_name}.name"), f"{field_name}.name"),
+            dtype=_dtype(_required(d, "dtype", f"{field_name}.dtype"), f"{field_name}.dtype"),
+            shape=shape,
+            batch_axis=batch_axis,
+            time_axis=time_axis,
         )
 
 
@@ -56,13 +130,16 @@ class StateSpec:
     batch_axis: int | None  # None: a fixed-size state shared by no batch (batch 1 only)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> StateSpec:
+    def from_dict(cls, d: object, field_name: str = "states[0]") -> StateSpec:
+        """Parse ``d``; a malformed value is a :class:`SignatureError` naming ``field_name.key``."""
+        d = _object(d, field_name)
+        shape = _shape(_required(d, "shape", f"{field_name}.shape"), f"{field_name}.shape")
         return cls(
-            input=d["input"],
-            output=d["output"],
-            dtype=d["dtype"],
-            shape=tuple(d["shape"]),
-            batch_axis=_axis(d.get("batch_axis")),
+            input=_name(_required(d, "input", f"{field_name}.input"), f"{field_name}.input"),
+            output=_name(_required(d, "output", f"{field_name}.output"), f"{field_name}.output"),
+            dtype=_dtype(_required(d, "dtype", f"{field_name}.dtype"), f"{field_name}.dtype"),
+            shape=shape,
+            batch_axis=_axis(d.get("batch_axis"), f"{field_name}.batch_axis", len(shape)),
         )
 
     def concrete_shape(self, batch: int) -> tuple[int, ...]:
@@ -113,30 +190,47 @@ class Signature:
         return replace(self, parity=parity)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Signature:
+    def from_dict(cls, d: object) -> Signature:
+        """Parse ``d`` strictly: any malformed field is a :class:`SignatureError` naming it."""
+        d = _object(d, "(the signature)")
         if d.get("format") != FORMAT_VERSION:
             raise SignatureError(
                 f"signature format {d.get('format')!r} is not supported (expected {FORMAT_VERSION})"
             )
-        try:
-            return cls(
-                input=TensorSpec.from_dict(d["input"]),
-                outputs=tuple(TensorSpec.from_dict(o) for o in d["outputs"]),
-                states=tuple(StateSpec.from_dict(s) for s in d["states"]),
-                kind=d.get("kind", "generic"),
-                streamable=bool(d.get("streamable", True)),
-                vocab=d.get("vocab"),
-                num_tokens=d.get("num_tokens"),
-                bos=d.get("bos"),
-                eos=d.get("eos"),
-                labels=tuple(d["labels"]) if d.get("labels") is not None else None,
-                precision=d.get("precision", "float32"),
-                parity=ParityRecord.from_dict(d["parity"]) if d.get("parity") else None,
-                cost=d.get("cost"),
-                source=d.get("source", {}),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise SignatureError(f"malformed signature: {e!r}") from e
+        outputs = _required(d, "outputs", "outputs")
+        if not isinstance(outputs, list) or not outputs:
+            raise _malformed("outputs", f"expected a non-empty list, got {outputs!r}")
+        states = _required(d, "states", "states")
+        if not isinstance(states, list):
+            raise _malformed("states", f"expected a list, got {states!r}")
+        streamable = d.get("streamable", True)
+        if not isinstance(streamable, bool):
+            raise _malformed("streamable", f"expected true or false, got {streamable!r}")
+        num_tokens = _optional(d.get("num_tokens"), "num_tokens", int, "a token count")
+        if num_tokens is not None and not 1 <= num_tokens <= MAX_DIM:
+            raise _malformed("num_tokens", f"expected a count in [1, {MAX_DIM}], got {num_tokens}")
+        parity = _optional(d.get("parity"), "parity", dict, "an object")
+        labels = d.get("labels")
+        if labels is not None and (
+            not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)
+        ):
+            raise _malformed("labels", f"expected a list of strings or null, got {labels!r}")
+        return cls(
+            input=TensorSpec.from_dict(_required(d, "input", "input"), "input"),
+            outputs=tuple(TensorSpec.from_dict(o, f"outputs[{i}]") for i, o in enumerate(outputs)),
+            states=tuple(StateSpec.from_dict(s, f"states[{i}]") for i, s in enumerate(states)),
+            kind=_name(d.get("kind", "generic"), "kind"),
+            streamable=streamable,
+            vocab=_optional(d.get("vocab"), "vocab", str, "a string"),
+            num_tokens=num_tokens,
+            bos=_optional(d.get("bos"), "bos", int, "a token id"),
+            eos=_optional(d.get("eos"), "eos", int, "a token id"),
+            labels=tuple(labels) if labels is not None else None,
+            precision=_name(d.get("precision", "float32"), "precision"),
+            parity=ParityRecord.from_dict(parity) if parity else None,
+            cost=_optional(d.get("cost"), "cost", dict, "an object"),
+            source=_object(d.get("source", {}), "source"),
+        )
 
     @classmethod
     def from_json(cls, text: str) -> Signature:

@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
+import zipfile
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rnnstream.errors import InputError, SignatureError
-from rnnstream.runtime.binding import PingPongState
-from rnnstream.runtime.layout import InputLayout, OutputLayout
+from rnnstream.errors import InputError
+from rnnstream.runtime.layout import InputLayout, as_array
+from rnnstream.runtime.runner import Output
 
 if TYPE_CHECKING:
     from rnnstream.runtime.model import Model
 
 __all__ = ["Stream"]
-
-Output = np.ndarray | dict[str, np.ndarray]
-
-
-def require_streamable(model: Model) -> None:
-    sig = model.signature
-    if not sig.streamable:
-        raise SignatureError(
-            f"{model.name} is not streamable (kind {sig.kind!r}): it needs the whole sequence, "
-            "e.g. a bidirectional layer; use model.run(x) on whole sequences instead"
-        )
-
-
-def run_error(model: Model, error: Exception) -> InputError:
-    """An onnxruntime failure as one readable line naming the model."""
-    text = str(error).strip().splitlines()
-    return InputError(f"{model.name}: onnxruntime rejected the run: {text[0] if text else error}")
 
 
 class Stream:
@@ -43,18 +29,21 @@ class Stream:
     """
 
     def __init__(self, model: Model, batch: int | None = None, check_finite: bool = True) -> None:
-        require_streamable(model)
-        if batch is not None and batch < 1:
-            raise InputError(f"batch must be >= 1, got {batch}")
+        runner = model.runner
+        runner.require_streamable()
+        if batch is not None:
+            if not isinstance(batch, int | np.integer) or isinstance(batch, bool) or batch < 1:
+                raise InputError(f"batch must be None or an integer >= 1, got {batch!r}")
+            batch = int(batch)
         sig = model.signature
         self.model = model
         self.batch = batch
+        self._runner = runner
+        self._check_finite = check_finite
         self._single = batch is None
         self._rows = 1 if batch is None else batch
         self._input = InputLayout(sig.input, check_finite, sig.num_tokens)
-        self._outputs = [OutputLayout(o) for o in sig.outputs]
-        self._n_out = len(sig.outputs)
-        self._state = PingPongState(model, self._rows)
+        self._state = runner.state_buffers(self._rows)
 
     def reset(self) -> None:
         """Return to the zero state."""
@@ -67,22 +56,25 @@ class Stream:
         return {name: array.copy() for name, array in self._state.current.items()}
 
     @state.setter
-    def state(self, value: dict[str, np.ndarray]) -> None:
+    def state(self, value: Mapping[str, np.ndarray]) -> None:
+        """Set the state from ``{name: array}``: all states, exactly shaped, finite (when the
+        stream checks for NaN); anything else is an :class:`InputError` and changes nothing."""
         for name, array in self._validated_state(value).items():
             np.copyto(self._state.current[name], array)
 
     def save_state(self, path: str | Path) -> None:
-        """Write the state to an ``.npz`` file, with the state specs to check it on load."""
+        """Write the state to ``path`` exactly (an ``.npz`` archive whatever the suffix), with the
+        state specs to check it on load."""
         specs = np.asarray(self._spec_fingerprint())
-        np.savez(path, __rnnstream_states__=specs, **self.state)
+        try:
+            with open(path, "wb") as f:
+                np.savez(f, __rnnstream_states__=specs, **self.state)
+        except OSError as e:
+            raise InputError(f"cannot write state file {path}: {e}") from e
 
     def load_state(self, path: str | Path) -> None:
         """Restore a state written by :meth:`save_state`, refusing one from another model."""
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read state file {path}: {e}") from e
+        arrays = _read_archive(path)
         fingerprint = arrays.pop("__rnnstream_states__", None)
         if fingerprint is None or str(fingerprint) != self._spec_fingerprint():
             raise InputError(
@@ -99,7 +91,7 @@ class Stream:
         (beam search keeps the surviving beams' states this way). Bad indices raise
         :class:`InputError` and leave the state as it was.
         """
-        idx = np.asarray(rows)
+        idx = as_array(rows, "rows")
         if idx.shape != (self._rows,) or idx.dtype.kind not in "iu":
             raise InputError(
                 f"rows: expected {self._rows} integer indices, got {idx.dtype}{list(idx.shape)}"
@@ -123,29 +115,30 @@ class Stream:
         return self._run(x, step=False)
 
     def _run(self, x: np.ndarray, step: bool) -> Output:
-        try:
-            results = self._state.run(x, step)
-        except Exception as e:  # onnxruntime's own error types; the state is untouched
-            raise run_error(self.model, e) from e
-        if self._n_out == 1:
-            return self._outputs[0].convert(results[0], self._single, step=step)
-        return {
-            layout.spec.name: layout.convert(r, self._single, step)
-            for layout, r in zip(self._outputs, results)
-        }
+        results = self._state.run(x, step)  # a rejected run leaves the state untouched
+        return self._runner.outputs(results, self._single, step)
 
-    def _validated_state(self, value: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        expected = self.model.zero_state(self._rows)
+    def _validated_state(self, value: object) -> dict[str, np.ndarray]:
+        expected = self._runner.zero_state(self._rows)
+        if not isinstance(value, Mapping):
+            raise InputError(
+                f"state must be a dict {{name: array}} with keys {sorted(expected)}, "
+                f"got {type(value).__name__}"
+            )
         if set(value) != set(expected):
-            raise InputError(f"state must have keys {sorted(expected)}, got {sorted(value)}")
+            raise InputError(
+                f"state must have keys {sorted(expected)}, got {sorted(map(str, value))}"
+            )
         new = {}
         for name, zero in expected.items():
-            arr = np.asarray(value[name])
+            arr = as_array(value[name], f"state {name!r}")
             if arr.shape != zero.shape or arr.dtype != zero.dtype:
                 raise InputError(
                     f"state {name!r}: expected {zero.dtype}{list(zero.shape)}, "
                     f"got {arr.dtype}{list(arr.shape)}"
                 )
+            if self._check_finite and arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise InputError(f"state {name!r}: contains NaN or infinity")
             new[name] = arr.copy()
         return new
 
@@ -153,3 +146,16 @@ class Stream:
         return ";".join(
             f"{s.input}->{s.output}:{s.dtype}{list(s.shape)}" for s in self.model.signature.states
         )
+
+
+def _read_archive(path: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` state file; anything unreadable is an :class:`InputError`."""
+    try:
+        with open(path, "rb") as f:
+            data = np.load(f, allow_pickle=False)
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise InputError(f"state file {path} is not an .npz archive of states")
+            with data:
+                return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise InputError(f"cannot read state file {path}: {e}") from e
