@@ -7,22 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rnnstream.errors import CheckpointError, InputError
+from rnnstream.errors import CheckpointError
 
 
 def load_model(model_path: str | Path, threads: int, states: dict, consts: dict) -> Any:
     """The runtime model at ``model_path`` with the --threads, --state and --const options."""
     import rnnstream
 
-    try:
-        return rnnstream.load(
-            model_path, threads=threads, state_map=states or None, constants=consts or None
-        )
-    except ValueError as e:  # a constant that cannot take the shape of its input
-        if not consts:
-            raise
-        pinned = ", ".join(f"{name}={value:g}" for name, value in consts.items())
-        raise InputError(f"--const {pinned}: {e}") from e
+    return rnnstream.load(
+        model_path, threads=threads, state_map=states or None, constants=consts or None
+    )
 
 
 def load_torch_checkpoint(path: str | Path, exported_as: str | Path | None = None) -> Any:
