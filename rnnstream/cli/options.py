@@ -53,8 +53,13 @@ def json_flag(help: str) -> Decorator:
     return click.option("--json", "as_json", is_flag=True, help=help)
 
 
+MAX_THREADS = 256  # more is a typo, and would start that many threads before failing
+
+
 def threads_option(help: str | None = "onnxruntime intra-op threads.") -> Decorator:
-    return count_option("--threads", default=1, help=help)
+    return click.option(
+        "--threads", type=click.IntRange(1, MAX_THREADS), default=1, show_default=True, help=help
+    )
 
 
 EXISTING_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)

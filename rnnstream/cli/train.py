@@ -10,7 +10,14 @@ from typing import Any
 
 import click
 
-from rnnstream.cli.options import CELL_CHOICES, SEED, FiniteFloat, bundle, count_option
+from rnnstream.cli.options import (
+    CELL_CHOICES,
+    SEED,
+    FiniteFloat,
+    bundle,
+    count_option,
+    threads_option,
+)
 
 
 @click.group("train")
@@ -56,7 +63,7 @@ def _optimizer_options(batch: int, steps: int, lr: float) -> Any:
         click.option(
             "--seed", type=SEED, default=0, show_default=True, help="Seeds init, data and dropout."
         ),
-        count_option("--threads", default=1),
+        threads_option(help=None),
         click.option(
             "--resume",
             is_flag=True,

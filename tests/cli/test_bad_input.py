@@ -85,6 +85,7 @@ const-infinite | stream {frames} - --const x=inf |  | finite number
 const-no-value | stream {frames} - --const x= |  | expected NAME=VALUE
 const-wrong-shape | stream {frames} - --const h0=1 |  | constant 'h0'
 const-not-an-input | stream {frames} - --const sr=16000 |  | not an input
+threads-absurd | stream {frames} - --threads 100000 |  | --threads
 state-no-pair | info {frames} --state h0 |  | expected IN=OUT
 state-not-an-input | info {frames} --state a=b |  | SignatureError
 state-mismatched | info {frames} --state x=y |  | differ in dtype or shape
