@@ -109,7 +109,10 @@ class InputLayout:
         if key not in self._fast:
             self._fast[key] = self.step_shapes(rows, single) or ((), ())
         caller, model = self._fast[key]
-        arr = as_array(x, f"input {self.name!r}")
+        try:
+            arr = np.asarray(x)
+        except (ValueError, TypeError):  # a ragged list: convert words the error
+            return self.convert(x, rows, single, time=False)
         if (
             arr.shape != caller
             or arr.dtype != self.dtype

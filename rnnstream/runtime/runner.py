@@ -25,7 +25,8 @@ Output = np.ndarray | dict[str, np.ndarray]
 
 
 class Runner:
-    """Runs one model's session: plain runs (whole sequences, pools) and bound runs (streams)."""
+    """Runs one model's session: plain runs (whole sequences, pools); bound state buffers for
+    streams (their runs raise this runner's errors)."""
 
     def __init__(
         self,
@@ -69,13 +70,6 @@ class Runner:
         """One plain run: the outputs, then the new states (``fetch_names``' order)."""
         try:
             return self.session.run(self.fetch_names, {**feeds, **self.constants})
-        except Exception as e:  # onnxruntime's own error types
-            raise self.error(e) from e
-
-    def run_bound(self, io: ort.IOBinding) -> None:
-        """One run through an IOBinding (its inputs and outputs already bound)."""
-        try:
-            self.session.run_with_iobinding(io)
         except Exception as e:  # onnxruntime's own error types
             raise self.error(e) from e
 
