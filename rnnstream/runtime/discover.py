@@ -175,11 +175,13 @@ def _decide_axes(
 
     batch, batch_by = pick("batch", name_batch, given_frames | {given.get("time")})
     time_axis, time_by = pick("time", name_time, given_frames | {batch})
+    all_given = "batch" in given and "time" in given  # the other axes can only be frames
     frames = []
     for axis, d in enumerate(x.shape):
         if isinstance(d, int) or axis in (batch, time_axis):
             continue
-        by = "given" if axis in given_frames else "probe" if axis in probe.roles else "name"
+        by = "probe" if axis in probe.roles else "name"
+        by = "given" if all_given or axis in given_frames else by
         frames.append({"axis": axis, "by": by})
     origins = {
         "batch": {"axis": batch, "by": batch_by},

@@ -270,3 +270,33 @@ def test_probing_is_cheap_on_small_models(tmp_path):
     note = model.signature.source["probe"]
     assert note.startswith("probed 2 dynamic axes in ")
     assert float(note.split(" in ")[1].removesuffix(" ms")) < 100
+
+
+def test_axes_given_at_load_replace_the_probe(tmp_path):
+    path = rnn_time_major(tmp_path / "rnn.onnx")
+    model = rnnstream.load(path, axes={"batch": 1, "time": 0})
+    assert axes_of(model)[:2] == ({"axis": 1, "by": "given"}, {"axis": 0, "by": "given"})
+    assert model.signature.source["probe"] == "not probed: batch and time axes given"
+    frames = rnnstream.load(window_frames(tmp_path / "vad.onnx"), axes={"frame": [1]})
+    assert axes_of(frames) == (
+        {"axis": 0, "by": "probe"},
+        {"axis": None, "by": "probe"},
+        [{"axis": 1, "by": "given"}],
+    )
+
+
+@pytest.mark.parametrize(
+    "axes, message",
+    [
+        ({"batch": 3}, r"axes: batch=3 is not an axis of input 'X' \['seq_len', 'batch_size', 4\]"),
+        ({"time": 2}, "time=2: .* has the fixed size 4 there"),
+        ({"batch": 0, "time": 0}, "puts one axis .* in two roles"),
+        ({"frame": [1], "batch": 1}, "puts one axis .* in two roles"),
+        ({"channels": 1}, "unknown role 'channels'"),
+        ({"batch": "0"}, "batch='0' is not an axis"),
+    ],
+)
+def test_a_wrong_axes_override_is_a_signature_error(tmp_path, axes, message):
+    path = rnn_time_major(tmp_path / "rnn.onnx")
+    with pytest.raises(rnnstream.SignatureError, match=message):
+        rnnstream.load(path, axes=axes)
