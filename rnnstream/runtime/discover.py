@@ -200,6 +200,13 @@ def _output_axis(probe: Probe, name: str, dims: tuple[Dim, ...], x_dims, x_axis)
     return _same_dim(dims, x_dims, x_axis)
 
 
+def _state_batch_axis(dims: tuple[Dim, ...], probed: int | None, x_batch: int | None) -> int | None:
+    """A state's batch axis: none when the input has none, else as probed, else by shape."""
+    if x_batch is None:
+        return None
+    return probed if probed is not None else _batch_axis(dims, prefer=1)
+
+
 def discover_signature(
     session: ort.InferenceSession,
     state_map: Mapping[str, str] | None = None,
@@ -222,18 +229,14 @@ def discover_signature(
         probe = probe_axes(session, x_arg.name, pairs, constants)
     state_dims = {d for name in pairs for d in _dims(inputs[name]) if isinstance(d, str)}
     x_batch, time_axis, origins = _decide_axes(x_named, state_dims, probe, given)
-    batch_probed = origins["batch"]["by"] == "probe"  # type: ignore[index]
+    probed = probe.state_batch if origins["batch"]["by"] == "probe" else {}  # type: ignore[index]
     states = tuple(
         StateSpec(
             input=name_in,
             output=name_out,
             dtype=numpy_dtype(inputs[name_in]),
             shape=_dims(inputs[name_in]),
-            batch_axis=None
-            if x_batch is None
-            else probe.state_batch.get(name_in)
-            if batch_probed and name_in in probe.state_batch
-            else _batch_axis(_dims(inputs[name_in]), prefer=1),
+            batch_axis=_state_batch_axis(_dims(inputs[name_in]), probed.get(name_in), x_batch),
         )
         for name_in, name_out in pairs.items()
     )

@@ -117,6 +117,16 @@ class _Prober:
         n = len(self.outputs)
         return results[:n], dict(zip(self.pairs, results[n:]))
 
+    def run_seconds(self) -> float:
+        """One warm run's time: the fastest of 3 (the first run also allocates, and a busy
+        machine delays some runs)."""
+        x, states, times = self.frames({}), self.zero_states(1), []
+        for _ in range(3):
+            start = time.perf_counter()
+            self.run(x, states)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
     def is_batch(self, axis: int, x: np.ndarray, probe: Probe) -> bool:
         """Rows of ``axis`` are independent sequences, and the states have a row each."""
         together = self.run(x, self.zero_states(2))
@@ -200,9 +210,7 @@ def probe_axes(
     if base is None:
         probe.note = "not probed: the model refuses inputs with every dynamic axis at size 1"
         return probe
-    warm = time.perf_counter()
-    prober.run(prober.frames({}), prober.zero_states(1))  # the first run also allocates
-    planned = (time.perf_counter() - warm) * _RUNS_PER_AXIS * len(dynamic)
+    planned = _RUNS_PER_AXIS * len(dynamic) * prober.run_seconds()
     if planned > budget:
         probe.note = (
             f"not probed: it would take about {planned * 1e3:.0f} ms (budget {budget * 1e3:g} ms)"
