@@ -83,7 +83,7 @@ folder-as-model | info {tmp} |  | is a directory
 const-not-a-number | stream {frames} - --const x=abc |  | x=abc
 const-infinite | stream {frames} - --const x=inf |  | finite number
 const-no-value | stream {frames} - --const x= |  | expected NAME=VALUE
-const-wrong-shape | stream {frames} - --const h0=1 |  | --const h0=1
+const-wrong-shape | stream {frames} - --const h0=1 |  | constant 'h0': not a float32
 const-not-an-input | stream {frames} - --const sr=16000 |  | not an input
 state-no-pair | info {frames} --state h0 |  | expected IN=OUT
 state-not-an-input | info {frames} --state a=b |  | SignatureError
