@@ -13,13 +13,14 @@ from rnnstream.cli.render import print_info
 @click.argument("model_path", metavar="MODEL", type=click.Path(exists=True, dir_okay=False))
 @json_flag("Print everything as JSON.")
 @state_options
-def info(model_path: str, as_json: bool, states: dict, consts: dict) -> None:
+def info(model_path: str, as_json: bool, states: dict, consts: dict, axes: dict) -> None:
     """Show MODEL's inputs, outputs, state pairs, size, compute per step and recorded parity.
 
     Works on any stateful ONNX model: without rnnstream metadata the state pairs are found from
-    names and shapes (or given with --state).
+    names and shapes (or given with --state), and the input's batch, time and frame axes by
+    running the model a few times (or given with --axes); each axis shows how it was decided.
     """
-    model = load_model(model_path, 1, states, consts)
+    model = load_model(model_path, 1, states, consts, axes)
     print_info(model_path, model, model.signature.cost or _graph_cost(model_path), as_json)
 
 

@@ -1,5 +1,6 @@
-"""Loading what commands work on: a runtime model with the --threads/--state/--const options, and
-a PyTorch checkpoint (torch imported only then), checked to be the model a file was exported from.
+"""Loading what commands work on: a runtime model with the --threads/--state/--const/--axes
+options, and a PyTorch checkpoint (torch imported only then), checked to be the model a file was
+exported from.
 """
 
 from __future__ import annotations
@@ -10,12 +11,17 @@ from typing import Any
 from rnnstream.errors import CheckpointError
 
 
-def load_model(model_path: str | Path, threads: int, states: dict, consts: dict) -> Any:
-    """The runtime model at ``model_path`` with the --threads, --state and --const options."""
+def load_model(model_path: str | Path, threads: int, states: dict, consts: dict, axes: dict) -> Any:
+    """The runtime model at ``model_path`` with the --threads, --state, --const and --axes
+    options."""
     import rnnstream
 
     return rnnstream.load(
-        model_path, threads=threads, state_map=states or None, constants=consts or None
+        model_path,
+        threads=threads,
+        state_map=states or None,
+        constants=consts or None,
+        axes=axes or None,
     )
 
 

@@ -1,8 +1,8 @@
 """Option bundles several commands share, and parameter types that refuse bad values early.
 
 Parity settings (export, quantize, verify), the task-metric data (export, quantize), threads,
-``--state``/``--const`` and ``--json`` are declared once here so that a flag means the same thing
-in every command; their values are checked while parsing (bad values are usage errors).
+``--state``/``--const``/``--axes`` and ``--json`` are declared once here so that a flag means the
+same thing in every command; their values are checked while parsing (bad values are usage errors).
 """
 
 from __future__ import annotations
@@ -144,6 +144,27 @@ def _constants(ctx: click.Context, param: click.Parameter, values: tuple[str, ..
     return constants
 
 
+def _axes(ctx: click.Context, param: click.Parameter, value: str | None) -> dict:
+    """``batch=0,time=none,frame=1`` as ``{"batch": 0, "time": None, "frame": [1]}``."""
+    axes: dict = {}
+    for part in (value or "").split(","):
+        if not part:
+            continue
+        role, sep, text = part.partition("=")
+        if not sep or not role or not (text.isdigit() or text.lower() == "none"):
+            raise click.BadParameter(
+                f"expected ROLE=AXIS[,ROLE=AXIS...] with AXIS a number or none, got {part!r}",
+                ctx,
+                param,
+            )
+        axis = None if text.lower() == "none" else int(text)
+        if role == "frame":
+            axes.setdefault("frame", []).append(axis)
+        else:
+            axes[role] = axis
+    return axes
+
+
 state_options = bundle(
     click.option(
         "--state",
@@ -160,5 +181,12 @@ state_options = bundle(
         metavar="NAME=VALUE",
         callback=_constants,
         help="Pin an extra model input to a constant, e.g. --const sr=16000. Repeatable.",
+    ),
+    click.option(
+        "--axes",
+        metavar="ROLE=AXIS,...",
+        callback=_axes,
+        help="The input's batch, time and frame axes when probing gets them wrong, e.g. "
+        "--axes batch=none,time=0 (sets rnnstream metadata aside).",
     ),
 )

@@ -59,6 +59,30 @@ def _arg(a: Any) -> dict:
     return {"name": a.name, "type": a.type, "shape": a.shape}
 
 
+def _axes_line(sig: Any) -> str:
+    """The input's batch, time and frame axes, each with how it was decided."""
+    decided = sig.source.get("axes")
+    if decided is None:  # the file's own signature
+        fixed = (sig.input.batch_axis, sig.input.time_axis)
+        frames = [
+            {"axis": a, "by": "metadata"}
+            for a, d in enumerate(sig.input.shape)
+            if not isinstance(d, int) and a not in fixed
+        ]
+        decided = {
+            "batch": {"axis": sig.input.batch_axis, "by": "metadata"},
+            "time": {"axis": sig.input.time_axis, "by": "metadata"},
+            "frame": frames,
+        }
+    parts = [
+        f"{role} axis {'none' if decided[role]['axis'] is None else decided[role]['axis']} "
+        f"({decided[role]['by']})"
+        for role in ("batch", "time")
+    ]
+    parts += [f"frame axis {f['axis']} ({f['by']})" for f in decided["frame"]]
+    return ", ".join(parts)
+
+
 def print_info(model_path: str, model: Any, cost: dict | None, as_json: bool) -> None:
     """What ``info`` shows: the graph's inputs and outputs, state pairs, size and parity."""
     sig, session = model.signature, model.session
@@ -72,7 +96,7 @@ def print_info(model_path: str, model: Any, cost: dict | None, as_json: bool) ->
             }
         )
         return
-    origin = "rnnstream signature" if sig.kind != "discovered" else "discovered from names/shapes"
+    origin = "rnnstream signature" if sig.kind != "discovered" else "discovered from the graph"
     click.echo(
         f"{model_path}: kind {sig.kind} ({origin}), precision {sig.precision}, "
         f"{'streamable' if sig.streamable else 'NOT streamable (whole sequences only)'}"
@@ -81,10 +105,9 @@ def print_info(model_path: str, model: Any, cost: dict | None, as_json: bool) ->
         click.echo(f"  input   {a.name}: {a.type} {a.shape}")
     for a in session.get_outputs():
         click.echo(f"  output  {a.name}: {a.type} {a.shape}")
-    click.echo(
-        f"  stream input {sig.input.name}: batch axis {sig.input.batch_axis}, "
-        f"time axis {sig.input.time_axis}"
-    )
+    click.echo(f"  stream input {sig.input.name}: {_axes_line(sig)}")
+    if sig.source.get("probe"):
+        click.echo(f"  probe   {sig.source['probe']}")
     for s in sig.states:
         click.echo(
             f"  state   {s.input} -> {s.output}: {s.dtype} {list(s.shape)}, "

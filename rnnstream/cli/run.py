@@ -62,6 +62,7 @@ def stream(
     threads: int,
     states: dict,
     consts: dict,
+    axes: dict,
 ) -> None:
     """Stream SOURCE (a file, or - for stdin) through MODEL: one JSON line per step, flushed.
 
@@ -73,7 +74,7 @@ def stream(
     from rnnstream.runtime import Vocabulary
     from rnnstream.runtime.generate import bos_prefix
 
-    model = load_model(model_path, threads, states, consts)
+    model = load_model(model_path, threads, states, consts, axes)
     sig = model.signature
     s = model.stream()
     for token in bos_prefix(sig):  # a language model starts from its begin-of-sequence token
@@ -195,6 +196,7 @@ def bench(
     json_path: str | None,
     states: dict,
     consts: dict,
+    axes: dict,
 ) -> None:
     """Time per-step latency of MODEL: bare onnxruntime, Stream, StreamPool and PyTorch.
 
@@ -209,7 +211,7 @@ def bench(
         model_path, torch_module = _reference_model()
     elif checkpoint:
         torch_module = load_torch_checkpoint(checkpoint, exported_as=model_path)
-    model = load_model(model_path, threads, states, consts)
+    model = load_model(model_path, threads, states, consts, axes)
     logging.getLogger(__name__).info("timing %s: %d rounds x %d steps", model_path, rounds, steps)
     result = run_benchmark(model, torch_module, steps=steps, rounds=rounds)
     if json_path == "-":

@@ -1,8 +1,13 @@
-"""A signature for an ONNX model that has none: state pairs found from names and shapes.
+"""A signature for an ONNX model that has none: state pairs from names, axes from probing.
 
 Stateful models from elsewhere (Silero VAD, sherpa-onnx, hand-made exports) name their state
 inputs and outputs by a handful of conventions; a pair must also agree in dtype and shape. What the
 names cannot tell, the caller gives as ``state_map={"state": "stateN"}``.
+
+The input's batch, time and frame axes are decided by running the model (:mod:`probe`); names
+only break ties and decide what probing cannot. ``axes={"batch": 0, "time": None}`` overrides.
+Each decision is recorded in ``signature.source["axes"]`` with how it was made: ``probe``,
+``name`` (or shape) or ``given``.
 """
 
 from __future__ import annotations
@@ -10,12 +15,16 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 
+import numpy as np
 import onnxruntime as ort
 
 from rnnstream.errors import SignatureError
+from rnnstream.runtime.probe import Probe, probe_axes
 from rnnstream.runtime.signature import Dim, Signature, StateSpec, TensorSpec
 
-__all__ = ["discover_signature", "numpy_dtype", "state_output_candidates"]
+__all__ = ["AXIS_ROLES", "discover_signature", "numpy_dtype", "state_output_candidates"]
+
+AXIS_ROLES = ("batch", "time", "frame")
 
 _ONNX_TYPES = {
     "tensor(float)": "float32",
@@ -114,17 +123,161 @@ def _same_dim(dims: tuple[Dim, ...], x_dims: tuple[Dim, ...], x_axis: int) -> in
     return x_axis if x_axis < len(dims) and dims[x_axis] == name else None
 
 
+AxesSpec = Mapping[str, int | list[int] | None]
+
+
+def _given_axes(axes: AxesSpec, x: TensorSpec) -> dict[str, object]:
+    """``axes`` checked against the input: known roles, real axes, no axis in two roles."""
+    rank, given = len(x.shape), {}
+    where = f"input {x.name!r} {list(x.shape)}"
+    for role, value in axes.items():
+        if role not in AXIS_ROLES:
+            raise SignatureError(f"axes: unknown role {role!r} (expected one of {AXIS_ROLES})")
+        values = list(value) if role == "frame" and isinstance(value, list | tuple) else [value]
+        for v in values:
+            if v is None and role != "frame":
+                continue
+            if not isinstance(v, int | np.integer) or isinstance(v, bool) or not 0 <= v < rank:
+                raise SignatureError(
+                    f"axes: {role}={v!r} is not an axis of {where} (expected 0..{rank - 1}"
+                    f"{'' if role == 'frame' else ' or none'})"
+                )
+            if role != "frame" and isinstance(x.shape[v], int) and x.shape[v] != 1:
+                raise SignatureError(
+                    f"axes: {role}={v}: {where} has the fixed size {x.shape[v]} there; a {role} "
+                    "axis must be dynamic (or of size 1)"
+                )
+        given[role] = [int(v) for v in values] if role == "frame" else value
+    used = [given.get("batch"), given.get("time"), *given.get("frame", [])]
+    used = [v for v in used if v is not None]
+    if len(used) != len(set(used)):
+        raise SignatureError(f"axes: {dict(axes)} puts one axis of {where} in two roles")
+    return given
+
+
+def _decide_axes(
+    x: TensorSpec, state_dims: set[str], probe: Probe, given: dict[str, object]
+) -> tuple[int | None, int | None, dict[str, object]]:
+    """Batch and time axes of the input (given, else probed, else by name) and how each was
+    decided, as recorded in ``signature.source["axes"]``."""
+    name_batch, name_time = _input_axes(x.shape, state_dims)
+    given_frames = set(given.get("frame", []))  # type: ignore[arg-type]
+
+    def pick(role: str, by_name: int | None, exclude: set) -> tuple[int | None, str]:
+        if role in given:
+            return given[role], "given"  # type: ignore[return-value]
+        found = [a for a, r in probe.roles.items() if r == role and a not in exclude]
+        if found:
+            return (by_name if by_name in found else found[0]), "probe"
+        if by_name is not None and by_name not in exclude and by_name not in probe.roles:
+            return by_name, "name"
+        return None, "probe" if probe.roles else "name"
+
+    batch, batch_by = pick("batch", name_batch, given_frames | {given.get("time")})
+    time_axis, time_by = pick("time", name_time, given_frames | {batch})
+    all_given = "batch" in given and "time" in given  # the other axes can only be frames
+    frames = []
+    for axis, d in enumerate(x.shape):
+        if isinstance(d, int) or axis in (batch, time_axis):
+            continue
+        by = "probe" if axis in probe.roles else "name"
+        by = "given" if all_given or axis in given_frames else by
+        frames.append({"axis": axis, "by": by})
+    origins = {
+        "batch": {"axis": batch, "by": batch_by},
+        "time": {"axis": time_axis, "by": time_by},
+        "frame": frames,
+    }
+    return batch, time_axis, origins
+
+
+def _output_axis(probe: Probe, name: str, dims: tuple[Dim, ...], x_dims, x_axis) -> int | None:
+    """The output's axis following the input's ``x_axis``: as probed, else by name."""
+    if x_axis is None:
+        return None
+    if any(x_axis in follows for follows in probe.follows.values()):
+        return probe.follows.get(name, {}).get(x_axis)
+    return _same_dim(dims, x_dims, x_axis)
+
+
+def _state_batch_axis(dims: tuple[Dim, ...], probed: int | None, x_batch: int | None) -> int | None:
+    """A state's batch axis: none when the input has none, else as probed, else by shape."""
+    if x_batch is None:
+        return None
+    return probed if probed is not None else _batch_axis(dims, prefer=1)
+
+
 def discover_signature(
     session: ort.InferenceSession,
     state_map: Mapping[str, str] | None = None,
-    constants: Mapping[str, object] | None = None,
+    constants: Mapping[str, np.ndarray] | None = None,
+    axes: AxesSpec | None = None,
 ) -> Signature:
-    """Pair state inputs with outputs (``state_map`` first, then names and shapes)."""
+    """Pair state inputs with outputs (``state_map`` first, then names and shapes), and decide
+    the input's axes (``axes`` first, then probing with ``constants`` fed, then names)."""
     inputs = {a.name: a for a in session.get_inputs()}
     outputs = {a.name: a for a in session.get_outputs()}
     constants = constants or {}
+    pairs = _state_pairs(inputs, outputs, state_map or {}, constants)
+    x_arg = inputs[_model_input(inputs, outputs, pairs, constants)]
+    x_dims = _dims(x_arg)
+    x_named = TensorSpec(x_arg.name, numpy_dtype(x_arg), x_dims, None)
+    given = _given_axes(axes or {}, x_named)
+    if "batch" in given and "time" in given:
+        probe = Probe(note="not probed: batch and time axes given")
+    else:
+        probe = probe_axes(session, x_arg.name, pairs, constants)
+    state_dims = {d for name in pairs for d in _dims(inputs[name]) if isinstance(d, str)}
+    x_batch, time_axis, origins = _decide_axes(x_named, state_dims, probe, given)
+    probed = probe.state_batch if origins["batch"]["by"] == "probe" else {}  # type: ignore[index]
+    states = tuple(
+        StateSpec(
+            input=name_in,
+            output=name_out,
+            dtype=numpy_dtype(inputs[name_in]),
+            shape=_dims(inputs[name_in]),
+            batch_axis=_state_batch_axis(_dims(inputs[name_in]), probed.get(name_in), x_batch),
+        )
+        for name_in, name_out in pairs.items()
+    )
+    output_specs = []
+    for name, arg in outputs.items():
+        if name in pairs.values():
+            continue
+        dims = _dims(arg)
+        output_specs.append(
+            TensorSpec(
+                name,
+                numpy_dtype(arg),
+                dims,
+                _output_axis(probe, name, dims, x_dims, x_batch),
+                _output_axis(probe, name, dims, x_dims, time_axis),
+            )
+        )
+    return Signature(
+        input=TensorSpec(x_arg.name, numpy_dtype(x_arg), x_dims, x_batch, time_axis),
+        outputs=tuple(output_specs),
+        states=states,
+        kind="discovered",
+        source={
+            "discovered": True,
+            "state_map": dict(pairs),
+            "constants": sorted(constants),
+            "axes": origins,
+            "probe": probe.note,
+        },
+    )
+
+
+def _state_pairs(
+    inputs: dict[str, ort.NodeArg],
+    outputs: dict[str, ort.NodeArg],
+    state_map: Mapping[str, str],
+    constants: Mapping[str, object],
+) -> dict[str, str]:
+    """State input -> output: ``state_map`` first, then the naming conventions."""
     pairs: dict[str, str] = {}
-    for name_in, name_out in (state_map or {}).items():
+    for name_in, name_out in state_map.items():
         if name_in not in inputs:
             raise SignatureError(f"state_map: {name_in!r} is not an input ({sorted(inputs)})")
         if name_out not in outputs:
@@ -147,6 +300,16 @@ def discover_signature(
             ):
                 pairs[name_in] = candidate
                 break
+    return pairs
+
+
+def _model_input(
+    inputs: dict[str, ort.NodeArg],
+    outputs: dict[str, ort.NodeArg],
+    pairs: dict[str, str],
+    constants: Mapping[str, object],
+) -> str:
+    """The one input left once states and constants are set aside."""
     rest = [n for n in inputs if n not in pairs and n not in constants]
     if len(rest) != 1:
         raise SignatureError(
@@ -159,39 +322,4 @@ def discover_signature(
             f"no state pairs found among inputs {sorted(inputs)} and outputs {sorted(outputs)}; "
             "give them with state_map={input: output} (CLI: --state IN=OUT)"
         )
-    x = inputs[rest[0]]
-    x_dims = _dims(x)
-    state_dims = {d for name in pairs for d in _dims(inputs[name]) if isinstance(d, str)}
-    x_batch, time_axis = _input_axes(x_dims, state_dims)
-    states = tuple(
-        StateSpec(
-            input=name_in,
-            output=name_out,
-            dtype=numpy_dtype(inputs[name_in]),
-            shape=_dims(inputs[name_in]),
-            batch_axis=_batch_axis(_dims(inputs[name_in]), prefer=1),
-        )
-        for name_in, name_out in pairs.items()
-    )
-    state_outputs = set(pairs.values())
-    output_specs = []
-    for name, arg in outputs.items():
-        if name in state_outputs:
-            continue
-        dims = _dims(arg)
-        output_specs.append(
-            TensorSpec(
-                name,
-                numpy_dtype(arg),
-                dims,
-                _same_dim(dims, x_dims, x_batch) if x_batch is not None else None,
-                _same_dim(dims, x_dims, time_axis) if time_axis is not None else None,
-            )
-        )
-    return Signature(
-        input=TensorSpec(x.name, numpy_dtype(x), x_dims, x_batch, time_axis),
-        outputs=tuple(output_specs),
-        states=states,
-        kind="discovered",
-        source={"discovered": True, "state_map": dict(pairs), "constants": sorted(constants)},
-    )
+    return rest[0]

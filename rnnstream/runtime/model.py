@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rnnstream.errors import InputError, ModelFileError, SignatureError
-from rnnstream.runtime.discover import discover_signature, numpy_dtype
+from rnnstream.runtime.discover import AxesSpec, discover_signature, numpy_dtype
 from rnnstream.runtime.layout import InputLayout, OutputLayout, as_array
 from rnnstream.runtime.pool import StreamPool
 from rnnstream.runtime.runner import Runner
@@ -141,13 +141,17 @@ def load(
     state_map: Mapping[str, str] | None = None,
     constants: Mapping[str, object] | None = None,
     optimized_cache: str | os.PathLike | None = None,
+    axes: AxesSpec | None = None,
 ) -> Model:
     """Load an ONNX model (a path, or the file's bytes) for streaming.
 
     The signature comes from the file's rnnstream metadata when present; otherwise state pairs
     are found from names and shapes, or taken from ``state_map`` (``{"state": "stateN"}``).
-    Either way it is checked against the graph: a contradiction is a :class:`SignatureError`
-    naming the field and the file.
+    Without a signature the input's batch, time and frame axes are decided by running the model
+    a few times (names break ties); ``axes={"batch": None, "time": 0}`` overrides (``frame``
+    takes a list), and like ``state_map`` sets any file metadata aside. Either way the signature
+    is checked against the graph: a contradiction is a :class:`SignatureError` naming the field
+    and the file.
     ``constants`` pins extra inputs (``{"sr": 16000}``). ``optimized_cache`` names a file where
     onnxruntime saves the optimised graph. Weights stored as external data load from the model's
     folder; a reference that leaves the folder is refused (onnxruntime >= 1.25 validates the
@@ -163,14 +167,14 @@ def load(
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ModelFileError(f"{name} is not a loadable ONNX model: {first_line}") from e
     meta = session.get_modelmeta().custom_metadata_map
-    constants = constants or {}
+    pinned = _constants(session, constants or {})
     try:
-        if METADATA_KEY in meta and not state_map:
+        if METADATA_KEY in meta and not state_map and not axes:
             signature = Signature.from_json(meta[METADATA_KEY])
         else:
-            signature = discover_signature(session, state_map, constants)
-            log.info("%s: no rnnstream signature; found state pairs %s", name, signature.source)
-        check_signature(signature, session, constants)
+            signature = discover_signature(session, state_map, pinned, axes)
+            log.info("%s: no rnnstream signature; discovered %s", name, signature.source)
+        check_signature(signature, session, pinned)
     except SignatureError as e:
         raise SignatureError(f"{name}: {e}") from e
-    return Model(session, signature, name, _constants(session, constants))
+    return Model(session, signature, name, pinned)

@@ -31,6 +31,10 @@ class StreamPool:
     One pool may be shared between threads: every method holds the pool's lock while it runs, so
     a tick and an open, close, reset or state read never interleave (ticks from several threads
     run one after another; for runs in parallel, give each thread a pool or a stream of its own).
+
+    A model without a batch axis (states of one sequence, e.g. ``h`` fixed at ``[1, 1, H]``) has
+    no rows to share: the pool refuses it with a :class:`SignatureError` rather than running one
+    call per stream per tick, which would hide the cost; use one :class:`Stream` per sequence.
     """
 
     def __init__(self, model: Model, check_finite: bool = True) -> None:
@@ -38,7 +42,10 @@ class StreamPool:
         runner.require_streamable()
         sig = model.signature
         if sig.input.batch_axis is None or any(s.batch_axis is None for s in sig.states):
-            raise SignatureError(f"{model.name} has no batch axis: a pool needs one")
+            raise SignatureError(
+                f"{model.name} has no batch axis (its states hold one sequence): a pool cannot "
+                "batch its streams; make one model.stream() per sequence instead"
+            )
         self.model = model
         self._runner = runner
         self._input = InputLayout(sig.input, check_finite, sig.num_tokens)

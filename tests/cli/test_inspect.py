@@ -22,3 +22,35 @@ def test_info_of_a_frames_model_and_a_state_given_by_hand(cli, frames_model):
     assert "state   h0 -> hn: float32 [1, 'batch', 6]" in text
     assert "state   c0 -> cn" in text and "kind discovered" in text  # the metadata set aside
     assert "parity" not in text
+
+
+def test_info_shows_how_each_axis_was_decided(cli, tmp_path):
+    from tests.runtime.test_probe import window_frames
+
+    path = str(window_frames(tmp_path / "vad.onnx"))
+    text = cli("-q", "info", path).output
+    assert (
+        "stream input input: batch axis 0 (probe), time axis none (probe), frame axis 1 (probe)"
+        in text
+    )
+    assert "probe   probed 2 dynamic axes in " in text
+    given = cli("-q", "info", path, "--axes", "batch=0,time=none").output
+    assert "batch axis 0 (given), time axis none (given), frame axis 1 (given)" in given
+    info = json.loads(cli("-q", "info", path, "--json").output)
+    assert info["signature"]["source"]["axes"]["frame"] == [{"axis": 1, "by": "probe"}]
+
+
+def test_info_of_an_exported_model_says_its_axes_come_from_metadata(cli, char_model):
+    text = cli("-q", "info", str(char_model.onnx)).output
+    assert "batch axis 0 (metadata), time axis 1 (metadata)" in text
+
+
+def test_a_wrong_axes_option_is_one_line(cli, tmp_path):
+    from tests.runtime.test_probe import window_frames
+
+    path = str(window_frames(tmp_path / "vad.onnx"))
+    usage = cli("-q", "info", path, "--axes", "batch:0", ok=False)
+    assert usage.exit_code == 2 and "expected ROLE=AXIS" in usage.output
+    wrong = cli("-q", "info", path, "--axes", "time=7", ok=False)
+    assert "axes: time=7 is not an axis of input 'input'" in wrong.output
+    assert "Traceback" not in wrong.output

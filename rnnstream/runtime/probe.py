@@ -1,0 +1,234 @@
+"""Which input axis is batch, time or frame length, decided by running the model a few times.
+
+Names lie and shapes are ambiguous (``[N, F]``: N batches or N time steps?), so a model with no
+rnnstream signature is run at load on small random inputs, each dynamic input axis at sizes 1, 2
+and 3 while the others stay at 1, and watched:
+
+- **batch**: the states take the same size, and each row run alone gives that row's outputs and
+  new state (rows are independent);
+- **time**: one run over 2 units equals two runs of 1 with the state carried, and some output
+  follows the axis (one output per step);
+- **frame**: the model takes sizes 1, 2 and 3 and no output or state changes shape (one step
+  consumes a window of any length).
+
+An axis that fits none (or a model that fails on size-1 inputs) stays undecided and the names
+decide. Pinned constants (a sample rate) are fed in every run. A model whose probe would take
+more than the budget (100 ms) is not probed, and the probe's note says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+__all__ = ["BUDGET_SECONDS", "Probe", "probe_axes"]
+
+BUDGET_SECONDS = 0.1  # extra load time the probe may plan to take
+_RUNS_PER_AXIS = 9  # at most: batch 3, time 4, frame 2
+_HARD_STOP = 10  # a probe slowed down by a busy machine stops at 10 budgets
+
+Run = tuple[list[np.ndarray], dict[str, np.ndarray]]  # outputs, new states by state input
+
+
+@dataclass
+class Probe:
+    """What probing decided: a role per input axis, and which output/state axes follow them."""
+
+    roles: dict[int, str] = field(default_factory=dict)  # input axis -> batch | time | frame
+    follows: dict[str, dict[int, int]] = field(default_factory=dict)  # output -> {input: axis}
+    state_batch: dict[str, int] = field(default_factory=dict)  # state input -> its batch axis
+    note: str = ""
+
+
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    if a.shape != b.shape:
+        return False
+    scale = max(1.0, float(np.abs(b).max())) if b.size else 1.0
+    return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5 * scale))
+
+
+def _grown_axis(big: tuple[int, ...], small: tuple[int, ...], size: int) -> int | None:
+    """The one axis where ``big`` has ``size`` and ``small`` has 1 (all else equal)."""
+    if len(big) != len(small):
+        return None
+    diff = [i for i, (b, s) in enumerate(zip(big, small)) if b != s]
+    if len(diff) == 1 and big[diff[0]] == size and small[diff[0]] == 1:
+        return diff[0]
+    return None
+
+
+class _Prober:
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        input_name: str,
+        pairs: Mapping[str, str],
+        constants: Mapping[str, np.ndarray],
+    ) -> None:
+        args = {a.name: a for a in session.get_inputs()}
+        self.session = session
+        self.input = args[input_name]
+        self.pairs = dict(pairs)
+        self.states = {name: args[name] for name in pairs}
+        self.constants = dict(constants)
+        self.outputs = [o.name for o in session.get_outputs() if o.name not in self.pairs.values()]
+        self.fetch = self.outputs + list(self.pairs.values())
+        self.options = ort.RunOptions()
+        self.options.log_severity_level = 4  # a rejected size is an answer, not an error to log
+        self.rng = np.random.default_rng(0)
+        self.deadline = float("inf")
+
+    def dtype(self, arg: ort.NodeArg) -> np.dtype:
+        from rnnstream.runtime.discover import numpy_dtype
+
+        return np.dtype(numpy_dtype(arg))
+
+    def frames(self, sizes: Mapping[int, int]) -> np.ndarray:
+        """Random input with each dynamic axis at 1 (or ``sizes[axis]``)."""
+        shape = [
+            d if isinstance(d, int) else sizes.get(axis, 1)
+            for axis, d in enumerate(self.input.shape)
+        ]
+        dtype = self.dtype(self.input)
+        if dtype.kind == "f":
+            return self.rng.uniform(-1, 1, shape).astype(dtype)
+        if dtype.kind in "iu":
+            return self.rng.integers(0, 2, shape).astype(dtype)
+        return np.zeros(shape, dtype)
+
+    def zero_states(self, rows: int) -> dict[str, np.ndarray]:
+        return {
+            name: np.zeros([d if isinstance(d, int) else rows for d in arg.shape], self.dtype(arg))
+            for name, arg in self.states.items()
+        }
+
+    def run(self, x: np.ndarray, states: dict[str, np.ndarray]) -> Run | None:
+        if time.perf_counter() > self.deadline:
+            raise TimeoutError
+        feeds = {self.input.name: x, **states, **self.constants}
+        try:
+            results = self.session.run(self.fetch, feeds, self.options)
+        except Exception:  # onnxruntime's own error types: the model refuses these sizes
+            return None
+        n = len(self.outputs)
+        return results[:n], dict(zip(self.pairs, results[n:]))
+
+    def run_seconds(self) -> float:
+        """One warm run's time: the fastest of 3 (the first run also allocates, and a busy
+        machine delays some runs)."""
+        x, states, times = self.frames({}), self.zero_states(1), []
+        for _ in range(3):
+            start = time.perf_counter()
+            self.run(x, states)
+            times.append(time.perf_counter() - start)
+        return min(times)
+
+    def is_batch(self, axis: int, x: np.ndarray, probe: Probe) -> bool:
+        """Rows of ``axis`` are independent sequences, and the states have a row each."""
+        together = self.run(x, self.zero_states(2))
+        if together is None:
+            return False
+        rows = [self.run(np.take(x, [i], axis=axis), self.zero_states(1)) for i in range(2)]
+        if any(r is None for r in rows):
+            return False
+        state_axes, output_axes = {}, {}
+        for name, new in together[1].items():
+            k = _grown_axis(new.shape, rows[0][1][name].shape, 2)
+            if k is None:
+                return False
+            if not all(_close(np.take(new, [i], axis=k), r[1][name]) for i, r in enumerate(rows)):
+                return False
+            state_axes[name] = k
+        for j, (name, y) in enumerate(zip(self.outputs, together[0])):
+            k = _grown_axis(y.shape, rows[0][0][j].shape, 2)
+            if k is None:
+                return False
+            if not all(_close(np.take(y, [i], axis=k), r[0][j]) for i, r in enumerate(rows)):
+                return False
+            output_axes[name] = k
+        probe.state_batch.update(state_axes)
+        for name, k in output_axes.items():
+            probe.follows.setdefault(name, {})[axis] = k
+        return True
+
+    def is_time(self, axis: int, x: np.ndarray, probe: Probe) -> bool:
+        """One run over 2 units equals two runs of 1 with the state carried."""
+        whole = self.run(x, self.zero_states(1))
+        first = self.run(np.take(x, [0], axis=axis), self.zero_states(1))
+        if whole is None or first is None:
+            return False
+        second = self.run(np.take(x, [1], axis=axis), first[1])
+        if second is None:
+            return False
+        if not all(_close(whole[1][n], second[1][n]) for n in self.pairs):
+            return False
+        output_axes = {}
+        for name, y, y0, y1 in zip(self.outputs, whole[0], first[0], second[0]):
+            k = _grown_axis(y.shape, y0.shape, 2)
+            if k is not None:
+                if not _close(y, np.concatenate([y0, y1], axis=k)):
+                    return False
+                output_axes[name] = k
+        if not output_axes:
+            return False
+        for name, k in output_axes.items():
+            probe.follows.setdefault(name, {})[axis] = k
+        return True
+
+    def is_frame(self, axis: int, base: Run) -> bool:
+        """Sizes 2 and 3 run and change no output's or state's shape."""
+        for size in (2, 3):
+            run = self.run(self.frames({axis: size}), self.zero_states(1))
+            if run is None:
+                return False
+            shapes = [y.shape for y in run[0]] + [s.shape for s in run[1].values()]
+            if shapes != [y.shape for y in base[0]] + [s.shape for s in base[1].values()]:
+                return False
+        return True
+
+
+def probe_axes(
+    session: ort.InferenceSession,
+    input_name: str,
+    pairs: Mapping[str, str],
+    constants: Mapping[str, np.ndarray],
+    budget: float = BUDGET_SECONDS,
+) -> Probe:
+    """Decide the role of each dynamic axis of ``input_name`` by running ``session``."""
+    prober = _Prober(session, input_name, pairs, constants)
+    dynamic = [a for a, d in enumerate(prober.input.shape) if not isinstance(d, int)]
+    probe = Probe()
+    if not dynamic:
+        probe.note = "no dynamic input axis to probe"
+        return probe
+    start = time.perf_counter()
+    base = prober.run(prober.frames({}), prober.zero_states(1))
+    if base is None:
+        probe.note = "not probed: the model refuses inputs with every dynamic axis at size 1"
+        return probe
+    planned = _RUNS_PER_AXIS * len(dynamic) * prober.run_seconds()
+    if planned > budget:
+        probe.note = (
+            f"not probed: it would take about {planned * 1e3:.0f} ms (budget {budget * 1e3:g} ms)"
+        )
+        return probe
+    prober.deadline = start + _HARD_STOP * budget
+    states_grow = any(not isinstance(d, int) for arg in prober.states.values() for d in arg.shape)
+    try:
+        for axis in dynamic:
+            x = prober.frames({axis: 2})
+            if states_grow and prober.is_batch(axis, x, probe):
+                probe.roles[axis] = "batch"
+            elif prober.is_time(axis, x, probe):
+                probe.roles[axis] = "time"
+            elif prober.is_frame(axis, base):
+                probe.roles[axis] = "frame"
+    except TimeoutError:
+        probe.note = f"probe stopped after {_HARD_STOP * budget * 1e3:g} ms (a busy machine?); "
+    elapsed = (time.perf_counter() - start) * 1e3
+    probe.note += f"probed {len(dynamic)} dynamic axes in {elapsed:.1f} ms"
+    return probe

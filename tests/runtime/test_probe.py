@@ -1,0 +1,302 @@
+"""Batch, time and frame axes of models rnnstream did not write, decided by probing at load.
+
+Each graph is built by hand with onnx.helper and streamed against a hand-written onnxruntime loop
+(the session run directly, state carried by the test).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import rnnstream
+from tests.runtime.graphs import save_token_rnn
+from tests.runtime.test_discover import accumulator, reference, rnn_time_major
+from tests.tolerances import assert_close
+
+F, H = 5, 4
+_rng = np.random.default_rng(21)
+W = (0.5 * _rng.standard_normal((1, 4 * H, F))).astype(np.float32)  # LSTM input weights
+R = (0.5 * _rng.standard_normal((1, 4 * H, H))).astype(np.float32)
+V = _rng.standard_normal((H, 1)).astype(np.float32)
+WIN = _rng.standard_normal(H).astype(np.float32)
+f32 = TensorProto.FLOAT
+
+
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def windows_lstm(path: Path) -> Path:
+    """Class 1 (VAD/KWS exports): x ``[N, F]`` is N windows in order, h/c fixed ``[1, 1, H]``
+    (no batch axis), prob ``[N, 1]``."""
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "one"], ["x3"]),
+        helper.make_node(
+            "LSTM", ["x3", "W", "R", "", "", "h", "c"], ["y", "hn", "cn"], hidden_size=H
+        ),
+        helper.make_node("Squeeze", ["y", "one2"], ["y2"]),  # [N, H]
+        helper.make_node("MatMul", ["y2", "V"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["prob"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "windows",
+        [
+            helper.make_tensor_value_info("x", f32, ["N", F]),
+            helper.make_tensor_value_info("h", f32, [1, 1, H]),
+            helper.make_tensor_value_info("c", f32, [1, 1, H]),
+        ],
+        [
+            helper.make_tensor_value_info("prob", f32, ["N", 1]),
+            helper.make_tensor_value_info("hn", f32, [1, 1, H]),
+            helper.make_tensor_value_info("cn", f32, [1, 1, H]),
+        ],
+        initializer=[
+            numpy_helper.from_array(W, "W"),
+            numpy_helper.from_array(R, "R"),
+            numpy_helper.from_array(V, "V"),
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+            numpy_helper.from_array(np.array([1, 2], np.int64), "one2"),
+        ],
+    )
+    return _save(graph, path)
+
+
+def window_frames(path: Path, sample_rate: bool = False) -> Path:
+    """Class 2 (Silero-like): x ``['batch', 'sequence']`` is one window of any length per step,
+    ``s' = tanh(0.5 s + mean(x) w)``, out ``[batch, 1]``, state ``[2, batch, H]``; optionally
+    an int64 ``sr`` that scales the window."""
+    inputs = [
+        helper.make_tensor_value_info("input", f32, ["batch", "sequence"]),
+        helper.make_tensor_value_info("state", f32, [2, "batch", H]),
+    ]
+    nodes = [helper.make_node("ReduceMean", ["input"], ["m"], axes=[1], keepdims=1)]
+    mean = "m"
+    if sample_rate:
+        inputs.append(helper.make_tensor_value_info("sr", TensorProto.INT64, []))
+        nodes += [
+            helper.make_node("Cast", ["sr"], ["k"], to=f32),
+            helper.make_node("Mul", ["m", "k"], ["mk"]),
+        ]
+        mean = "mk"
+    nodes += [
+        helper.make_node("Mul", [mean, "w"], ["drive"]),  # [batch, H]
+        helper.make_node("Mul", ["state", "half"], ["decayed"]),
+        helper.make_node("Add", ["decayed", "drive"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["stateN"]),
+        helper.make_node("ReduceMean", ["stateN"], ["o"], axes=[0, 2], keepdims=0),
+        helper.make_node("Unsqueeze", ["o", "one"], ["output"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "window_frames",
+        inputs,
+        [
+            helper.make_tensor_value_info("output", f32, ["batch", 1]),
+            helper.make_tensor_value_info("stateN", f32, [2, "batch", H]),
+        ],
+        initializer=[
+            numpy_helper.from_array(WIN, "w"),
+            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+        ],
+    )
+    return _save(graph, path)
+
+
+def lying_names(path: Path) -> Path:
+    """Batch-first RNN whose names lie: x ``['time', 'batch', F]`` is really [batch, time, F];
+    y ``['time', 'batch', H]`` likewise; state h ``[1, 'b', H]``."""
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node("RNN", ["xt", "W", "R", "", "", "h"], ["y4", "h_out"], hidden_size=H),
+        helper.make_node("Squeeze", ["y4", "one"], ["y3"]),
+        helper.make_node("Transpose", ["y3"], ["y"], perm=[1, 0, 2]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "lying",
+        [
+            helper.make_tensor_value_info("x", f32, ["time", "batch", F]),
+            helper.make_tensor_value_info("h", f32, [1, "b", H]),
+        ],
+        [
+            helper.make_tensor_value_info("y", f32, ["time", "batch", H]),
+            helper.make_tensor_value_info("h_out", f32, [1, "b", H]),
+        ],
+        initializer=[
+            numpy_helper.from_array(W[:, :H], "W"),
+            numpy_helper.from_array(R[:, :H], "R"),
+            numpy_helper.from_array(np.array([1], np.int64), "one"),
+        ],
+    )
+    return _save(graph, path)
+
+
+def ort_loop(path: Path, frames: list[np.ndarray], states: dict, extra: dict | None = None):
+    """The hand-written loop: one session run per frame, the new states fed back by name."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    ys = []
+    for x in frames:
+        results = dict(zip(names, session.run(None, {"x": x, **states, **(extra or {})})))
+        states = {name: results[name + "n"] for name in states}
+        ys.append(results)
+    return ys
+
+
+def axes_of(model: rnnstream.Model) -> tuple[dict, dict, list]:
+    axes = model.signature.source["axes"]
+    return axes["batch"], axes["time"], axes["frame"]
+
+
+def test_windows_without_batch_axis_stream_by_step_and_feed(tmp_path):
+    path = windows_lstm(tmp_path / "kws.onnx")
+    model = rnnstream.load(path)
+    sig = model.signature
+    assert (sig.input.batch_axis, sig.input.time_axis) == (None, 0)
+    assert [s.batch_axis for s in sig.states] == [None, None]
+    assert axes_of(model) == (
+        {"axis": None, "by": "probe"},
+        {"axis": 0, "by": "probe"},
+        [],
+    )
+    xs = np.random.default_rng(1).standard_normal((9, F)).astype(np.float32)
+    zeros = {"h": np.zeros((1, 1, H), np.float32), "c": np.zeros((1, 1, H), np.float32)}
+    want = np.concatenate(
+        [r["prob"] for r in ort_loop(path, [xs[t : t + 1] for t in range(9)], zeros)]
+    )
+    fed = model.stream()
+    assert_close(np.concatenate([fed.feed(xs[:4]), fed.feed(xs[4:])]), want)
+    stepped = model.stream()
+    assert_close(np.stack([stepped.step(x) for x in xs]), want)
+    with pytest.raises(rnnstream.SignatureError, match="no batch axis"):
+        model.stream(batch=2)
+
+
+def test_windows_without_batch_axis_refuse_a_pool(tmp_path):
+    model = rnnstream.load(windows_lstm(tmp_path / "kws.onnx"))
+    with pytest.raises(rnnstream.SignatureError, match=r"no batch axis.*one sequence"):
+        model.pool()
+
+
+def test_variable_length_frames_step_by_window(tmp_path):
+    path = window_frames(tmp_path / "vad.onnx")
+    model = rnnstream.load(path)
+    sig = model.signature
+    assert (sig.input.batch_axis, sig.input.time_axis) == (0, None)
+    assert (sig.outputs[0].batch_axis, sig.outputs[0].time_axis) == (0, None)
+    assert axes_of(model) == (
+        {"axis": 0, "by": "probe"},
+        {"axis": None, "by": "probe"},
+        [{"axis": 1, "by": "probe"}],
+    )
+    rng = np.random.default_rng(2)
+    windows = [rng.standard_normal(n).astype(np.float32) for n in (7, 3, 12, 1, 5)]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    state, want = np.zeros((2, 1, H), np.float32), []
+    for w in windows:
+        y, state = session.run(None, {"input": w[None], "state": state})
+        want.append(y[0])
+    s = model.stream()
+    assert_close(np.stack([s.step(w) for w in windows]), np.stack(want))
+    pool = model.pool()
+    a, b = pool.open(), pool.open()
+    for w in windows:
+        out = pool.step({a: w, b: w})
+    assert_close(out[b], want[-1])
+
+
+def test_a_sample_rate_constant_does_not_fool_the_probe(tmp_path):
+    path = window_frames(tmp_path / "vad_sr.onnx", sample_rate=True)
+    model = rnnstream.load(path, constants={"sr": 2})
+    assert (model.signature.input.batch_axis, model.signature.input.time_axis) == (0, None)
+    assert axes_of(model)[2] == [{"axis": 1, "by": "probe"}]
+    w = np.random.default_rng(3).standard_normal(6).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    zero = np.zeros((2, 1, H), np.float32)
+    (want, _) = session.run(None, {"input": w[None], "state": zero, "sr": np.array(2)})
+    assert_close(model.stream().step(w), want[0])
+
+
+def test_names_that_lie_are_overruled_by_the_probe(tmp_path):
+    model = rnnstream.load(lying_names(tmp_path / "lying.onnx"))
+    sig = model.signature
+    assert (sig.input.batch_axis, sig.input.time_axis) == (0, 1)
+    assert (sig.outputs[0].batch_axis, sig.outputs[0].time_axis) == (0, 1)
+    assert sig.states[0].batch_axis == 1
+    xs = np.random.default_rng(4).standard_normal((3, 8, F)).astype(np.float32)
+    stepped = model.stream(batch=3)
+    ys_step = np.stack([stepped.step(xs[:, t]) for t in range(8)], axis=1)
+    session = ort.InferenceSession(str(tmp_path / "lying.onnx"), providers=["CPUExecutionProvider"])
+    want, _ = session.run(None, {"x": xs, "h": np.zeros((1, 3, H), np.float32)})
+    assert_close(ys_step, want)
+    fed = model.stream(batch=3)
+    assert_close(np.concatenate([fed.feed(xs[:, :3]), fed.feed(xs[:, 3:])], axis=1), want)
+
+
+@pytest.mark.parametrize("names", [("h0", "hn"), ("state", "stateN"), ("memory", "memory_next")])
+def test_name_rule_cases_are_confirmed_by_the_probe(tmp_path, names):
+    model = rnnstream.load(accumulator(tmp_path / "m.onnx", *names))
+    assert axes_of(model) == ({"axis": 0, "by": "probe"}, {"axis": None, "by": "probe"}, [])
+    assert model.signature.states[0].batch_axis == 1
+    xs = np.random.default_rng(5).standard_normal((6, F - 1)).astype(np.float32)
+    s = model.stream()
+    assert_close(np.stack([s.step(x) for x in xs]), reference(xs))
+
+
+def test_time_major_models_are_confirmed_by_the_probe(tmp_path):
+    rnn = rnnstream.load(rnn_time_major(tmp_path / "rnn.onnx"))
+    assert axes_of(rnn)[:2] == ({"axis": 1, "by": "probe"}, {"axis": 0, "by": "probe"})
+    tokens = rnnstream.load(save_token_rnn(tmp_path / "lm.onnx"), state_map={"h_in": "h_out"})
+    sig = tokens.signature
+    assert sig.kind == "discovered"  # the metadata set aside
+    assert (sig.input.batch_axis, sig.input.time_axis) == (1, 0)
+    assert (sig.outputs[0].batch_axis, sig.outputs[0].time_axis) == (1, 0)
+
+
+def test_probing_is_cheap_on_small_models(tmp_path):
+    model = rnnstream.load(rnn_time_major(tmp_path / "rnn.onnx"))
+    note = model.signature.source["probe"]
+    assert note.startswith("probed 2 dynamic axes in ")
+    assert float(note.split(" in ")[1].removesuffix(" ms")) < 100
+
+
+def test_axes_given_at_load_replace_the_probe(tmp_path):
+    path = rnn_time_major(tmp_path / "rnn.onnx")
+    model = rnnstream.load(path, axes={"batch": 1, "time": 0})
+    assert axes_of(model)[:2] == ({"axis": 1, "by": "given"}, {"axis": 0, "by": "given"})
+    assert model.signature.source["probe"] == "not probed: batch and time axes given"
+    frames = rnnstream.load(window_frames(tmp_path / "vad.onnx"), axes={"frame": [1]})
+    assert axes_of(frames) == (
+        {"axis": 0, "by": "probe"},
+        {"axis": None, "by": "probe"},
+        [{"axis": 1, "by": "given"}],
+    )
+
+
+@pytest.mark.parametrize(
+    "axes, message",
+    [
+        ({"batch": 3}, r"axes: batch=3 is not an axis of input 'X' \['seq_len', 'batch_size', 4\]"),
+        ({"time": 2}, "time=2: .* has the fixed size 4 there"),
+        ({"batch": 0, "time": 0}, "puts one axis .* in two roles"),
+        ({"frame": [1], "batch": 1}, "puts one axis .* in two roles"),
+        ({"channels": 1}, "unknown role 'channels'"),
+        ({"batch": "0"}, "batch='0' is not an axis"),
+    ],
+)
+def test_a_wrong_axes_override_is_a_signature_error(tmp_path, axes, message):
+    path = rnn_time_major(tmp_path / "rnn.onnx")
+    with pytest.raises(rnnstream.SignatureError, match=message):
+        rnnstream.load(path, axes=axes)
