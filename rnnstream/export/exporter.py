@@ -19,6 +19,7 @@ from rnnstream.export.graphcost import graph_cost
 from rnnstream.export.heads import Heads, find_heads
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentSpec
 from rnnstream.export.parity import measure_parity
+from rnnstream.export.pinned import check_free_axes
 from rnnstream.export.quality import task_quality
 from rnnstream.export.quantize import quantize
 from rnnstream.export.settings import ParitySettings
@@ -274,6 +275,8 @@ def export(
     try:
         _check_exportable(model)
         inputs = infer_input(model, example, batch_first)
+        if example is not None:
+            check_free_axes(model, example, inputs.batch_first)
         log.info("tracing %s and building the ONNX graph", type(model).__name__)
         proto = to_onnx(model, inputs, description=description, output_names=output_names)
         if precision != "float32":

@@ -23,9 +23,10 @@ from torch import nn
 
 from rnnstream.errors import ExportError
 from rnnstream.export.layers import RecurrentSpec
+from rnnstream.export.messages import first_line
 from rnnstream.export.trace import find_recurrent
 
-__all__ = ["NO_ARGUMENTS", "StateArguments", "first_line", "state_arguments"]
+__all__ = ["NO_ARGUMENTS", "StateArguments", "state_arguments"]
 
 Path = tuple[object, ...]  # where a tensor sits in the arguments: argument index, then keys
 
@@ -220,9 +221,3 @@ def _where(path: Path, required: list[str]) -> str:
 
 def _quoted(names: list[str]) -> str:
     return ", ".join(repr(n) for n in names)
-
-
-def first_line(e: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    text = str(e).strip()
-    return f"{type(e).__name__}: {text.splitlines()[0]}" if text else type(e).__name__

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from rnnstream.errors import ExportError
-from rnnstream.export.forward_args import NO_ARGUMENTS, StateArguments, first_line
+from rnnstream.export.forward_args import NO_ARGUMENTS, StateArguments
+from rnnstream.export.messages import first_line
 from rnnstream.export.trace import find_recurrent
 from rnnstream.export.trace_cell_loop import find_cells
 
@@ -64,9 +65,10 @@ def run_heads(
             out = arguments.call(model, example)
     except Exception as e:  # a user's forward can raise anything: name the call that failed
         raise ExportError(
-            f"{type(model).__name__}.forward failed on an example input of shape "
-            f"{list(example.shape)} ({first_line(e)}); pass example= (a tensor shaped like "
-            "the model's real input)"
+            f"{type(model).__name__}.forward fails on a random input of shape "
+            f"{list(example.shape)} ({first_line(e)}).\nPass example= shaped like the model's "
+            "real input; if the code fixes the number of steps or sequences (a reshape to a "
+            "constant), make that axis dynamic."
         ) from e
     finally:
         for hook in hooks:

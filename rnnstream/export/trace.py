@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from rnnstream.errors import ExportError
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentModule, RecurrentSpec
+from rnnstream.export.messages import first_line
 
 if TYPE_CHECKING:
     from rnnstream.export.forward_args import StateArguments
@@ -209,6 +210,6 @@ def trace(
         if isinstance(cause, ExportError):
             raise cause from e
         raise ExportError(
-            f"torch.onnx.export failed on the code around the recurrent layers: {e}"
+            "torch.onnx.export failed on the code around the recurrent layers: " + first_line(cause)
         ) from e
     return program.model_proto
