@@ -225,6 +225,12 @@ def _output_spec(model: onnx.ModelProto, name: str) -> TensorSpec:
     tensor_type = value.type.tensor_type
     dims = tuple(d.dim_param or d.dim_value for d in tensor_type.shape.dim)
     if "batch" not in dims:
+        if any(isinstance(d, str) and "batch" in d and "time" in d for d in dims):
+            raise ExportError(
+                f"output {name!r} has shape {list(dims)}: the forward flattens time and batch into "
+                "one axis (view(-1, V)), which a stream cannot split; return the per-step shape "
+                "(flatten for the loss in the training loop instead)"
+            )
         raise ExportError(f"output {name!r} has no batch axis (shape {list(dims)})")
     return TensorSpec(
         name=name,

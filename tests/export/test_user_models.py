@@ -328,3 +328,121 @@ def test_user_model_exports_and_streams_like_pytorch(case: Case, tmp_path: Path)
             else:
                 got = np.concatenate(per_call, axis=1)
             assert_close(got, ref, PARITY)
+
+
+class PinnedTime(nn.Module):
+    """MNIST rows as time steps, with the time axis written into the code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(28, 8, batch_first=True)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x.reshape(-1, 28, 28))
+        return self.fc(out[:, -1])
+
+
+class PinnedBatch(nn.Module):
+    """The batch size written into the code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(3, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x.view(2, -1, 3))[0]
+
+
+class NotStateArgument(nn.Module):
+    """``forward(x, temperature)``: a required argument that is not recurrent state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(3, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+        return self.gru(x)[0] / (1.0 + temperature.abs().mean())
+
+
+class StackedStateSplit(nn.Module):
+    """One ``[2, B, H]`` argument sliced between two GRUs: a layer gets part of a tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.GRU(3, 4, batch_first=True)
+        self.b = nn.GRU(4, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple:
+        y, h1 = self.a(x, h[0:1])
+        y, h2 = self.b(y, h[1:2])
+        return y, torch.cat([h1, h2])
+
+    def init_hidden(self, bsz: int) -> torch.Tensor:
+        return torch.zeros(2, bsz, 4)
+
+
+class FlatLogSoftmax(nn.Module):
+    """The word LM's ``decoded.view(-1, ntoken)`` head: time and batch in one axis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Embedding(9, 4)
+        self.rnn = nn.GRU(4, 4)
+        self.decoder = nn.Linear(4, 9)
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor) -> tuple:
+        output, hidden = self.rnn(self.encoder(x), hidden)
+        return F.log_softmax(self.decoder(output).view(-1, 9), dim=1), hidden
+
+
+@pytest.mark.parametrize(
+    ("make", "example", "message"),
+    [
+        (
+            PinnedTime,
+            torch.zeros(2, 28, 28),
+            "PinnedTime's code pins the time axis (axis 1 of the input) to 28: it runs on 28 but "
+            "fails on 29",
+        ),
+        (
+            PinnedBatch,
+            torch.zeros(2, 5, 3),
+            "PinnedBatch's code pins the batch axis (axis 0 of the input) to 2: it runs on 2 but "
+            "fails on 3",
+        ),
+        (
+            PinnedTime,
+            None,
+            "PinnedTime.forward fails on a random input of shape [2, 3, 28]",
+        ),
+        (
+            NotStateArgument,
+            None,
+            "argument 'temperature' of NotStateArgument.forward does not reach any recurrent "
+            "layer as its initial state",
+        ),
+        (
+            StackedStateSplit,
+            None,
+            "argument 'h' reaches a's h only in part (shape [2, 2, 4], the state [1, 2, 4])",
+        ),
+        (
+            FlatLogSoftmax,
+            None,
+            "output 'y' has shape ['batch*time', 9]: the forward flattens time and batch",
+        ),
+    ],
+    ids=["pinned_time", "pinned_batch", "pinned_time_no_example", "not_state", "split", "flat"],
+)
+def test_user_model_is_refused_in_a_short_message(
+    make: Callable[[], nn.Module], example: torch.Tensor | None, message: str, tmp_path: Path
+) -> None:
+    torch.manual_seed(11)
+    path = tmp_path / "m.onnx"
+    with pytest.raises(rnnstream.ExportError) as info:
+        export(make(), path, example=example, parity=SETTINGS)
+    text = str(info.value)
+    assert message in text
+    assert len(text.splitlines()) <= 3 and "Traceback" not in text
+    assert not path.exists()
