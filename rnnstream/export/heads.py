@@ -63,13 +63,6 @@ def run_heads(
     try:
         with torch.no_grad():
             out = arguments.call(model, example)
-    except Exception as e:  # a user's forward can raise anything: name the call that failed
-        raise ExportError(
-            f"{type(model).__name__}.forward fails on a random input of shape "
-            f"{list(example.shape)} ({first_line(e)}).\nPass example= shaped like the model's "
-            "real input; if the code fixes the number of steps or sequences (a reshape to a "
-            "constant), make that axis dynamic."
-        ) from e
     finally:
         for hook in hooks:
             hook.remove()
@@ -88,7 +81,17 @@ def find_heads(
     output_names: Sequence[str] | None,
 ) -> Heads:
     """The heads of ``model`` and their names (see the module docstring)."""
-    places = output_heads(model, example, arguments)
+    try:
+        places = output_heads(model, example, arguments)
+    except ExportError:
+        raise
+    except Exception as e:  # a user's forward can raise anything: name the call that failed
+        raise ExportError(
+            f"{type(model).__name__}.forward fails on a random input of shape "
+            f"{list(example.shape)} ({first_line(e)}).\nPass example= shaped like the model's "
+            "real input; if the code fixes the number of steps or sequences (a reshape to a "
+            "constant), make that axis dynamic."
+        ) from e
     if not places:
         raise ExportError(
             f"{type(model).__name__}.forward returns no tensor besides the recurrent state"
