@@ -40,14 +40,21 @@ class Heads:
 
 
 def output_heads(
-    model: nn.Module, example: torch.Tensor, arguments: StateArguments = NO_ARGUMENTS
+    model: nn.Module,
+    example: torch.Tensor,
+    arguments: StateArguments = NO_ARGUMENTS,
+    keep_state: bool = False,
 ) -> list[str]:
-    """Where in ``model(example)``'s result each output tensor that is not state sits."""
-    return run_heads(model, example, arguments)[0]
+    """Where in ``model(example)``'s result each output tensor that is not state sits (with
+    ``keep_state``, every output tensor)."""
+    return run_heads(model, example, arguments, keep_state)[0]
 
 
 def run_heads(
-    model: nn.Module, example: torch.Tensor, arguments: StateArguments = NO_ARGUMENTS
+    model: nn.Module,
+    example: torch.Tensor,
+    arguments: StateArguments = NO_ARGUMENTS,
+    keep_state: bool = False,
 ) -> tuple[list[str], object]:
     """One forward from the zero state: the places of its heads (see :func:`output_heads`) and
     its result."""
@@ -69,7 +76,7 @@ def run_heads(
     places = [
         where
         for where, t in output_tensors(out, "output")
-        if t.untyped_storage().data_ptr() not in state_memory
+        if keep_state or t.untyped_storage().data_ptr() not in state_memory
     ]
     return places, out
 
@@ -92,10 +99,10 @@ def find_heads(
             "real input; if the code fixes the number of steps or sequences (a reshape to a "
             "constant), make that axis dynamic."
         ) from e
+    if not places:  # the output is the state itself (an encoder returning h_n): the first one
+        places = output_heads(model, example, arguments, keep_state=True)[:1]
     if not places:
-        raise ExportError(
-            f"{type(model).__name__}.forward returns no tensor besides the recurrent state"
-        )
+        raise ExportError(f"{type(model).__name__}.forward returns no tensor")
     if output_names is not None:
         names = tuple(output_names)
         if len(names) != len(places):

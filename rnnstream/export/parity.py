@@ -49,6 +49,7 @@ def torch_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[np.ndarray], 
         for h in hooks:
             h.remove()
     found = dict(output_tensors(out, "output"))
+    places = places or list(found)[:1]  # the output is the state itself (see find_heads)
     ys = [found[place].numpy() for place in places]
     return ys, [t for name, _ in recurrent for t in finals.get(name, [])]
 
