@@ -43,18 +43,18 @@ def output_heads(
     model: nn.Module,
     example: torch.Tensor,
     arguments: StateArguments = NO_ARGUMENTS,
-    keep_state: bool = False,
+    with_state: bool = False,
 ) -> list[str]:
     """Where in ``model(example)``'s result each output tensor that is not state sits (with
-    ``keep_state``, every output tensor)."""
-    return run_heads(model, example, arguments, keep_state)[0]
+    ``with_state``, every output tensor)."""
+    return run_heads(model, example, arguments, with_state)[0]
 
 
 def run_heads(
     model: nn.Module,
     example: torch.Tensor,
     arguments: StateArguments = NO_ARGUMENTS,
-    keep_state: bool = False,
+    with_state: bool = False,
 ) -> tuple[list[str], object]:
     """One forward from the zero state: the places of its heads (see :func:`output_heads`) and
     its result."""
@@ -76,7 +76,7 @@ def run_heads(
     places = [
         where
         for where, t in output_tensors(out, "output")
-        if keep_state or t.untyped_storage().data_ptr() not in state_memory
+        if with_state or t.untyped_storage().data_ptr() not in state_memory
     ]
     return places, out
 
@@ -100,7 +100,7 @@ def find_heads(
             "constant), make that axis dynamic."
         ) from e
     if not places:  # the output is the state itself (an encoder returning h_n): the first one
-        places = output_heads(model, example, arguments, keep_state=True)[:1]
+        places = output_heads(model, example, arguments, with_state=True)[:1]
     if not places:
         raise ExportError(f"{type(model).__name__}.forward returns no tensor")
     if output_names is not None:
