@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import torch
 from torch import nn
 
 from rnnstream.errors import ExportError, ParityError
+from rnnstream.export.forward_args import StateArguments, state_arguments
 from rnnstream.export.graphcost import graph_cost
-from rnnstream.export.heads import check_single_head
+from rnnstream.export.heads import Heads, find_heads
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentSpec
 from rnnstream.export.parity import measure_parity
+from rnnstream.export.pinned import check_free_axes
 from rnnstream.export.quality import task_quality
 from rnnstream.export.quantize import quantize
 from rnnstream.export.settings import ParitySettings
@@ -145,22 +148,31 @@ def to_onnx(
     inputs: InputSpec,
     *,
     description: ModelDescription = GENERIC,
-    output_name: str = "y",
+    output_names: Sequence[str] | None = None,
 ) -> onnx.ModelProto:
     """Build the ONNX model (graph, weights, signature without parity) and check it."""
     _check_exportable(model)
     example = inputs.sample(2, 3, seed=0)
-    check_single_head(model, example)
+    arguments = state_arguments(model, example)
+    heads = find_heads(model, example, arguments, output_names)
     if find_recurrent(model):
-        traced, states, source = _trace_recurrent(model, example, inputs.batch_first, output_name)
+        traced, states, source = _trace_recurrent(
+            model, example, inputs.batch_first, arguments, heads
+        )
     else:
-        loop = trace_cell_loop(model, example, inputs.batch_first, output_name)
+        if len(heads.places) > 1:
+            raise ExportError(
+                f"{type(model).__name__} loops over cells and returns {len(heads.places)} output "
+                f"tensors besides its state ({', '.join(heads.places)}); a cell loop exports one "
+                "output: return one tensor (e.g. the heads concatenated)"
+            )
+        loop = trace_cell_loop(model, example, inputs.batch_first, heads.names[0])
         traced, states, source = loop.model, loop.states, {"cells": loop.cells}
     traced.producer_name = "rnnstream"
     bidirectional = any(s["bidirectional"] for s in source.get("recurrent", {}).values())
     signature = Signature(
         input=inputs.tensor_spec(),
-        outputs=(_output_spec(traced, output_name),),
+        outputs=tuple(_output_spec(traced, name) for name in heads.names),
         states=states,
         kind=description.kind,
         streamable=not bidirectional,
@@ -181,7 +193,11 @@ def to_onnx(
 
 
 def _trace_recurrent(
-    model: nn.Module, example: torch.Tensor, batch_first: bool, output_name: str
+    model: nn.Module,
+    example: torch.Tensor,
+    batch_first: bool,
+    arguments: StateArguments,
+    heads: Heads,
 ) -> tuple[onnx.ModelProto, tuple[StateSpec, ...], dict]:
     """Trace with placeholders and splice in the recurrent layers: graph, states, source info."""
     recurrent = find_recurrent(model)
@@ -190,7 +206,7 @@ def _trace_recurrent(
     names: list[tuple[RecurrentSpec, StateNames]] = [
         (spec, state_names(key, spec, single)) for key, spec in specs
     ]
-    traced = trace(model, example, names, batch_first, output_name)
+    traced = trace(model, example, names, batch_first, arguments, heads)
     splice_recurrent(
         traced, {"" if isinstance(model, RECURRENT_TYPES) else k: m for k, m in recurrent}
     )
@@ -209,6 +225,12 @@ def _output_spec(model: onnx.ModelProto, name: str) -> TensorSpec:
     tensor_type = value.type.tensor_type
     dims = tuple(d.dim_param or d.dim_value for d in tensor_type.shape.dim)
     if "batch" not in dims:
+        if any(isinstance(d, str) and "batch" in d and "time" in d for d in dims):
+            raise ExportError(
+                f"output {name!r} has shape {list(dims)}: the forward flattens time and batch into "
+                "one axis (view(-1, V)), which a stream cannot split; return the per-step shape "
+                "(flatten for the loss in the training loop instead)"
+            )
         raise ExportError(f"output {name!r} has no batch axis (shape {list(dims)})")
     return TensorSpec(
         name=name,
@@ -231,7 +253,7 @@ def export(
     *,
     example: torch.Tensor | None = None,
     batch_first: bool | None = None,
-    output_name: str = "y",
+    output_names: Sequence[str] | None = None,
     description: ModelDescription | None = None,
     parity: ParitySettings = DEFAULT_PARITY,
     precision: str = "float32",
@@ -239,7 +261,10 @@ def export(
     """Export ``model`` to ``path`` as a streamable ONNX model and prove parity with PyTorch.
 
     The model's recurrent state becomes graph inputs/outputs (``h0``/``c0`` → ``hn``/``cn``), batch
-    and time are dynamic, and the signature (with the parity record) is stored in the file. Its
+    and time are dynamic; state the forward takes as arguments (``forward(x, hidden)``) is
+    supplied from those inputs (:mod:`rnnstream.export.forward_args`), and every tensor it returns
+    besides its state is an output, named by ``output_names`` (else dict keys, ``y`` or ``y0``,
+    ``y1``, ...); and the signature (with the parity record) is stored in the file. Its
     kind, vocabulary, BOS/EOS and labels come from ``description``, else from the model itself
     (:func:`~rnnstream.models.describe_model`). Parity runs as ``parity`` says (see
     :class:`ParitySettings`). ``precision`` ``"int8"`` or ``"float16"`` writes a quantised model
@@ -256,8 +281,10 @@ def export(
     try:
         _check_exportable(model)
         inputs = infer_input(model, example, batch_first)
+        if example is not None:
+            check_free_axes(model, example, inputs.batch_first)
         log.info("tracing %s and building the ONNX graph", type(model).__name__)
-        proto = to_onnx(model, inputs, description=description, output_name=output_name)
+        proto = to_onnx(model, inputs, description=description, output_names=output_names)
         if precision != "float32":
             log.info("converting to %s", precision)
             proto = quantize(proto, precision)

@@ -1,75 +1,139 @@
-"""Count a forward's output heads apart from its recurrent state, so no head is dropped silently.
+"""A forward's output heads apart from its recurrent state, with their names.
 
-Export writes one output tensor. A model whose ``forward`` returns two or more heads (besides the
-state: in a tuple, a list or a dict, nested or not) would lose all but the first, and parity,
-measured on that first one, would pass. Until multi-output export exists, such a model is refused.
-A returned tensor is the recurrent state when it is (or views the memory of) a state that a
-recurrent layer or cell of the model returned during the same forward.
+A model may return several heads besides its state (an RL policy's ``mu, log_std, value,
+hidden``; a tagger's logits and an auxiliary score), in a tuple, a list or a dict, nested or not.
+Every one is exported. A returned tensor is the recurrent state, not a head, when it is (or views
+the memory of) a state that a recurrent layer or cell of the model returned during the same
+forward. Heads are named by ``output_names`` when given, else by their dict keys, else ``y`` (one
+head) or ``y0``, ``y1``, ... (several).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from rnnstream.errors import ExportError
+from rnnstream.export.forward_args import NO_ARGUMENTS, StateArguments
+from rnnstream.export.messages import first_line
 from rnnstream.export.trace import find_recurrent
 from rnnstream.export.trace_cell_loop import find_cells
 
-__all__ = ["check_single_head", "output_heads"]
+__all__ = ["Heads", "find_heads", "output_heads", "output_tensors", "run_heads"]
 
 
-def output_heads(model: nn.Module, example: torch.Tensor) -> list[str] | None:
-    """Where in ``model(example)``'s result each output tensor that is not state sits.
+@dataclass(frozen=True)
+class Heads:
+    """Where each head sits in the forward's result (``output[0]``) and its graph name."""
 
-    None when the forward fails on ``example``: tracing, which runs next, explains why.
-    """
+    places: tuple[str, ...]
+    names: tuple[str, ...]
+
+    def select(self, out: object) -> list[torch.Tensor]:
+        """The head tensors of a forward's result ``out``, in ``places`` order."""
+        found = dict(output_tensors(out, "output"))
+        return [found[place] for place in self.places]
+
+
+def output_heads(
+    model: nn.Module,
+    example: torch.Tensor,
+    arguments: StateArguments = NO_ARGUMENTS,
+    with_state: bool = False,
+) -> list[str]:
+    """Where in ``model(example)``'s result each output tensor that is not state sits (with
+    ``with_state``, every output tensor)."""
+    return run_heads(model, example, arguments, with_state)[0]
+
+
+def run_heads(
+    model: nn.Module,
+    example: torch.Tensor,
+    arguments: StateArguments = NO_ARGUMENTS,
+    with_state: bool = False,
+) -> tuple[list[str], object]:
+    """One forward from the zero state: the places of its heads (see :func:`output_heads`) and
+    its result."""
     state_memory: set[int] = set()
 
     def keep_state(module: nn.Module, _args: object, out: object) -> None:
         state = out if isinstance(module, nn.RNNCellBase) else out[1]
-        state_memory.update(t.untyped_storage().data_ptr() for _, t in _tensors(state, ""))
+        state_memory.update(t.untyped_storage().data_ptr() for _, t in output_tensors(state, ""))
 
     hooks = [
         m.register_forward_hook(keep_state) for _, m in find_recurrent(model) or find_cells(model)
     ]
     try:
         with torch.no_grad():
-            out = model(example)
-    except Exception:  # a user's forward can raise anything; the trace names the cause
-        return None
+            out = arguments.call(model, example)
     finally:
         for hook in hooks:
             hook.remove()
-    return [
+    places = [
         where
-        for where, t in _tensors(out, "output")
-        if t.untyped_storage().data_ptr() not in state_memory
+        for where, t in output_tensors(out, "output")
+        if with_state or t.untyped_storage().data_ptr() not in state_memory
     ]
+    return places, out
 
 
-def check_single_head(model: nn.Module, example: torch.Tensor) -> None:
-    """Raise :class:`ExportError` if ``model`` returns more than one output besides its state."""
-    heads = output_heads(model, example)
-    if heads is not None and len(heads) > 1:
+def find_heads(
+    model: nn.Module,
+    example: torch.Tensor,
+    arguments: StateArguments,
+    output_names: Sequence[str] | None,
+) -> Heads:
+    """The heads of ``model`` and their names (see the module docstring)."""
+    try:
+        places = output_heads(model, example, arguments)
+    except ExportError:
+        raise
+    except Exception as e:  # a user's forward can raise anything: name the call that failed
         raise ExportError(
-            f"{type(model).__name__}.forward returns {len(heads)} output tensors besides the "
-            f"recurrent state ({', '.join(heads)}); export writes one output and would drop the "
-            "others, and multi-output export does not exist yet. Return one tensor (e.g. the "
-            "heads concatenated) or export one head at a time through a wrapper module; if one "
-            "of them is recurrent state, return it as the recurrent layer gave it"
+            f"{type(model).__name__}.forward fails on a random input of shape "
+            f"{list(example.shape)} ({first_line(e)}).\nPass example= shaped like the model's "
+            "real input; if the code fixes the number of steps or sequences (a reshape to a "
+            "constant), make that axis dynamic."
+        ) from e
+    if not places:  # the output is the state itself (an encoder returning h_n): the first one
+        places = output_heads(model, example, arguments, with_state=True)[:1]
+    if not places:
+        raise ExportError(f"{type(model).__name__}.forward returns no tensor")
+    if output_names is not None:
+        names = tuple(output_names)
+        if len(names) != len(places):
+            raise ExportError(
+                f"output_names has {len(names)} names but {type(model).__name__}.forward returns "
+                f"{len(places)} output tensors besides the recurrent state ({', '.join(places)})"
+            )
+    elif len(places) == 1:
+        names = ("y",)
+    else:
+        keys = [re.fullmatch(r"output\['(\w+)'\]", p) for p in places]
+        names = (
+            tuple(k.group(1) for k in keys)
+            if all(keys)
+            else tuple(f"y{i}" for i in range(len(places)))
         )
+    for name in names:
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][\w.]*", name):
+            raise ExportError(f"output name {name!r} must be an identifier-like string")
+    if len(set(names)) != len(names) or "x" in names:
+        raise ExportError(f"output names {list(names)} must be distinct and not 'x'")
+    return Heads(tuple(places), names)
 
 
-def _tensors(value: object, where: str) -> Iterator[tuple[str, torch.Tensor]]:
+def output_tensors(value: object, where: str) -> Iterator[tuple[str, torch.Tensor]]:
     """Every tensor in a nest of tuples, lists and dicts, with its place (``output[1]['a']``)."""
     if isinstance(value, torch.Tensor):
         yield where, value
     elif isinstance(value, (tuple, list)):
         for i, item in enumerate(value):
-            yield from _tensors(item, f"{where}[{i}]")
+            yield from output_tensors(item, f"{where}[{i}]")
     elif isinstance(value, dict):
         for key, item in value.items():
-            yield from _tensors(item, f"{where}[{key!r}]")
+            yield from output_tensors(item, f"{where}[{key!r}]")

@@ -7,17 +7,26 @@ import onnxruntime
 import torch
 from torch import nn
 
-from rnnstream.export.trace import find_recurrent, primary_output
+from rnnstream.export.forward_args import state_arguments
+from rnnstream.export.heads import output_tensors, run_heads
+from rnnstream.export.trace import find_recurrent
 from rnnstream.export.trace_cell_loop import find_cells
 from rnnstream.runtime import Model, Signature
 from rnnstream.runtime.parity_record import ParityRecord, TensorError
 
-__all__ = ["measure_parity", "onnx_reference", "torch_reference"]
+__all__ = ["measure_parity", "onnx_reference", "torch_outputs", "torch_reference"]
 
 
 def torch_reference(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One full-sequence forward from the zero state: the output and every final state.
+    """One full-sequence forward from the zero state: the first output and every final state."""
+    ys, states = torch_outputs(model, x)
+    return ys[0], states
 
+
+def torch_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One full-sequence forward from the zero state: every output head and every final state.
+
+    State arguments of the forward get zeros (:mod:`rnnstream.export.forward_args`).
     Final states come in :func:`find_recurrent` order (the order of the signature's states),
     whatever order the modules run in. In a cell-loop model (no recurrent layer) they are the
     states each cell returned at its last call, in :func:`find_cells` order.
@@ -35,20 +44,29 @@ def torch_reference(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, list
     recurrent = find_recurrent(model) or find_cells(model)
     hooks = [m.register_forward_hook(keeper(name)) for name, m in recurrent]
     try:
-        with torch.no_grad():
-            y = primary_output(model(x)).numpy()
+        places, out = run_heads(model, x, state_arguments(model, x))
     finally:
         for h in hooks:
             h.remove()
-    return y, [t for name, _ in recurrent for t in finals.get(name, [])]
+    found = dict(output_tensors(out, "output"))
+    places = places or list(found)[:1]  # the output is the state itself (see find_heads)
+    ys = [found[place].numpy() for place in places]
+    return ys, [t for name, _ in recurrent for t in finals.get(name, [])]
 
 
 def onnx_reference(model: Model, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    """One whole-sequence run of a streamed (float32) model from the zero state, in its layout."""
+    """One whole-sequence run of a streamed (float32) model from the zero state, in its layout:
+    the first output and every final state."""
+    ys, states = onnx_outputs(model, x)
+    return ys[0], states
+
+
+def onnx_outputs(model: Model, x: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Like :func:`onnx_reference`, with every output."""
     sig = model.signature
     rows = x.shape[sig.input.batch_axis] if sig.input.batch_axis is not None else 1
     results = model.runner.run({sig.input.name: x, **model.runner.zero_state(rows)})
-    return results[0], results[len(sig.outputs) :]
+    return results[: len(sig.outputs)], results[len(sig.outputs) :]
 
 
 def _errors(got: np.ndarray, ref: np.ndarray) -> TensorError:
@@ -84,29 +102,44 @@ def measure_parity(
     """
     sig: Signature = onnx_model.signature
     if isinstance(model, nn.Module):
-        y_ref, states_ref = torch_reference(model, x)
+        ys_ref, states_ref = torch_outputs(model, x)
     else:
-        y_ref, states_ref = onnx_reference(model, x.numpy())
-    out = sig.outputs[0]
-    y_ref = _to_batch_time(y_ref, out.batch_axis, out.time_axis)
+        ys_ref, states_ref = onnx_outputs(model, x.numpy())
+    refs = {
+        out.name: _to_batch_time(y, out.batch_axis, out.time_axis)
+        for out, y in zip(sig.outputs, ys_ref)
+    }
     x_np = _to_batch_time(x.numpy(), sig.input.batch_axis, sig.input.time_axis)
     batch, steps = x_np.shape[0], x_np.shape[1]
-    runs: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
+    runs: dict[str, tuple[dict[str, np.ndarray], list[np.ndarray]]] = {}
     if sig.streamable:
         stream = onnx_model.stream(batch=batch)
-        ys = [stream.step(x_np[:, t]) for t in range(steps)]
-        runs["step"] = (_stack_time(ys, out.time_axis), list(stream.state.values()))
+        steps_out = [_by_name(stream.step(x_np[:, t]), sig) for t in range(steps)]
+        runs["step"] = (
+            {o.name: _stack_time([y[o.name] for y in steps_out], o.time_axis) for o in sig.outputs},
+            list(stream.state.values()),
+        )
         stream.reset()
-        ys = [stream.feed(x_np[:, t : t + chunk]) for t in range(0, steps, chunk)]
-        y = np.concatenate(ys, axis=1) if out.time_axis is not None else ys[-1]
-        runs["chunk"] = (y, list(stream.state.values()))
+        starts = range(0, steps, chunk)
+        chunks = [_by_name(stream.feed(x_np[:, t : t + chunk]), sig) for t in starts]
+        runs["chunk"] = (
+            {
+                o.name: np.concatenate([y[o.name] for y in chunks], axis=1)
+                if o.time_axis is not None
+                else chunks[-1][o.name]
+                for o in sig.outputs
+            },
+            list(stream.state.values()),
+        )
     else:
         results = onnx_model.run(x_np)
-        y = results[out.name]
-        runs["sequence"] = (y, [results[s.output] for s in sig.states])
+        runs["sequence"] = (
+            {o.name: results[o.name] for o in sig.outputs},
+            [results[s.output] for s in sig.states],
+        )
     errors: dict[str, dict[str, TensorError]] = {}
-    for mode, (y, states) in runs.items():
-        tensors = {out.name: _errors(y, y_ref)}
+    for mode, (ys, states) in runs.items():
+        tensors = {name: _errors(ys[name], ref) for name, ref in refs.items()}
         for spec, got, ref in zip(sig.states, states, states_ref):
             tensors[spec.output] = _errors(got, ref)
         errors[mode] = tensors
@@ -126,6 +159,11 @@ def measure_parity(
         chunk_size=chunk if sig.streamable else None,
         errors=errors,
     )
+
+
+def _by_name(result: np.ndarray | dict[str, np.ndarray], sig: Signature) -> dict:
+    """A stream's result as ``{output name: array}`` (one output comes as a bare array)."""
+    return result if isinstance(result, dict) else {sig.outputs[0].name: result}
 
 
 def _stack_time(ys: list[np.ndarray], time_axis: int | None) -> np.ndarray:

@@ -13,6 +13,7 @@ import copy
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import onnx
 import torch
@@ -21,6 +22,11 @@ from torch.nn.utils.rnn import PackedSequence
 
 from rnnstream.errors import ExportError
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentModule, RecurrentSpec
+from rnnstream.export.messages import first_line
+
+if TYPE_CHECKING:
+    from rnnstream.export.forward_args import StateArguments
+    from rnnstream.export.heads import Heads
 
 __all__ = ["PLACEHOLDER_DOMAIN", "RecurrentPlaceholder", "StateNames", "find_recurrent", "trace"]
 
@@ -99,19 +105,31 @@ class RecurrentPlaceholder(nn.Module):
 
 
 class _Exportable(nn.Module):
-    """``forward(x, *states) -> (y, *final_states)`` around a model with placeholders inside."""
+    """``forward(x, *states) -> (*heads, *final_states)`` around a model with placeholders.
 
-    def __init__(self, model: nn.Module, placeholders: list[RecurrentPlaceholder]) -> None:
+    State arguments of the model's forward are given the graph's state inputs themselves.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        placeholders: list[RecurrentPlaceholder],
+        arguments: StateArguments,
+        heads: Heads,
+    ) -> None:
         super().__init__()
         self.model = model
         self.placeholders = placeholders
+        self.arguments = arguments
+        self.heads = heads
 
     def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         it = iter(states)
         for p in self.placeholders:
             p.state_in = tuple(next(it) for _ in range(2 if p.spec.has_cell_state else 1))
-        y = primary_output(self.model(x))
-        return (y, *(t for p in self.placeholders for t in p.state_out))
+        out = self.model(x, *self.arguments.from_states(list(states)))
+        heads = self.heads.select(out)
+        return (*heads, *(t for p in self.placeholders for t in p.state_out))
 
 
 def primary_output(out: object) -> torch.Tensor:
@@ -146,17 +164,21 @@ def trace(
     example: torch.Tensor,
     states: list[tuple[RecurrentSpec, StateNames]],
     batch_first: bool,
-    output_name: str,
+    arguments: StateArguments,
+    heads: Heads,
 ) -> onnx.ModelProto:
-    """Export ``model`` to ONNX with the recurrent layers as placeholder nodes."""
+    """Export ``model`` to ONNX with the recurrent layers as placeholder nodes.
+
+    The graph's outputs are ``heads`` (by their names), then the final states.
+    """
     clone, placeholders = _with_placeholders(model)
-    wrapper = _Exportable(clone, placeholders)
+    wrapper = _Exportable(clone, placeholders, arguments, heads)
     batch_axis = 0 if batch_first else 1
     batch_dim = torch.export.Dim("batch")
     time_dim = torch.export.Dim("time")
     dynamic: list[dict] = [{batch_axis: batch_dim, 1 - batch_axis: time_dim}]
     state_examples = []
-    names_in, names_out = ["x"], [output_name]
+    names_in, names_out = ["x"], list(heads.names)
     batch = example.shape[batch_axis]
     for spec, names in states:
         for size in (spec.out_size, spec.hidden_size)[: len(names.inputs)]:
@@ -188,6 +210,6 @@ def trace(
         if isinstance(cause, ExportError):
             raise cause from e
         raise ExportError(
-            f"torch.onnx.export failed on the code around the recurrent layers: {e}"
+            "torch.onnx.export failed on the code around the recurrent layers: " + first_line(cause)
         ) from e
     return program.model_proto

@@ -1,0 +1,223 @@
+"""State passed as forward arguments: ``forward(x, hidden)``, ``forward(x, (h, c))``, ``forward(x,
+h, c)``, ``forward(obs, state)`` with one entry per recurrent layer.
+
+The exporter supplies such arguments itself. It builds a zero state of the structure the model
+wants (``model.init_hidden(batch)`` when there is one, else the recurrent layers' states as one
+tensor per argument, one layer per argument, or one tuple/list of layers), runs the model once
+with a forward-pre-hook on every recurrent layer, and finds by identity which argument tensor
+reached which layer's ``h`` or ``c`` (through indexing, ``.detach()``, ``.contiguous()``, a
+``repackage_hidden`` helper: anything that keeps the tensor's memory). While tracing, each such
+argument is the graph's state input of its layer, so the file has the usual state inputs and
+outputs and the stream starts from zeros; PyTorch's reference is called with zeros of that same
+structure. Arguments with a default are left to it (``forward(x, hidden=None)``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from rnnstream.errors import ExportError
+from rnnstream.export.layers import RecurrentSpec
+from rnnstream.export.messages import first_line
+from rnnstream.export.trace import find_recurrent
+
+__all__ = ["NO_ARGUMENTS", "StateArguments", "state_arguments"]
+
+Path = tuple[object, ...]  # where a tensor sits in the arguments: argument index, then keys
+
+
+@dataclass(frozen=True)
+class StateArguments:
+    """The extra forward arguments of a model, as a template and where each tensor goes.
+
+    ``targets`` maps each tensor's place in ``template`` to its index in the model's flat state
+    list (:func:`find_recurrent` order, ``h`` before ``c``).
+    """
+
+    template: tuple[object, ...]
+    targets: dict[Path, int]
+    specs: tuple[RecurrentSpec, ...]
+
+    def from_states(self, states: list[torch.Tensor]) -> tuple[object, ...]:
+        """The arguments with every state tensor replaced by ``states[target]``."""
+        return _rebuild(self.template, lambda path, _t: states[self.targets[path]], ())
+
+    def zeros(self, batch: int) -> tuple[object, ...]:
+        """The arguments holding the zero state for ``batch`` sequences."""
+        return self.from_states(_zero_states(self.specs, batch))
+
+    def call(self, model: nn.Module, x: torch.Tensor) -> object:
+        """``model(x, *arguments)`` from the zero state."""
+        if not self.template:
+            return model(x)
+        return model(x, *self.zeros(_batch_of(self.specs, x)))
+
+
+NO_ARGUMENTS = StateArguments((), {}, ())
+
+
+def state_arguments(model: nn.Module, example: torch.Tensor) -> StateArguments:
+    """Work out the state arguments ``model``'s forward requires (see the module docstring)."""
+    required = _required_parameters(model)
+    if not required:
+        return NO_ARGUMENTS
+    recurrent = find_recurrent(model)
+    if not recurrent:
+        raise ExportError(
+            f"{type(model).__name__}.forward requires {_quoted(required)} besides the input; "
+            "the exporter supplies state arguments only to nn.LSTM/GRU/RNN models"
+        )
+    specs = tuple(RecurrentSpec.of(m) for _, m in recurrent)
+    batch = _batch_of(specs, example)
+    failures = []
+    for label, template in _candidates(model, required, specs, batch):
+        try:
+            received = _run_with_hooks(model, example, template, recurrent)
+        except Exception as e:  # a user's forward can raise anything: try the next structure
+            failures.append(f"{label}: {first_line(e)}")
+            continue
+        return StateArguments(template, _map(template, received, required, model), specs)
+    raise ExportError(
+        f"{type(model).__name__}.forward requires {_quoted(required)}, and no zero state the "
+        f"exporter tried works ({'; '.join(failures)}); give the model an init_hidden(batch_size) "
+        "method returning the zero state"
+    )
+
+
+def _required_parameters(model: nn.Module) -> list[str]:
+    """Names of ``forward``'s positional parameters after the input that have no default."""
+    params = list(inspect.signature(model.forward).parameters.values())[1:]
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+
+
+def _zero_states(specs: tuple[RecurrentSpec, ...], batch: int) -> list[torch.Tensor]:
+    shapes = []
+    for spec in specs:
+        rows = spec.num_layers * spec.dirs
+        shapes.append((rows, batch, spec.out_size))
+        if spec.has_cell_state:
+            shapes.append((rows, batch, spec.hidden_size))
+    return [torch.zeros(shape) for shape in shapes]
+
+
+def _batch_of(specs: tuple[RecurrentSpec, ...], x: torch.Tensor) -> int:
+    return x.shape[0 if specs[0].batch_first else 1]
+
+
+def _candidates(
+    model: nn.Module, required: list[str], specs: tuple[RecurrentSpec, ...], batch: int
+) -> Iterator[tuple[str, tuple[object, ...]]]:
+    """Zero-state argument structures to try, each with a label for the error message."""
+    init_hidden = getattr(model, "init_hidden", None)
+    if callable(init_hidden) and len(required) == 1:
+        try:
+            yield "init_hidden(batch)", (init_hidden(batch),)
+        except Exception as e:  # the user's helper: say how it failed
+            raise ExportError(
+                f"{type(model).__name__}.init_hidden({batch}) failed: {first_line(e)}"
+            ) from e
+    flat = _zero_states(specs, batch)
+    per_layer: list[object] = []
+    it = iter(flat)
+    for spec in specs:
+        per_layer.append((next(it), next(it)) if spec.has_cell_state else next(it))
+    if len(required) == len(flat):
+        yield "one state tensor per argument", tuple(flat)
+    if len(required) == len(per_layer):
+        yield "one recurrent layer's state per argument", tuple(per_layer)
+    if len(required) == 1 and len(per_layer) > 1:
+        yield "a tuple of the layers' states", (tuple(per_layer),)
+        yield "a list of the layers' states", (list(per_layer),)
+
+
+def _run_with_hooks(
+    model: nn.Module,
+    example: torch.Tensor,
+    arguments: tuple[object, ...],
+    recurrent: list[tuple[str, nn.Module]],
+) -> list[tuple[str, torch.Tensor | None]]:
+    """Run the model once; each layer's received ``h`` and ``c`` (None when it got none)."""
+    received: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    def recorder(name: str) -> Callable:
+        def record(_module: nn.Module, args: tuple, kwargs: dict) -> None:
+            hx = args[1] if len(args) > 1 else kwargs.get("hx")
+            received[name] = hx if isinstance(hx, tuple) else (hx,)
+
+        return record
+
+    hooks = [m.register_forward_pre_hook(recorder(n), with_kwargs=True) for n, m in recurrent]
+    try:
+        with torch.no_grad():
+            model(example, *arguments)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    flat = []
+    for name, module in recurrent:
+        kinds = ("h", "c") if RecurrentSpec.of(module).has_cell_state else ("h",)
+        got = received.get(name, ())
+        for i, kind in enumerate(kinds):
+            flat.append((f"{name}'s {kind}", got[i] if i < len(got) else None))
+    return flat
+
+
+def _map(
+    template: tuple[object, ...],
+    received: list[tuple[str, torch.Tensor | None]],
+    required: list[str],
+    model: nn.Module,
+) -> dict[Path, int]:
+    """Each argument tensor's index in the flat state list, found by memory identity."""
+    targets: dict[Path, int] = {}
+
+    def place(path: Path, tensor: torch.Tensor) -> torch.Tensor:
+        where = _where(path, required)
+        memory = tensor.untyped_storage().data_ptr()
+        for index, (label, got) in enumerate(received):
+            if got is None or got.untyped_storage().data_ptr() != memory:
+                continue
+            if got.shape != tensor.shape:
+                raise ExportError(
+                    f"argument {where} reaches {label} only in part (shape "
+                    f"{list(tensor.shape)}, the state {list(got.shape)}); pass each recurrent "
+                    "layer's state as a tensor of its own"
+                )
+            targets[path] = index
+            return tensor
+        raise ExportError(
+            f"argument {where} of {type(model).__name__}.forward does not reach any recurrent "
+            "layer as its initial state (checked by running the model once); the exporter can "
+            "supply only state arguments: fix the others in a wrapper module"
+        )
+
+    _rebuild(template, place, ())
+    return targets
+
+
+def _rebuild(value: object, leaf: Callable[[Path, torch.Tensor], object], path: Path) -> object:
+    """``value`` with each tensor in its tuples, lists and dicts replaced by ``leaf(path, t)``."""
+    if isinstance(value, torch.Tensor):
+        return leaf(path, value)
+    if isinstance(value, (tuple, list)):
+        items = [_rebuild(v, leaf, (*path, i)) for i, v in enumerate(value)]
+        return tuple(items) if isinstance(value, tuple) else items
+    if isinstance(value, dict):
+        return {k: _rebuild(v, leaf, (*path, k)) for k, v in value.items()}
+    return value
+
+
+def _where(path: Path, required: list[str]) -> str:
+    index, *keys = path
+    name = required[index] if index < len(required) else f"#{index + 1}"
+    return repr(name) + "".join(f"[{k!r}]" for k in keys)
+
+
+def _quoted(names: list[str]) -> str:
+    return ", ".join(repr(n) for n in names)

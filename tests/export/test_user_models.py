@@ -1,0 +1,448 @@
+"""Recurrent models written the ways PyTorch tutorials and research code write them.
+
+Each is exported as it is (state passed as forward arguments, several heads, the state returned
+next to them), then streamed step by step and in chunks by the runtime and compared with PyTorch
+called from the zero state; or it is refused with its own one-sentence message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import rnnstream
+from rnnstream.export import ParitySettings, export
+from tests.tolerances import PARITY, assert_close
+
+SETTINGS = ParitySettings(steps=40, chunk=6)
+STEPS, BATCH, CHUNK = 23, 2, 5
+
+
+class RNNModel(nn.Module):
+    """The word-level LM of PyTorch's examples: Embedding, dropout, time-major RNN, decoder."""
+
+    def __init__(self, rnn_type: str, ntoken: int = 17, nhid: int = 8, tie: bool = False) -> None:
+        super().__init__()
+        self.drop = nn.Dropout(0.5)
+        self.encoder = nn.Embedding(ntoken, nhid)
+        if rnn_type in ("LSTM", "GRU"):
+            self.rnn = getattr(nn, rnn_type)(nhid, nhid, 2, dropout=0.5)
+        else:
+            nonlinearity = {"RNN_TANH": "tanh", "RNN_RELU": "relu"}[rnn_type]
+            self.rnn = nn.RNN(nhid, nhid, 2, nonlinearity=nonlinearity, dropout=0.5)
+        self.decoder = nn.Linear(nhid, ntoken)
+        if tie:
+            self.decoder.weight = self.encoder.weight
+        self.rnn_type, self.nhid, self.nlayers = rnn_type, nhid, 2
+
+    def forward(self, input: torch.Tensor, hidden: object) -> tuple[torch.Tensor, object]:
+        emb = self.drop(self.encoder(input))
+        output, hidden = self.rnn(emb, hidden)
+        decoded = self.decoder(self.drop(output))
+        return F.log_softmax(decoded, dim=-1), hidden
+
+    def init_hidden(self, bsz: int) -> object:
+        weight = next(self.parameters())
+        if self.rnn_type == "LSTM":
+            return (
+                weight.new_zeros(self.nlayers, bsz, self.nhid),
+                weight.new_zeros(self.nlayers, bsz, self.nhid),
+            )
+        return weight.new_zeros(self.nlayers, bsz, self.nhid)
+
+
+class LastHiddenClassifier(nn.Module):
+    """A sequence classifier on ``h_n[-1]`` (one score vector per sequence, updated each step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(5, 7, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(7, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h_n, _) = self.lstm(x)
+        return self.fc(h_n[-1])
+
+
+class LastOutputClassifier(nn.Module):
+    """A classifier on ``output[:, -1, :]``, its zero state built from ``x.size(0)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden_dim, self.layer_dim = 6, 2
+        self.gru = nn.GRU(4, 6, 2, batch_first=True)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h0 = torch.zeros(self.layer_dim, x.size(0), self.hidden_dim).requires_grad_()
+        out, _ = self.gru(x, h0.detach())
+        return self.fc(out[:, -1, :])
+
+
+class ActorCritic(nn.Module):
+    """A recurrent RL policy: ``forward(obs, (h, c)) -> mu, log_std, value, (h, c)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, 8), nn.Tanh())
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.mu = nn.Linear(8, 2)
+        self.log_std = nn.Linear(8, 2)
+        self.value = nn.Linear(8, 1)
+
+    def forward(
+        self, obs: torch.Tensor, hidden: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, ...]:
+        out, hidden = self.lstm(self.body(obs), hidden)
+        log_std = self.log_std(out).clamp(-5.0, 2.0)
+        return torch.tanh(self.mu(out)), log_std, self.value(out), hidden
+
+
+class StackedGRUs(nn.Module):
+    """Separate GRU modules with LayerNorm and residuals; ``forward(x, hiddens)`` takes a list."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Linear(3, 6)
+        self.grus = nn.ModuleList(nn.GRU(6, 6, batch_first=True) for _ in range(3))
+        self.norms = nn.ModuleList(nn.LayerNorm(6) for _ in range(3))
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor, hiddens: list[torch.Tensor]) -> tuple[torch.Tensor, list]:
+        y, new = self.inp(x), []
+        for gru, norm, h in zip(self.grus, self.norms, hiddens):
+            z, h = gru(norm(y), h)
+            y = y + z
+            new.append(h)
+        return self.out(y), new
+
+    def init_hidden(self, bsz: int) -> list[torch.Tensor]:
+        return [torch.zeros(1, bsz, 6) for _ in self.grus]
+
+
+class DropoutGRU(nn.Module):
+    """A 3-layer GRU with dropout between layers (off in eval), optional ``hidden=None``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 5, num_layers=3, dropout=0.3, batch_first=True)
+        self.head = nn.Linear(5, 4)
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple:
+        out, hidden = self.gru(x, hidden)
+        return self.head(out), hidden
+
+
+class SeparateHC(nn.Module):
+    """``forward(x, h, c)``: the LSTM's two states as two arguments, returned as three."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor) -> tuple:
+        out, (h, c) = self.lstm(x, (h, c))
+        return self.head(out), h, c
+
+
+def repackage_hidden(h: object) -> object:
+    """Wraps hidden states in new Tensors, to detach them from their history."""
+    if isinstance(h, torch.Tensor):
+        return h.detach()
+    return tuple(repackage_hidden(v) for v in h)
+
+
+class DictState(nn.Module):
+    """``forward(obs, state)`` with a dict over two recurrent modules, repackaged, indexed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.LSTM(3, 5, batch_first=True)
+        self.decoder = nn.GRU(5, 4, batch_first=True)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, obs: torch.Tensor, state: dict) -> tuple[torch.Tensor, dict]:
+        state = {k: repackage_hidden(v) for k, v in state.items()}
+        enc, enc_state = self.encoder(obs, (state["enc"][0], state["enc"][1].contiguous()))
+        dec, dec_state = self.decoder(enc, state["dec"])
+        return self.head(dec), {"enc": enc_state, "dec": dec_state}
+
+    def init_hidden(self, bsz: int) -> dict:
+        return {
+            "enc": (torch.zeros(1, bsz, 5), torch.zeros(1, bsz, 5)),
+            "dec": torch.zeros(1, bsz, 4),
+        }
+
+
+class TupleStateNoHelper(nn.Module):
+    """``forward(x, state)`` with a tuple over two GRUs and no ``init_hidden``: guessed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.first = nn.GRU(3, 4, batch_first=True)
+        self.second = nn.GRU(4, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor, state: tuple) -> tuple:
+        h1, h2 = state
+        y, h1 = self.first(x, h1)
+        y, h2 = self.second(torch.relu(y), h2)
+        return y, (h1, h2)
+
+
+class Tagger(nn.Module):
+    """A bidirectional-free sequence tagger: per-step logits and an auxiliary score."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(11, 6)
+        self.lstm = nn.LSTM(6, 6, batch_first=True)
+        self.tags = nn.Linear(6, 4)
+        self.aux = nn.Linear(6, 1)
+
+    def forward(self, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out, _ = self.lstm(self.embed(tokens))
+        return self.tags(out), torch.sigmoid(self.aux(out)).squeeze(-1)
+
+
+def _zeros_lstm(layers: int, hidden: int) -> Callable[[int], tuple]:
+    return lambda bsz: (torch.zeros(layers, bsz, hidden), torch.zeros(layers, bsz, hidden))
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model, how PyTorch is called from the zero state, and the heads it returns, by name."""
+
+    name: str
+    make: Callable[[], nn.Module]
+    call: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]]
+    names: tuple[str, ...] = ("y",)
+    tokens: int | None = None
+    features: int = 0
+    batch_first: bool = True
+
+
+def _lm_call(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    return [model(x, model.init_hidden(x.shape[1]))[0]]
+
+
+CASES = [
+    *(
+        Case(
+            f"word_lm_{kind}_{'tied' if tie else 'untied'}",
+            (lambda k=kind, t=tie: RNNModel(k, tie=t)),
+            _lm_call,
+            tokens=17,
+            batch_first=False,
+        )
+        for kind, tie in [("LSTM", True), ("GRU", False), ("RNN_TANH", True), ("RNN_RELU", False)]
+    ),
+    Case("classifier_h_n_last", LastHiddenClassifier, lambda m, x: [m(x)], features=5),
+    Case("classifier_output_last", LastOutputClassifier, lambda m, x: [m(x)], features=4),
+    Case(
+        "actor_critic_three_heads",
+        ActorCritic,
+        lambda m, x: list(m(x, _zeros_lstm(1, 8)(x.shape[0]))[:3]),
+        names=("y0", "y1", "y2"),
+        features=6,
+    ),
+    Case(
+        "stacked_grus_layernorm_residual",
+        StackedGRUs,
+        lambda m, x: [m(x, m.init_hidden(x.shape[0]))[0]],
+        features=3,
+    ),
+    Case("gru_interlayer_dropout_optional_hidden", DropoutGRU, lambda m, x: [m(x)[0]], features=4),
+    Case(
+        "forward_x_h_c",
+        SeparateHC,
+        lambda m, x: [m(x, *_zeros_lstm(1, 6)(x.shape[0]))[0]],
+        features=4,
+    ),
+    Case(
+        "dict_state_repackaged",
+        DictState,
+        lambda m, x: [m(x, m.init_hidden(x.shape[0]))[0]],
+        features=3,
+    ),
+    Case(
+        "tuple_state_without_init_hidden",
+        TupleStateNoHelper,
+        lambda m, x: [m(x, (torch.zeros(1, x.shape[0], 4), torch.zeros(1, x.shape[0], 4)))[0]],
+        features=3,
+    ),
+    Case("tagger_logits_and_aux_score", Tagger, lambda m, x: list(m(x)), ("y0", "y1"), tokens=11),
+]
+
+
+def _input(case: Case, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    lead = (BATCH, STEPS) if case.batch_first else (STEPS, BATCH)
+    if case.tokens is not None:
+        return torch.randint(0, case.tokens, lead, generator=gen)
+    return torch.randn(*lead, case.features, generator=gen)
+
+
+def _by_name(result: object, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return result if isinstance(result, dict) else {names[0]: result}
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_user_model_exports_and_streams_like_pytorch(case: Case, tmp_path: Path) -> None:
+    torch.manual_seed(sum(map(ord, case.name)))
+    model = case.make().eval()
+    report = export(model, tmp_path / "m.onnx", parity=SETTINGS)
+    sig = report.signature
+    assert [o.name for o in sig.outputs] == list(case.names)
+    assert report.parity is not None and report.parity.passed
+    x = _input(case, seed=7)
+    with torch.no_grad():
+        refs = [t.numpy() for t in case.call(model, x)]
+    batch_time = x if case.batch_first else x.transpose(0, 1)
+    loaded = rnnstream.load(report.path)
+    for mode in ("step", "chunk"):
+        stream = loaded.stream(batch=BATCH)
+        if mode == "step":
+            results = [
+                _by_name(stream.step(batch_time[:, t].numpy()), case.names) for t in range(STEPS)
+            ]
+        else:
+            results = [
+                _by_name(stream.feed(batch_time[:, t : t + CHUNK].numpy()), case.names)
+                for t in range(0, STEPS, CHUNK)
+            ]
+        for spec, ref in zip(sig.outputs, refs):
+            ref = ref.swapaxes(0, 1) if spec.time_axis is not None and spec.batch_axis == 1 else ref
+            per_call = [r[spec.name] for r in results]
+            if spec.time_axis is None:
+                got = per_call[-1]
+            elif mode == "step":
+                got = np.stack(per_call, axis=1)
+            else:
+                got = np.concatenate(per_call, axis=1)
+            assert_close(got, ref, PARITY)
+
+
+class PinnedTime(nn.Module):
+    """MNIST rows as time steps, with the time axis written into the code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(28, 8, batch_first=True)
+        self.fc = nn.Linear(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x.reshape(-1, 28, 28))
+        return self.fc(out[:, -1])
+
+
+class PinnedBatch(nn.Module):
+    """The batch size written into the code."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(3, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x.view(2, -1, 3))[0]
+
+
+class NotStateArgument(nn.Module):
+    """``forward(x, temperature)``: a required argument that is not recurrent state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(3, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+        return self.gru(x)[0] / (1.0 + temperature.abs().mean())
+
+
+class StackedStateSplit(nn.Module):
+    """One ``[2, B, H]`` argument sliced between two GRUs: a layer gets part of a tensor."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.GRU(3, 4, batch_first=True)
+        self.b = nn.GRU(4, 4, batch_first=True)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple:
+        y, h1 = self.a(x, h[0:1])
+        y, h2 = self.b(y, h[1:2])
+        return y, torch.cat([h1, h2])
+
+    def init_hidden(self, bsz: int) -> torch.Tensor:
+        return torch.zeros(2, bsz, 4)
+
+
+class FlatLogSoftmax(nn.Module):
+    """The word LM's ``decoded.view(-1, ntoken)`` head: time and batch in one axis."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.encoder = nn.Embedding(9, 4)
+        self.rnn = nn.GRU(4, 4)
+        self.decoder = nn.Linear(4, 9)
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor) -> tuple:
+        output, hidden = self.rnn(self.encoder(x), hidden)
+        return F.log_softmax(self.decoder(output).view(-1, 9), dim=1), hidden
+
+
+@pytest.mark.parametrize(
+    ("make", "example", "message"),
+    [
+        (
+            PinnedTime,
+            torch.zeros(2, 28, 28),
+            "PinnedTime's code pins the time axis (axis 1 of the input) to 28: it runs on 28 but "
+            "fails on 29",
+        ),
+        (
+            PinnedBatch,
+            torch.zeros(2, 5, 3),
+            "PinnedBatch's code pins the batch axis (axis 0 of the input) to 2: it runs on 2 but "
+            "fails on 3",
+        ),
+        (
+            PinnedTime,
+            None,
+            "PinnedTime.forward fails on a random input of shape [2, 3, 28]",
+        ),
+        (
+            NotStateArgument,
+            None,
+            "argument 'temperature' of NotStateArgument.forward does not reach any recurrent "
+            "layer as its initial state",
+        ),
+        (
+            StackedStateSplit,
+            None,
+            "argument 'h' reaches a's h only in part (shape [2, 2, 4], the state [1, 2, 4])",
+        ),
+        (
+            FlatLogSoftmax,
+            None,
+            "output 'y' has shape ['batch*time', 9]: the forward flattens time and batch",
+        ),
+    ],
+    ids=["pinned_time", "pinned_batch", "pinned_time_no_example", "not_state", "split", "flat"],
+)
+def test_user_model_is_refused_in_a_short_message(
+    make: Callable[[], nn.Module], example: torch.Tensor | None, message: str, tmp_path: Path
+) -> None:
+    torch.manual_seed(11)
+    path = tmp_path / "m.onnx"
+    with pytest.raises(rnnstream.ExportError) as info:
+        export(make(), path, example=example, parity=SETTINGS)
+    text = str(info.value)
+    assert message in text
+    assert len(text.splitlines()) <= 3 and "Traceback" not in text
+    assert not path.exists()
