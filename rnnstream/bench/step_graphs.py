@@ -1,0 +1,293 @@
+"""Candidate one-step graphs against today's exports, side by side (issues 12 and 17, step one).
+
+    python -m rnnstream.bench.step_graphs [--cells lstm,gru,rnn_tanh] [--steps N] [--rounds N]
+                                          [--json FILE]
+
+For each cell on the reference shape (2 layers, input 64, hidden 256, head 256->64, batch 1, one
+onnxruntime thread), a seeded ``RecurrentNet`` is exported by rnnstream at float32 and int8 (with
+parity, as ``rnnstream export`` does), and the same weights are built by hand into *lean* step
+graphs: per layer one projection over ``concat[x, h]`` with ``[W; R]`` stacked (one pass over the
+weights) and the gate arithmetic, with the projections as
+
+* ``float32``: ``Gemm``;
+* ``dqmm``: com.microsoft ``DynamicQuantizeMatMul`` (7-bit int8 weights per output column; the
+  activation quantised once per layer, inside the operator);
+* ``mmint``: ``DynamicQuantizeLinear`` + ``MatMulInteger`` + scale, spelled out;
+* ``nbits8`` / ``nbits4``: weight-only com.microsoft ``MatMulNBits`` (block 32,
+  ``accuracy_level`` 4: int8 activations inside the kernel).
+
+Every variant is timed with the same bare ``session.run`` loop carrying its state (rounds
+interleaved, medians and p99 per step); today's exports are also timed on chunks of 64 frames (µs
+per frame). Each lean graph is checked against PyTorch over 64 steps (max abs error of ``y``).
+Shared machines are noisy: read the ratios within one run, not the absolute numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from onnx import TensorProto, helper
+
+from rnnstream.bench.latency import measure
+from rnnstream.export import ParitySettings, export
+from rnnstream.export.layers import GraphBuilder
+from rnnstream.models import RecurrentNet, RecurrentNetConfig
+
+__all__ = ["LEAN_KINDS", "lean_step_graph", "main", "step_lean"]
+
+LEAN_KINDS = ("float32", "dqmm", "mmint", "nbits8", "nbits4")
+REFERENCE = {"num_layers": 2, "input_size": 64, "hidden_size": 256, "output_size": 64}
+NBITS_BLOCK = 32
+MS_DOMAIN = "com.microsoft"
+
+
+def _column_int8(w_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``w_t`` [K, N] as symmetric int8 with one scale per output column, in 7 bits (±63) as
+    ``quantize_dynamic(reduce_range=True)`` does: uint8 x int8 products summed in pairs would
+    saturate int16 in the x86 kernels without VNNI at full range."""
+    scale = np.maximum(np.abs(w_t).max(axis=0), 1e-12) / 63
+    q = np.clip(np.round(w_t / scale), -63, 63).astype(np.int8)
+    return q, scale.astype(np.float32)
+
+
+def _nbits(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """``w`` [N, K] packed for ``MatMulNBits``: [N, K/block, block*bits/8] uint8 and scales."""
+    n, k = w.shape
+    if k % NBITS_BLOCK:
+        raise ValueError(f"K={k} is not a multiple of the block size {NBITS_BLOCK}")
+    blocks = w.reshape(n, k // NBITS_BLOCK, NBITS_BLOCK)
+    levels = 2 ** (bits - 1)  # zero point: the default, 2^(bits-1)
+    scale = np.maximum(np.abs(blocks).max(axis=2), 1e-12) / (levels - 1)
+    q = np.clip(np.round(blocks / scale[..., None]) + levels, 0, 2 * levels - 1).astype(np.uint8)
+    if bits == 4:
+        q = q[..., 0::2] | (q[..., 1::2] << 4)
+    return q, scale.astype(np.float32).reshape(-1)
+
+
+def _linear(g: GraphBuilder, a: str, w: np.ndarray, bias: np.ndarray, kind: str) -> str:
+    """``a @ w.T + bias`` for ``w`` [N, K], its weights stored as ``kind`` says."""
+    n, k = w.shape
+    if kind == "float32":
+        return g.op("Gemm", [a, g.const("w", w.T), g.const("b", bias)])[0]
+    if kind == "dqmm":
+        q, scale = _column_int8(w.T)
+        zero = g.const("wzp", np.zeros(n, np.int8))
+        ins = [a, g.const("wq", q), g.const("ws", scale), zero, g.const("b", bias)]
+        return g.op("DynamicQuantizeMatMul", ins, domain=MS_DOMAIN)[0]
+    if kind == "mmint":
+        q, scale = _column_int8(w.T)
+        aq, a_scale, a_zero = g.op("DynamicQuantizeLinear", [a], n_out=3)
+        acc = g.op("MatMulInteger", [aq, g.const("wq", q), a_zero])[0]
+        acc = g.op("Cast", [acc], to=TensorProto.FLOAT)[0]
+        scaled = g.op("Mul", [acc, g.op("Mul", [a_scale, g.const("ws", scale)])[0]])[0]
+        return g.op("Add", [scaled, g.const("b", bias)])[0]
+    bits = {"nbits8": 8, "nbits4": 4}[kind]
+    packed, scales = _nbits(w, bits)
+    attrs = {"K": k, "N": n, "bits": bits, "block_size": NBITS_BLOCK, "accuracy_level": 4}
+    ins = [a, g.const("wq", packed), g.const("ws", scales)]
+    y = g.op("MatMulNBits", ins, domain=MS_DOMAIN, **attrs)[0]
+    return g.op("Add", [y, g.const("b", bias)])[0]
+
+
+def _layer_weights(rnn: torch.nn.RNNBase, layer: int) -> tuple[np.ndarray, ...]:
+    return tuple(
+        getattr(rnn, f"{kind}_l{layer}").detach().numpy().astype(np.float32)
+        for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    )
+
+
+def _lean_cell(g: GraphBuilder, cell: str, x: str, states: list[str], weights, kind: str):
+    """One layer's step: the new states (``[h]`` or ``[h, c]``)."""
+    w, r, b_ih, b_hh = weights
+    hidden = r.shape[1]
+    xh = g.op("Concat", [x, states[0]], axis=1)[0]
+    if cell == "gru":  # rows: r|z (x and h summed), n from x, n from h (reset applies to it)
+        fin = w.shape[1]
+        big = np.zeros((4 * hidden, fin + hidden), np.float32)
+        big[: 2 * hidden, :fin], big[: 2 * hidden, fin:] = w[: 2 * hidden], r[: 2 * hidden]
+        big[2 * hidden : 3 * hidden, :fin] = w[2 * hidden :]
+        big[3 * hidden :, fin:] = r[2 * hidden :]
+        bias = np.concatenate([(b_ih + b_hh)[: 2 * hidden], b_ih[2 * hidden :], b_hh[2 * hidden :]])
+        pre = _linear(g, xh, big, bias, kind)
+        sizes = g.ints("sizes", [2 * hidden, hidden, hidden])
+        rz, xn, hn = g.op("Split", [pre, sizes], n_out=3, axis=1)
+        reset, update = g.op("Split", [g.op("Sigmoid", [rz])[0]], n_out=2, axis=1, num_outputs=2)
+        n = g.op("Tanh", [g.op("Add", [xn, g.op("Mul", [reset, hn])[0]])[0]])[0]
+        delta = g.op("Mul", [update, g.op("Sub", [states[0], n])[0]])[0]
+        return [g.op("Add", [n, delta])[0]]  # h' = (1 - z) n + z h
+    pre = _linear(g, xh, np.concatenate([w, r], axis=1), b_ih + b_hh, kind)
+    if cell.startswith("rnn_"):
+        return [g.op("Relu" if cell == "rnn_relu" else "Tanh", [pre])[0]]
+    i, f, c_hat, o = g.op("Split", [pre], n_out=4, axis=1, num_outputs=4)
+    i, f, o = (g.op("Sigmoid", [t])[0] for t in (i, f, o))
+    c_hat = g.op("Tanh", [c_hat])[0]
+    c_new = g.op("Add", [g.op("Mul", [f, states[1]])[0], g.op("Mul", [i, c_hat])[0]])[0]
+    return [g.op("Mul", [o, g.op("Tanh", [c_new])[0]])[0], c_new]
+
+
+def lean_step_graph(net: RecurrentNet, kind: str) -> onnx.ModelProto:
+    """One step of ``net`` (no embedding, batch 1): ``x`` [1, I] and per-layer states in,
+    ``y`` [1, O] and the new states out, the projections stored as ``kind``."""
+    config, g = net.config, GraphBuilder(prefix="lean")
+    f32 = TensorProto.FLOAT
+    inputs = [helper.make_tensor_value_info("x", f32, [1, config.input_size])]
+    outputs = []
+    names = ["h", "c"] if config.cell == "lstm" else ["h"]
+    x = "x"
+    for layer in range(config.num_layers):
+        states = [f"{n}{layer}" for n in names]
+        inputs += [helper.make_tensor_value_info(s, f32, [1, config.hidden_size]) for s in states]
+        new = _lean_cell(g, config.cell, x, states, _layer_weights(net.rnn, layer), kind)
+        for state, value in zip(states, new):
+            g.op("Identity", [value], out=[f"{state}_out"])
+            outputs.append(helper.make_tensor_value_info(f"{state}_out", f32, None))
+        x = new[0]
+    head = net.head
+    w, b = (p.detach().numpy().astype(np.float32) for p in (head.weight, head.bias))
+    g.op("Identity", [_linear(g, x, w, b, kind)], out=["y"])
+    outputs.insert(0, helper.make_tensor_value_info("y", f32, [1, config.output_size]))
+    graph = helper.make_graph(g.nodes, f"lean_{kind}", inputs, outputs, g.initializers)
+    opsets = [helper.make_opsetid("", 18), helper.make_opsetid(MS_DOMAIN, 1)]
+    return helper.make_model(graph, opset_imports=opsets, ir_version=9)
+
+
+def _session(model: bytes | str) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+
+
+def _stepper(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> Callable[[], None]:
+    """One ``session.run`` per call, carrying each ``*_out``/``*n`` output into its input."""
+    outs = [o.name for o in session.get_outputs()]
+    carry = [(i, outs.index(o)) for i, o in _state_pairs(session)]
+
+    def step() -> None:
+        results = session.run(outs, feeds)
+        for name, index in carry:
+            feeds[name] = results[index]
+
+    return step
+
+
+def _state_pairs(session: ort.InferenceSession) -> list[tuple[str, str]]:
+    outs = {o.name for o in session.get_outputs()}
+    pairs = []
+    for i in session.get_inputs():
+        for out in (f"{i.name}_out", i.name.replace("0", "n", 1)):
+            if out in outs and out != i.name:
+                pairs.append((i.name, out))
+                break
+    return pairs
+
+
+def _exported_feeds(session: ort.InferenceSession, x: np.ndarray) -> dict[str, np.ndarray]:
+    feeds = {}
+    for i in session.get_inputs():
+        if i.name == "x":
+            feeds[i.name] = x
+        else:
+            shape = [1 if not isinstance(d, int) else d for d in i.shape]
+            feeds[i.name] = np.zeros(shape, np.float32)
+    return feeds
+
+
+def step_lean(session: ort.InferenceSession, xs: np.ndarray) -> np.ndarray:
+    """``y`` of a lean step graph for each frame of ``xs`` [T, I], from zero state: [T, O]."""
+    feeds = {i.name: np.zeros(i.shape, np.float32) for i in session.get_inputs()}
+    outs = [o.name for o in session.get_outputs()]
+    pairs = _state_pairs(session)
+    ys = []
+    for frame in xs:
+        feeds["x"] = frame[None]
+        results = dict(zip(outs, session.run(outs, feeds)))
+        ys.append(results["y"][0])
+        feeds |= {i: results[o] for i, o in pairs}
+    return np.stack(ys)
+
+
+def _lean_error(session: ort.InferenceSession, net: RecurrentNet, steps: int) -> float:
+    """Max abs error of ``y`` against PyTorch over ``steps`` seeded steps from zero state."""
+    shape = (steps, net.config.input_size)
+    xs = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(xs)[None])[0].numpy()[0]
+    return float(np.abs(step_lean(session, xs) - expected).max())
+
+
+def run(cells: list[str], steps: int, rounds: int) -> dict:
+    """Every cell x variant: file size, step median/p99, chunk µs/frame, error vs PyTorch."""
+    rows: dict[str, dict] = {}
+    methods = {}
+    x1 = np.random.default_rng(0).standard_normal((1, 1, 64)).astype(np.float32)
+    x64 = np.random.default_rng(0).standard_normal((1, 64, 64)).astype(np.float32)
+    tmp = Path(tempfile.mkdtemp(prefix="rnnstream-step-graphs-"))
+    for cell in cells:
+        torch.manual_seed(0)
+        net = RecurrentNet(RecurrentNetConfig(cell=cell, **REFERENCE)).eval()
+        for precision in ("float32", "int8"):
+            path = tmp / f"{cell}-{precision}.onnx"
+            export(net, path, parity=ParitySettings(steps=64), precision=precision)
+            session = _session(str(path))
+            name = f"{cell} export {precision}"
+            rows[name] = {"size_bytes": path.stat().st_size}
+            methods[f"{name}|step"] = (_stepper(session, _exported_feeds(session, x1)), 1)
+            methods[f"{name}|chunk"] = (_stepper(session, _exported_feeds(session, x64)), 64)
+        for kind in LEAN_KINDS:
+            proto = lean_step_graph(net, kind).SerializeToString()
+            session = _session(proto)
+            name = f"{cell} lean {kind}"
+            rows[name] = {"size_bytes": len(proto), "max_abs_error": _lean_error(session, net, 64)}
+            feeds = {i.name: np.zeros(i.shape, np.float32) for i in session.get_inputs()}
+            feeds["x"] = x1[0]
+            methods[f"{name}|step"] = (_stepper(session, feeds), 1)
+    for key, stats in measure(methods, steps, rounds).items():
+        name, what = key.split("|")
+        rows[name][f"{what}_median_us"] = round(stats["median_us"], 2)
+        rows[name][f"{what}_p99_us"] = round(stats["p99_us"], 2)
+    return {"machine": {"onnxruntime": ort.__version__, "torch": torch.__version__}, "rows": rows}
+
+
+def table(report: dict) -> str:
+    """The rows as a Markdown table, each step time also as a ratio to its cell's float32 export."""
+    lines = [
+        "| variant | size KB | step µs (p99) | vs export f32 | chunk µs/frame | max abs err |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = report["rows"]
+    for name, row in rows.items():
+        base = rows[f"{name.split()[0]} export float32"]["step_median_us"]
+        chunk = f"{row['chunk_median_us']:.1f}" if "chunk_median_us" in row else ""
+        error = f"{row['max_abs_error']:.1e}" if "max_abs_error" in row else ""
+        step = f"{row['step_median_us']:.1f} ({row['step_p99_us']:.0f})"
+        ratio = f"{base / row['step_median_us']:.2f}x"
+        size = f"{row['size_bytes'] / 1024:.0f}"
+        lines.append(f"| {name} | {size} | {step} | {ratio} | {chunk} | {error} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", default="lstm,gru,rnn_tanh")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    report = run(args.cells.split(","), args.steps, args.rounds)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    print(table(report))
+
+
+if __name__ == "__main__":
+    main()

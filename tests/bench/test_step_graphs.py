@@ -1,0 +1,82 @@
+"""The hand-built step graphs of ``rnnstream.bench.step_graphs``: real PyTorch against real
+onnxruntime, and the bench script run end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from rnnstream.bench.step_graphs import _nbits, _session, lean_step_graph, step_lean
+from rnnstream.export.tolerance import TOLERANCES
+from rnnstream.models import RecurrentNet, RecurrentNetConfig
+from tests.tolerances import PARITY, assert_close
+
+CELLS = ("lstm", "gru", "rnn_tanh")
+
+
+def _net_and_reference(cell: str, steps: int = 40) -> tuple[RecurrentNet, np.ndarray, np.ndarray]:
+    torch.manual_seed(0)
+    config = RecurrentNetConfig(
+        cell=cell, num_layers=2, input_size=32, hidden_size=64, output_size=32
+    )
+    net = RecurrentNet(config).eval()
+    xs = np.random.default_rng(1).standard_normal((steps, 32)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.from_numpy(xs)[None])[0].numpy()[0]
+    return net, xs, expected
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_lean_float32_step_matches_pytorch(cell: str) -> None:
+    net, xs, expected = _net_and_reference(cell)
+    session = _session(lean_step_graph(net, "float32").SerializeToString())
+    assert_close(step_lean(session, xs), expected, PARITY)
+
+
+@pytest.mark.parametrize("kind", ["dqmm", "mmint", "nbits8"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_int8_lean_steps_stay_within_the_int8_bound(cell: str, kind: str) -> None:
+    net, xs, expected = _net_and_reference(cell)
+    session = _session(lean_step_graph(net, kind).SerializeToString())
+    error = np.abs(step_lean(session, xs) - expected).max()
+    assert error / np.abs(expected).max() <= TOLERANCES["int8"].rtol
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_nbits_packing_round_trips_within_half_a_level(bits: int) -> None:
+    w = np.random.default_rng(2).standard_normal((8, 64)).astype(np.float32)
+    packed, scales = _nbits(w, bits)
+    if bits == 4:  # low nibble first
+        packed = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(8, 2, 32)
+    levels = 2 ** (bits - 1)
+    blocks = scales.reshape(8, 2, 1)
+    restored = ((packed.astype(np.float32) - levels) * blocks).reshape(8, 64)
+    assert np.all(np.abs(restored - w) <= blocks.repeat(32, axis=2).reshape(8, 64) / 2 + 1e-7)
+
+
+def test_bench_script_writes_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "steps.json"
+    args = ["--cells", "rnn_tanh", "--steps", "5", "--rounds", "1", "--json", str(out)]
+    result = subprocess.run(
+        [sys.executable, "-m", "rnnstream.bench.step_graphs", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(out.read_text())["rows"]
+    kinds = ["float32", "dqmm", "mmint", "nbits8", "nbits4"]
+    expected = ["rnn_tanh export float32", "rnn_tanh export int8"]
+    assert list(rows) == expected + [f"rnn_tanh lean {k}" for k in kinds]
+    for name, row in rows.items():
+        assert row["size_bytes"] > 0 and row["step_median_us"] > 0, name
+    assert rows["rnn_tanh export int8"]["chunk_median_us"] > 0
+    assert rows["rnn_tanh lean nbits4"]["size_bytes"] < rows["rnn_tanh lean nbits8"]["size_bytes"]
+    assert rows["rnn_tanh lean float32"]["max_abs_error"] < 1e-5
+    assert "| rnn_tanh lean nbits4 |" in result.stdout
