@@ -7,6 +7,7 @@ import onnxruntime
 import torch
 from torch import nn
 
+from rnnstream.export.streaming_conv import TimeConv, find_time_convs
 from rnnstream.export.trace import find_recurrent, primary_output
 from rnnstream.export.trace_cell_loop import find_cells
 from rnnstream.runtime import Model, Signature
@@ -15,12 +16,15 @@ from rnnstream.runtime.parity_record import ParityRecord, TensorError
 __all__ = ["measure_parity", "onnx_reference", "torch_reference"]
 
 
-def torch_reference(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, list[np.ndarray]]:
+def torch_reference(
+    model: nn.Module, x: torch.Tensor, time_axis: int | None = None
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """One full-sequence forward from the zero state: the output and every final state.
 
     Final states come in :func:`find_recurrent` order (the order of the signature's states),
     whatever order the modules run in. In a cell-loop model (no recurrent layer) they are the
-    states each cell returned at its last call, in :func:`find_cells` order.
+    states each cell returned at its last call, in :func:`find_cells` order. Given the input's
+    ``time_axis``, the final contexts of the streaming convolutions follow.
     """
     finals: dict[str, list[np.ndarray]] = {}
 
@@ -34,13 +38,35 @@ def torch_reference(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, list
 
     recurrent = find_recurrent(model) or find_cells(model)
     hooks = [m.register_forward_hook(keeper(name)) for name, m in recurrent]
+    convs = _streaming_convs(model, x, time_axis)
+    contexts: dict[str, np.ndarray] = {}
+
+    def context_keeper(conv: TimeConv):
+        def keep_context(_module: nn.Module, args: tuple) -> None:
+            contexts.setdefault(conv.key, conv.final_context(args[0]).numpy())
+
+        return keep_context
+
+    hooks += [
+        model.get_submodule(conv.key).register_forward_pre_hook(context_keeper(conv))
+        for conv in convs
+    ]
     try:
         with torch.no_grad():
             y = primary_output(model(x)).numpy()
     finally:
         for h in hooks:
             h.remove()
-    return y, [t for name, _ in recurrent for t in finals.get(name, [])]
+    states = [t for name, _ in recurrent for t in finals.get(name, [])]
+    return y, states + [contexts[conv.key] for conv in convs if conv.key in contexts]
+
+
+def _streaming_convs(model: nn.Module, x: torch.Tensor, time_axis: int | None) -> list[TimeConv]:
+    bidirectional = any(getattr(m, "bidirectional", False) for _, m in find_recurrent(model))
+    if time_axis is None or bidirectional or not find_recurrent(model):
+        return []
+    probe = x.narrow(time_axis, 0, min(x.shape[time_axis], 8))
+    return find_time_convs(model, probe, time_axis)
 
 
 def onnx_reference(model: Model, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -84,7 +110,7 @@ def measure_parity(
     """
     sig: Signature = onnx_model.signature
     if isinstance(model, nn.Module):
-        y_ref, states_ref = torch_reference(model, x)
+        y_ref, states_ref = torch_reference(model, x, sig.input.time_axis)
     else:
         y_ref, states_ref = onnx_reference(model, x.numpy())
     out = sig.outputs[0]

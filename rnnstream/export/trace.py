@@ -21,6 +21,7 @@ from torch.nn.utils.rnn import PackedSequence
 
 from rnnstream.errors import ExportError
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentModule, RecurrentSpec
+from rnnstream.export.streaming_conv import StreamingConv1d, TimeConv, install_streaming_convs
 
 __all__ = ["PLACEHOLDER_DOMAIN", "RecurrentPlaceholder", "StateNames", "find_recurrent", "trace"]
 
@@ -59,6 +60,10 @@ class RecurrentPlaceholder(nn.Module):
         self.spec = RecurrentSpec.of(module)
         self.state_in: tuple[torch.Tensor, ...] = ()
         self.state_out: tuple[torch.Tensor, ...] = ()
+
+    @property
+    def state_count(self) -> int:
+        return 2 if self.spec.has_cell_state else 1
 
     def forward(self, x: torch.Tensor, hx: object = None) -> tuple:
         spec = self.spec
@@ -99,9 +104,11 @@ class RecurrentPlaceholder(nn.Module):
 
 
 class _Exportable(nn.Module):
-    """``forward(x, *states) -> (y, *final_states)`` around a model with placeholders inside."""
+    """``forward(x, *states) -> (y, *final_states)`` around a model with stand-ins inside."""
 
-    def __init__(self, model: nn.Module, placeholders: list[RecurrentPlaceholder]) -> None:
+    def __init__(
+        self, model: nn.Module, placeholders: list[RecurrentPlaceholder | StreamingConv1d]
+    ) -> None:
         super().__init__()
         self.model = model
         self.placeholders = placeholders
@@ -109,7 +116,7 @@ class _Exportable(nn.Module):
     def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         it = iter(states)
         for p in self.placeholders:
-            p.state_in = tuple(next(it) for _ in range(2 if p.spec.has_cell_state else 1))
+            p.state_in = tuple(next(it) for _ in range(p.state_count))
         y = primary_output(self.model(x))
         return (y, *(t for p in self.placeholders for t in p.state_out))
 
@@ -147,10 +154,16 @@ def trace(
     states: list[tuple[RecurrentSpec, StateNames]],
     batch_first: bool,
     output_name: str,
+    convs: tuple[TimeConv, ...] = (),
 ) -> onnx.ModelProto:
-    """Export ``model`` to ONNX with the recurrent layers as placeholder nodes."""
+    """Export ``model`` to ONNX with the recurrent layers as placeholder nodes.
+
+    Each causal convolution of ``convs`` streams, its context an extra state after the recurrent
+    ones (see :mod:`rnnstream.export.streaming_conv`).
+    """
     clone, placeholders = _with_placeholders(model)
-    wrapper = _Exportable(clone, placeholders)
+    streaming = install_streaming_convs(clone, list(convs))
+    wrapper = _Exportable(clone, [*placeholders, *streaming])
     batch_axis = 0 if batch_first else 1
     batch_dim = torch.export.Dim("batch")
     time_dim = torch.export.Dim("time")
@@ -164,6 +177,11 @@ def trace(
             dynamic.append({1: batch_dim})
         names_in += names.inputs
         names_out += names.outputs
+    for conv in convs:
+        state_examples.append(torch.zeros(batch, conv.channels, conv.context))
+        dynamic.append({0: batch_dim})
+        names_in.append(conv.state_names[0])
+        names_out.append(conv.state_names[1])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
