@@ -57,7 +57,7 @@ def check_same_model(module: Any, checkpoint: str | Path, model_path: str | Path
     x = np.zeros(shape, dtype=spec.dtype)
     mismatch = f"{checkpoint} is not the model exported as {model_path}"
     try:
-        y, states = torch_reference(module, torch.from_numpy(x))
+        y, states = torch_reference(module, torch.from_numpy(x), spec.time_axis)
     except (RuntimeError, ValueError, TypeError, IndexError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CheckpointError(

@@ -24,6 +24,7 @@ from rnnstream.export.quality import task_quality
 from rnnstream.export.quantize import quantize
 from rnnstream.export.settings import ParitySettings
 from rnnstream.export.splice import splice_recurrent
+from rnnstream.export.streaming_conv import TimeConv, find_time_convs
 from rnnstream.export.tolerance import Tolerance, tolerance_for
 from rnnstream.export.trace import StateNames, find_recurrent, state_names, trace
 from rnnstream.export.trace_cell_loop import find_cells, trace_cell_loop
@@ -121,6 +122,8 @@ def infer_input(
             return InputSpec(torch.int64, (), batch_first, m.num_embeddings)
         if isinstance(m, nn.Linear):
             return InputSpec(torch.float32, (m.in_features,), batch_first)
+        if isinstance(m, nn.Conv1d):  # a convolutional front-end: frames of in_channels
+            return InputSpec(torch.float32, (m.in_channels,), batch_first)
         if isinstance(m, (*RECURRENT_TYPES, nn.RNNCellBase)):
             return InputSpec(torch.float32, (m.input_size,), batch_first)
     raise ExportError("cannot tell the model's input; pass example=")
@@ -156,8 +159,9 @@ def to_onnx(
     arguments = state_arguments(model, example)
     heads = find_heads(model, example, arguments, output_names)
     if find_recurrent(model):
+        convs = _streaming_convs(model, inputs)
         traced, states, source = _trace_recurrent(
-            model, example, inputs.batch_first, arguments, heads
+            model, example, inputs.batch_first, arguments, heads, convs
         )
     else:
         if len(heads.places) > 1:
@@ -192,21 +196,34 @@ def to_onnx(
         raise ExportError(f"the exported graph fails onnx's checker: {e}") from e
 
 
+def _streaming_convs(model: nn.Module, inputs: InputSpec) -> tuple[TimeConv, ...]:
+    """The causal convolutions over time that stream with a context state (none when a
+    bidirectional layer makes the model whole-sequence only)."""
+    if any(m.bidirectional for _, m in find_recurrent(model) if hasattr(m, "bidirectional")):
+        return ()
+    probe = inputs.sample(2, 8, seed=0)
+    return tuple(find_time_convs(model, probe, time_axis=1 if inputs.batch_first else 0))
+
+
 def _trace_recurrent(
     model: nn.Module,
     example: torch.Tensor,
     batch_first: bool,
     arguments: StateArguments,
     heads: Heads,
+    convs: tuple[TimeConv, ...] = (),
 ) -> tuple[onnx.ModelProto, tuple[StateSpec, ...], dict]:
-    """Trace with placeholders and splice in the recurrent layers: graph, states, source info."""
+    """Trace with placeholders and splice in the recurrent layers: graph, states, source info.
+
+    The causal convolutions ``convs`` stream, their contexts the last states.
+    """
     recurrent = find_recurrent(model)
     single = len(recurrent) == 1
     specs = [(key, RecurrentSpec.of(m)) for key, m in recurrent]
     names: list[tuple[RecurrentSpec, StateNames]] = [
         (spec, state_names(key, spec, single)) for key, spec in specs
     ]
-    traced = trace(model, example, names, batch_first, arguments, heads)
+    traced = trace(model, example, names, batch_first, arguments, heads, convs)
     splice_recurrent(
         traced, {"" if isinstance(model, RECURRENT_TYPES) else k: m for k, m in recurrent}
     )
@@ -216,7 +233,10 @@ def _trace_recurrent(
         for i, (name_in, name_out) in enumerate(zip(sn.inputs, sn.outputs)):
             shape = (spec.num_layers * spec.dirs, "batch", sizes[i])
             states.append(StateSpec(name_in, name_out, "float32", shape, batch_axis=1))
+    states.extend(conv.state_spec() for conv in convs)
     source = {"recurrent": {key or "<model>": spec.__dict__ for key, spec in specs}}
+    if convs:
+        source["conv_context"] = {conv.key: conv.context for conv in convs}
     return traced, tuple(states), source
 
 

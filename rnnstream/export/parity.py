@@ -9,6 +9,7 @@ from torch import nn
 
 from rnnstream.export.forward_args import state_arguments
 from rnnstream.export.heads import output_tensors, run_heads
+from rnnstream.export.streaming_conv import TimeConv, find_time_convs
 from rnnstream.export.trace import find_recurrent
 from rnnstream.export.trace_cell_loop import find_cells
 from rnnstream.runtime import Model, Signature
@@ -17,19 +18,24 @@ from rnnstream.runtime.parity_record import ParityRecord, TensorError
 __all__ = ["measure_parity", "onnx_reference", "torch_outputs", "torch_reference"]
 
 
-def torch_reference(model: nn.Module, x: torch.Tensor) -> tuple[np.ndarray, list[np.ndarray]]:
+def torch_reference(
+    model: nn.Module, x: torch.Tensor, time_axis: int | None = None
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """One full-sequence forward from the zero state: the first output and every final state."""
-    ys, states = torch_outputs(model, x)
+    ys, states = torch_outputs(model, x, time_axis)
     return ys[0], states
 
 
-def torch_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def torch_outputs(
+    model: nn.Module, x: torch.Tensor, time_axis: int | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """One full-sequence forward from the zero state: every output head and every final state.
 
     State arguments of the forward get zeros (:mod:`rnnstream.export.forward_args`).
     Final states come in :func:`find_recurrent` order (the order of the signature's states),
     whatever order the modules run in. In a cell-loop model (no recurrent layer) they are the
-    states each cell returned at its last call, in :func:`find_cells` order.
+    states each cell returned at its last call, in :func:`find_cells` order. Given the input's
+    ``time_axis``, the final contexts of the streaming convolutions follow.
     """
     finals: dict[str, list[np.ndarray]] = {}
 
@@ -43,6 +49,19 @@ def torch_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[np.ndarray], 
 
     recurrent = find_recurrent(model) or find_cells(model)
     hooks = [m.register_forward_hook(keeper(name)) for name, m in recurrent]
+    convs = _streaming_convs(model, x, time_axis)
+    contexts: dict[str, np.ndarray] = {}
+
+    def context_keeper(conv: TimeConv):
+        def keep_context(_module: nn.Module, args: tuple) -> None:
+            contexts.setdefault(conv.key, conv.final_context(args[0]).numpy())
+
+        return keep_context
+
+    hooks += [
+        model.get_submodule(conv.key).register_forward_pre_hook(context_keeper(conv))
+        for conv in convs
+    ]
     try:
         places, out = run_heads(model, x, state_arguments(model, x))
     finally:
@@ -51,7 +70,16 @@ def torch_outputs(model: nn.Module, x: torch.Tensor) -> tuple[list[np.ndarray], 
     found = dict(output_tensors(out, "output"))
     places = places or list(found)[:1]  # the output is the state itself (see find_heads)
     ys = [found[place].numpy() for place in places]
-    return ys, [t for name, _ in recurrent for t in finals.get(name, [])]
+    states = [t for name, _ in recurrent for t in finals.get(name, [])]
+    return ys, states + [contexts[conv.key] for conv in convs if conv.key in contexts]
+
+
+def _streaming_convs(model: nn.Module, x: torch.Tensor, time_axis: int | None) -> list[TimeConv]:
+    bidirectional = any(getattr(m, "bidirectional", False) for _, m in find_recurrent(model))
+    if time_axis is None or bidirectional or not find_recurrent(model):
+        return []
+    probe = x.narrow(time_axis, 0, min(x.shape[time_axis], 8))
+    return find_time_convs(model, probe, time_axis)
 
 
 def onnx_reference(model: Model, x: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -102,7 +130,7 @@ def measure_parity(
     """
     sig: Signature = onnx_model.signature
     if isinstance(model, nn.Module):
-        ys_ref, states_ref = torch_outputs(model, x)
+        ys_ref, states_ref = torch_outputs(model, x, sig.input.time_axis)
     else:
         ys_ref, states_ref = onnx_outputs(model, x.numpy())
     refs = {

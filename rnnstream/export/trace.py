@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import PackedSequence
 from rnnstream.errors import ExportError
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentModule, RecurrentSpec
 from rnnstream.export.messages import first_line
+from rnnstream.export.streaming_conv import StreamingConv1d, TimeConv, install_streaming_convs
 
 if TYPE_CHECKING:
     from rnnstream.export.forward_args import StateArguments
@@ -66,6 +67,10 @@ class RecurrentPlaceholder(nn.Module):
         self.state_in: tuple[torch.Tensor, ...] = ()
         self.state_out: tuple[torch.Tensor, ...] = ()
 
+    @property
+    def state_count(self) -> int:
+        return 2 if self.spec.has_cell_state else 1
+
     def forward(self, x: torch.Tensor, hx: object = None) -> tuple:
         spec = self.spec
         if isinstance(x, PackedSequence):
@@ -105,7 +110,7 @@ class RecurrentPlaceholder(nn.Module):
 
 
 class _Exportable(nn.Module):
-    """``forward(x, *states) -> (*heads, *final_states)`` around a model with placeholders.
+    """``forward(x, *states) -> (*heads, *final_states)`` around a model with stand-ins inside.
 
     State arguments of the model's forward are given the graph's state inputs themselves.
     """
@@ -113,7 +118,7 @@ class _Exportable(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        placeholders: list[RecurrentPlaceholder],
+        placeholders: list[RecurrentPlaceholder | StreamingConv1d],
         arguments: StateArguments,
         heads: Heads,
     ) -> None:
@@ -126,7 +131,7 @@ class _Exportable(nn.Module):
     def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         it = iter(states)
         for p in self.placeholders:
-            p.state_in = tuple(next(it) for _ in range(2 if p.spec.has_cell_state else 1))
+            p.state_in = tuple(next(it) for _ in range(p.state_count))
         out = self.model(x, *self.arguments.from_states(list(states)))
         heads = self.heads.select(out)
         return (*heads, *(t for p in self.placeholders for t in p.state_out))
@@ -166,13 +171,17 @@ def trace(
     batch_first: bool,
     arguments: StateArguments,
     heads: Heads,
+    convs: tuple[TimeConv, ...] = (),
 ) -> onnx.ModelProto:
     """Export ``model`` to ONNX with the recurrent layers as placeholder nodes.
 
-    The graph's outputs are ``heads`` (by their names), then the final states.
+    The graph's outputs are ``heads`` (by their names), then the final states. Each causal
+    convolution of ``convs`` streams, its context an extra state after the recurrent ones (see
+    :mod:`rnnstream.export.streaming_conv`).
     """
     clone, placeholders = _with_placeholders(model)
-    wrapper = _Exportable(clone, placeholders, arguments, heads)
+    streaming = install_streaming_convs(clone, list(convs))
+    wrapper = _Exportable(clone, [*placeholders, *streaming], arguments, heads)
     batch_axis = 0 if batch_first else 1
     batch_dim = torch.export.Dim("batch")
     time_dim = torch.export.Dim("time")
@@ -186,6 +195,11 @@ def trace(
             dynamic.append({1: batch_dim})
         names_in += names.inputs
         names_out += names.outputs
+    for conv in convs:
+        state_examples.append(torch.zeros(batch, conv.channels, conv.context))
+        dynamic.append({0: batch_dim})
+        names_in.append(conv.state_names[0])
+        names_out.append(conv.state_names[1])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

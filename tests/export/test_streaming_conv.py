@@ -1,0 +1,297 @@
+"""Causal convolutions over time stream with their context as state; look-ahead is refused.
+
+The models are written as users write them (trimmed symmetric padding, ``F.pad`` before an
+unpadded convolution, dilated and depthwise stacks, conv → norm → activation, batch-first and
+time-major), exported, then stepped and fed in chunks against PyTorch's whole-sequence forward.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import rnnstream
+from rnnstream.export import ParitySettings, export
+from tests.tolerances import PARITY, assert_close
+
+
+class TrimmedPadding(nn.Module):
+    """``Conv1d(padding=k-1)`` then ``[..., :-(k-1)]``, ReLU, LSTM; batch-first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(6, 8, 3, padding=2)
+        self.lstm = nn.LSTM(8, 12, batch_first=True)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x.transpose(1, 2))[..., :-2])
+        return self.head(self.lstm(h.transpose(1, 2))[0])
+
+
+class TrimmedToLength(nn.Module):
+    """Dilated ``Conv1d`` trimmed with ``[..., :T]``, then a GRU; time-major."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(6, 8, 3, dilation=2, padding=4)
+        self.gru = nn.GRU(8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        steps = x.shape[0]
+        h = self.conv(x.permute(1, 2, 0))[..., :steps]
+        return self.gru(torch.tanh(h).permute(2, 0, 1))[0]
+
+
+class TemporalBlocks(nn.Module):
+    """A TCN-style stack: ``F.pad(x, ((k-1)·d, 0))`` before unpadded convs, d = 1, 2, 4."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(6, 6, 3, dilation=d) for d in (1, 2, 4))
+        self.gru = nn.GRU(6, 8, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.transpose(1, 2)
+        for conv in self.convs:
+            h = h + torch.relu(conv(F.pad(h, (2 * conv.dilation[0], 0))))
+        return self.gru(h.transpose(1, 2))[0]
+
+
+class DepthwiseBatchNorm(nn.Module):
+    """Depthwise causal conv → pointwise conv → BatchNorm → ReLU, then an LSTM; time-major."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.front = nn.Sequential(
+            nn.Conv1d(6, 6, 5, padding=4, groups=6),
+            nn.Conv1d(6, 8, 1),
+        )
+        self.norm = nn.BatchNorm1d(8)
+        self.lstm = nn.LSTM(8, 8, num_layers=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.front(x.permute(1, 2, 0))[..., : x.shape[0]]
+        return self.lstm(torch.relu(self.norm(h)).permute(2, 0, 1))[0]
+
+
+class LayerNormGelu(nn.Module):
+    """Two stacked causal convs, each → LayerNorm over channels → GELU, then a GRU and a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(6, 8, 2, padding=1)
+        self.norm1 = nn.LayerNorm(8)
+        self.conv2 = nn.Conv1d(8, 8, 3, padding=2, groups=2)
+        self.norm2 = nn.LayerNorm(8)
+        self.gru = nn.GRU(8, 8, batch_first=True)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for conv, norm in ((self.conv1, self.norm1), (self.conv2, self.norm2)):
+            trim = conv.padding[0]
+            h = F.gelu(norm(conv(h.transpose(1, 2))[..., :-trim].transpose(1, 2)))
+        return self.head(self.gru(h)[0])
+
+
+FEW_STEPS = ParitySettings(steps=64, chunk=7)
+
+MODELS: dict[str, tuple[Callable[[], nn.Module], bool]] = {
+    "trimmed_padding": (TrimmedPadding, True),
+    "trimmed_to_length": (TrimmedToLength, False),
+    "temporal_blocks": (TemporalBlocks, True),
+    "depthwise_batchnorm": (DepthwiseBatchNorm, False),
+    "layernorm_gelu": (LayerNormGelu, True),
+}
+
+
+def _model(name: str, seed: int) -> tuple[nn.Module, bool]:
+    factory, batch_first = MODELS[name]
+    torch.manual_seed(seed)
+    model = factory()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):  # statistics a trained model would have
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval(), batch_first
+
+
+def _sequence(batch: int, steps: int, batch_first: bool, seed: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    shape = (batch, steps, 6) if batch_first else (steps, batch, 6)
+    return torch.randn(shape, generator=gen)
+
+
+def _torch_batch_time(model: nn.Module, x: torch.Tensor, batch_first: bool) -> np.ndarray:
+    """PyTorch's whole-sequence output as ``[batch, time, features]``."""
+    with torch.no_grad():
+        y = model(x).numpy()
+    return y if batch_first else y.swapaxes(0, 1)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("conv")
+    paths = {}
+    for name in MODELS:
+        model, batch_first = _model(name, seed=3)
+        report = export(model, folder / f"{name}.onnx", batch_first=batch_first, parity=FEW_STEPS)
+        assert report.parity is not None and report.parity.passed
+        paths[name] = folder / f"{name}.onnx"
+    return paths
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_steps_and_chunks_match_pytorch(exported: dict[str, Path], name: str) -> None:
+    model, batch_first = _model(name, seed=3)
+    x = _sequence(batch=3, steps=23, batch_first=batch_first, seed=11)
+    want = _torch_batch_time(model, x, batch_first)
+    frames = x.numpy() if batch_first else x.numpy().swapaxes(0, 1)  # [batch, time, 6]
+    stream = rnnstream.load(exported[name]).stream(batch=3)
+    stepped = np.stack([stream.step(frames[:, t]) for t in range(23)], axis=1)
+    assert_close(stepped, want, PARITY)
+    stream.reset()
+    chunked = np.concatenate([stream.feed(frames[:, t : t + 5]) for t in range(0, 23, 5)], axis=1)
+    assert_close(chunked, want, PARITY)
+
+
+def test_context_states_are_named_sized_and_hold_the_last_frames(
+    exported: dict[str, Path],
+) -> None:
+    model = rnnstream.load(exported["temporal_blocks"])
+    contexts = {s.input: s for s in model.signature.states if "ctx" in s.input}
+    assert {name: spec.shape for name, spec in contexts.items()} == {
+        "convs_0_ctx0": ("batch", 6, 2),
+        "convs_1_ctx0": ("batch", 6, 4),
+        "convs_2_ctx0": ("batch", 6, 8),
+    }
+    assert [contexts[n].output for n in sorted(contexts)] == [
+        "convs_0_ctxn",
+        "convs_1_ctxn",
+        "convs_2_ctxn",
+    ]
+    stream = model.stream()
+    x = _sequence(batch=1, steps=7, batch_first=True, seed=5)[0].numpy()
+    assert np.all(stream.state["convs_0_ctx0"] == 0)
+    stream.feed(x)
+    # The first convolution reads the input itself: its context is the last two frames.
+    np.testing.assert_array_equal(stream.state["convs_0_ctx0"][0], x[-2:].T)
+
+
+def test_pool_streams_match_their_own_sequences(exported: dict[str, Path]) -> None:
+    model, batch_first = _model("trimmed_padding", seed=3)
+    pool = rnnstream.load(exported["trimmed_padding"]).pool()
+    ids = [pool.open(), pool.open()]
+    xs = {sid: _sequence(1, 9, batch_first, seed=20 + i)[0].numpy() for i, sid in enumerate(ids)}
+    outputs: dict[int, list[np.ndarray]] = {sid: [] for sid in ids}
+    for tick in range(9):
+        ticking = ids if tick % 3 else ids[:1]  # the second stream sits out every third tick
+        results = pool.step({sid: xs[sid][len(outputs[sid])] for sid in ticking})
+        for sid, y in results.items():
+            outputs[sid].append(y)
+    assert [len(ys) for ys in outputs.values()] == [9, 6]
+    for sid, ys in outputs.items():
+        fed = torch.from_numpy(xs[sid][: len(ys)])[None]
+        assert_close(np.stack(ys), _torch_batch_time(model, fed, batch_first)[0], PARITY)
+
+
+def test_a_state_snapshot_restores_the_context(exported: dict[str, Path]) -> None:
+    stream = rnnstream.load(exported["layernorm_gelu"]).stream()
+    x = _sequence(batch=1, steps=12, batch_first=True, seed=8)[0].numpy()
+    stream.feed(x[:6])
+    snapshot = stream.state
+    first = stream.feed(x[6:])
+    stream.reset()
+    stream.state = snapshot
+    assert_close(stream.feed(x[6:]), first, PARITY)
+
+
+def test_info_lists_the_context_states(exported: dict[str, Path], cli) -> None:
+    out = cli("info", str(exported["trimmed_padding"])).output
+    assert "state   conv_ctx0 -> conv_ctxn: float32 ['batch', 6, 2], batch axis 0" in out
+    assert "conv_ctxn  max abs" in out  # its parity against PyTorch's final context
+
+
+# --- what cannot stream -----------------------------------------------------------------------
+
+
+class Front(nn.Module):
+    """``front`` over time (time-major input), then a GRU: the harness for the refusals."""
+
+    def __init__(self, front: nn.Module, after: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.front = nn.Sequential(front)
+        self.after = after
+        self.gru = nn.GRU(6, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.after(self.front(x.permute(1, 2, 0)))
+        return self.gru(h.permute(2, 0, 1))[0]
+
+
+def _same(h: torch.Tensor) -> torch.Tensor:
+    return h
+
+
+REFUSED = {
+    "centred": (nn.Conv1d(6, 6, 3, padding=1), _same, "looks 1 step(s) ahead"),
+    "same": (nn.Conv1d(6, 6, 5, padding="same"), _same, "looks 2 step(s) ahead"),
+    "strided": (nn.Conv1d(6, 6, 3, padding=2, stride=2), _same, "strides over time"),
+    "pooled": (nn.MaxPool1d(2), _same, "pools over time"),
+    "reflect": (
+        nn.Conv1d(6, 6, 3, padding=2, padding_mode="reflect"),
+        lambda h: h[..., :-2],
+        "only zero padding streams",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_what_cannot_stream_is_refused_naming_the_module(tmp_path: Path, case: str) -> None:
+    front, after, why = REFUSED[case]
+    path = tmp_path / "m.onnx"
+    with pytest.raises(rnnstream.ExportError) as info:
+        export(Front(front, after), path, batch_first=False)
+    message = str(info.value)
+    assert "'front.0'" in message and why in message
+    assert "whole-sequence use" in message  # the alternative
+    assert not path.exists()
+
+
+def test_an_untrimmed_padding_is_refused_with_the_fix(tmp_path: Path) -> None:
+    with pytest.raises(rnnstream.ExportError) as info:
+        export(Front(nn.Conv1d(6, 6, 3, padding=2), _same), tmp_path / "m.onnx", batch_first=False)
+    assert "outputs 10 steps for 8 input steps" in str(info.value)
+    assert "trim the output of ['front.0']" in str(info.value)
+
+
+def test_a_trim_from_the_left_is_refused_as_look_ahead(tmp_path: Path) -> None:
+    model = Front(nn.Conv1d(6, 6, 3, padding=2), lambda h: h[..., 2:])
+    with pytest.raises(rnnstream.ExportError, match="looks ahead") as info:
+        export(model, tmp_path / "m.onnx", batch_first=False)
+    assert "['front.0']" in str(info.value)
+
+
+class BidirectionalCentred(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(6, 6, 3, padding=1)
+        self.lstm = nn.LSTM(6, 4, batch_first=True, bidirectional=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(self.conv(x.transpose(1, 2)).transpose(1, 2))[0]
+
+
+def test_a_whole_sequence_model_keeps_its_centred_convolution(tmp_path: Path) -> None:
+    torch.manual_seed(4)
+    report = export(BidirectionalCentred().eval(), tmp_path / "m.onnx", parity=FEW_STEPS)
+    assert not report.signature.streamable
+    assert report.parity is not None and report.parity.passed
+    assert [s.input for s in report.signature.states] == ["h0", "c0"]
