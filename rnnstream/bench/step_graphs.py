@@ -40,6 +40,7 @@ from rnnstream.bench.latency import measure
 from rnnstream.export import ParitySettings, export
 from rnnstream.export.layers import GraphBuilder
 from rnnstream.models import RecurrentNet, RecurrentNetConfig
+from rnnstream.runtime.model import session_options
 
 __all__ = ["LEAN_KINDS", "lean_step_graph", "main", "step_lean"]
 
@@ -160,11 +161,8 @@ def lean_step_graph(net: RecurrentNet, kind: str) -> onnx.ModelProto:
 
 
 def _session(model: bytes | str) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    """A session with the options every rnnstream stream uses (one thread, sequential)."""
+    return ort.InferenceSession(model, session_options(1), providers=["CPUExecutionProvider"])
 
 
 def _stepper(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> Callable[[], None]:

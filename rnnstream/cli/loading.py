@@ -27,13 +27,10 @@ def load_model(model_path: str | Path, threads: int, states: dict, consts: dict,
 
 def load_torch_checkpoint(path: str | Path, exported_as: str | Path | None = None) -> Any:
     """The PyTorch model saved at ``path``; with ``exported_as`` (an ONNX file), refused unless
-    it is the model that file was exported from. A malformed config is a CheckpointError."""
+    it is the model that file was exported from."""
     from rnnstream.models import load_checkpoint
 
-    try:
-        module = load_checkpoint(path)
-    except (TypeError, AttributeError) as e:
-        raise CheckpointError(f"{path}: the model config is malformed ({e})") from e
+    module = load_checkpoint(path)
     if exported_as is not None:
         check_same_model(module, path, exported_as)
     return module

@@ -73,7 +73,7 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     try:
         model = model_class(config)
         model.load_state_dict(tensors, strict=True)
-    except (ValueError, TypeError, RuntimeError) as e:
+    except (ValueError, TypeError, AttributeError, RuntimeError) as e:  # e.g. a number as cell
         raise CheckpointError(f"{path}: weights do not match the config: {e}") from e
     return model.eval()
 

@@ -19,23 +19,13 @@ import numpy as np
 import onnxruntime as ort
 
 from rnnstream.errors import SignatureError
+from rnnstream.runtime.dtypes import numpy_dtype
 from rnnstream.runtime.probe import Probe, probe_axes
 from rnnstream.runtime.signature import Dim, Signature, StateSpec, TensorSpec
 
-__all__ = ["AXIS_ROLES", "discover_signature", "numpy_dtype", "state_output_candidates"]
+__all__ = ["AXIS_ROLES", "discover_signature", "state_output_candidates"]
 
 AXIS_ROLES = ("batch", "time", "frame")
-
-_ONNX_TYPES = {
-    "tensor(float)": "float32",
-    "tensor(float16)": "float16",
-    "tensor(double)": "float64",
-    "tensor(int64)": "int64",
-    "tensor(int32)": "int32",
-    "tensor(int8)": "int8",
-    "tensor(uint8)": "uint8",
-    "tensor(bool)": "bool",
-}
 
 # (pattern on the input name, replacement giving the output name), tried in order.
 _PAIR_RULES: list[tuple[str, str]] = [
@@ -65,11 +55,6 @@ def state_output_candidates(name: str) -> list[str]:
             if candidate != name and candidate not in out:
                 out.append(candidate)
     return out
-
-
-def numpy_dtype(arg: ort.NodeArg) -> str:
-    """The numpy dtype name of an onnxruntime input or output."""
-    return _ONNX_TYPES.get(arg.type, arg.type)
 
 
 def _dims(arg: ort.NodeArg) -> tuple[Dim, ...]:

@@ -84,7 +84,6 @@ class InputLayout:
         # (a size-1 time axis can sit anywhere), so a reshape is enough.
         no_time = [label for label in model if label != "t"]
         self._perm_needed = _permutation(step_caller, no_time) is not None
-        self._time_index = model.index("t") if self.has_time else None
         self._fast: dict[tuple[int, bool], tuple[tuple[int, ...], tuple[int, ...]]] = {}
 
     def step_shapes(self, rows: int, single: bool) -> tuple[tuple, tuple] | None:

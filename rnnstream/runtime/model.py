@@ -11,7 +11,8 @@ import numpy as np
 import onnxruntime as ort
 
 from rnnstream.errors import InputError, ModelFileError, SignatureError
-from rnnstream.runtime.discover import AxesSpec, discover_signature, numpy_dtype
+from rnnstream.runtime.discover import AxesSpec, discover_signature
+from rnnstream.runtime.dtypes import numpy_dtype
 from rnnstream.runtime.layout import InputLayout, OutputLayout, as_array
 from rnnstream.runtime.pool import StreamPool
 from rnnstream.runtime.runner import Runner

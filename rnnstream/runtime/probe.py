@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
+from rnnstream.runtime.dtypes import numpy_dtype
+
 __all__ = ["BUDGET_SECONDS", "Probe", "probe_axes"]
 
 BUDGET_SECONDS = 0.1  # extra load time the probe may plan to take
@@ -83,8 +85,6 @@ class _Prober:
         self.deadline = float("inf")
 
     def dtype(self, arg: ort.NodeArg) -> np.dtype:
-        from rnnstream.runtime.discover import numpy_dtype
-
         return np.dtype(numpy_dtype(arg))
 
     def frames(self, sizes: Mapping[int, int]) -> np.ndarray:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 import onnxruntime as ort
 
 from rnnstream.errors import SignatureError
-from rnnstream.runtime.discover import numpy_dtype
+from rnnstream.runtime.dtypes import numpy_dtype
 from rnnstream.runtime.signature import Dim, Signature
 
 __all__ = ["check_signature"]

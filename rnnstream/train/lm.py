@@ -73,10 +73,6 @@ class LanguageModelTask:
     def batches_per_epoch(self) -> int:
         return math.ceil(self.x.shape[1] / self.seq_len)
 
-    @property
-    def tokens_per_batch(self) -> int:
-        return self.batch_size * self.seq_len
-
     def batch(self, index: int) -> LMBatch:
         """Training batch ``index`` of an epoch (the same every epoch)."""
         t = index * self.seq_len

@@ -32,6 +32,8 @@ CONFIG = CharLMConfig(num_layers=1, hidden_size=4, embed_size=3, chars="ab").to_
         ('"lstm"', "JSON object, got str"),
         ("{not json", "invalid CharLM config"),
         ('{"hidden_size": "wide"}', "wrong type"),
+        ('{"num_layers": 1, "hidden_size": 4, "embed_size": 3, "chars": 5}', "wrong type"),
+        ('{"num_layers": 1, "hidden_size": 4, "embed_size": 3, "cell": 7}', "cell must be one of"),
         (
             '{"num_layers": 1, "hidden_size": 4, "embed_size": 3, "chars": "ab", "depth": 2}',
             "depth",
