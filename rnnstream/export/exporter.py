@@ -157,13 +157,18 @@ def to_onnx(
     _check_exportable(model)
     example = inputs.sample(2, 3, seed=0)
     arguments = state_arguments(model, example)
-    heads = find_heads(model, example, arguments, output_names)
+    heads = find_heads(model, example, arguments, output_names, inputs.batch_first)
     if find_recurrent(model):
         convs = _streaming_convs(model, inputs)
         traced, states, source = _trace_recurrent(
             model, example, inputs.batch_first, arguments, heads, convs
         )
     else:
+        if any(heads.orders):
+            raise ExportError(
+                f"{type(model).__name__} loops over cells and flattens time and batch in its "
+                "output; a cell loop exports per-step outputs: return [batch, time, ...]"
+            )
         if len(heads.places) > 1:
             raise ExportError(
                 f"{type(model).__name__} loops over cells and returns {len(heads.places)} output "

@@ -5,7 +5,9 @@ hidden``; a tagger's logits and an auxiliary score), in a tuple, a list or a dic
 Every one is exported. A returned tensor is the recurrent state, not a head, when it is (or views
 the memory of) a state that a recurrent layer or cell of the model returned during the same
 forward. Heads are named by ``output_names`` when given, else by their dict keys, else ``y`` (one
-head) or ``y0``, ``y1``, ... (several).
+head) or ``y0``, ``y1``, ... (several). A head that flattens time and batch into one axis
+(``view(-1, V)``) has its order recorded, and the traced graph splits it back
+(:mod:`rnnstream.export.flattened`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from rnnstream.errors import ExportError
+from rnnstream.export.flattened import flattened_orders, unflatten
 from rnnstream.export.forward_args import NO_ARGUMENTS, StateArguments
 from rnnstream.export.messages import first_line
 from rnnstream.export.trace import find_recurrent
@@ -28,15 +31,25 @@ __all__ = ["Heads", "find_heads", "output_heads", "output_tensors", "run_heads"]
 
 @dataclass(frozen=True)
 class Heads:
-    """Where each head sits in the forward's result (``output[0]``) and its graph name."""
+    """Where each head sits in the forward's result (``output[0]``), its graph name, and for a
+    head that flattens time and batch, its order (:mod:`rnnstream.export.flattened`)."""
 
     places: tuple[str, ...]
     names: tuple[str, ...]
+    orders: tuple[str | None, ...] = ()
 
     def select(self, out: object) -> list[torch.Tensor]:
         """The head tensors of a forward's result ``out``, in ``places`` order."""
         found = dict(output_tensors(out, "output"))
         return [found[place] for place in self.places]
+
+    def select_unflattened(
+        self, out: object, x: torch.Tensor, batch_first: bool
+    ) -> list[torch.Tensor]:
+        """Like :meth:`select`, each flattened head split back into batch and time axes."""
+        batch, steps = (x.shape[0], x.shape[1]) if batch_first else (x.shape[1], x.shape[0])
+        orders = self.orders or (None,) * len(self.places)
+        return [unflatten(y, order, batch, steps) for y, order in zip(self.select(out), orders)]
 
 
 def output_heads(
@@ -86,8 +99,9 @@ def find_heads(
     example: torch.Tensor,
     arguments: StateArguments,
     output_names: Sequence[str] | None,
+    batch_first: bool,
 ) -> Heads:
-    """The heads of ``model`` and their names (see the module docstring)."""
+    """The heads of ``model``, their names and flattened orders (see the module docstring)."""
     try:
         places = output_heads(model, example, arguments)
     except ExportError:
@@ -124,7 +138,11 @@ def find_heads(
             raise ExportError(f"output name {name!r} must be an identifier-like string")
     if len(set(names)) != len(names) or "x" in names:
         raise ExportError(f"output names {list(names)} must be distinct and not 'x'")
-    return Heads(tuple(places), names)
+    heads = Heads(tuple(places), names)
+    orders = flattened_orders(
+        lambda x: heads.select(arguments.call(model, x)), example, batch_first, heads.places
+    )
+    return Heads(heads.places, names, orders)
 
 
 def output_tensors(value: object, where: str) -> Iterator[tuple[str, torch.Tensor]]:

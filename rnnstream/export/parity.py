@@ -12,7 +12,7 @@ from rnnstream.export.heads import output_tensors, run_heads
 from rnnstream.export.streaming_conv import TimeConv, find_time_convs
 from rnnstream.export.trace import find_recurrent
 from rnnstream.export.trace_cell_loop import find_cells
-from rnnstream.runtime import Model, Signature
+from rnnstream.runtime import Model, Signature, TensorSpec
 from rnnstream.runtime.parity_record import ParityRecord, TensorError
 
 __all__ = ["measure_parity", "onnx_reference", "torch_outputs", "torch_reference"]
@@ -112,6 +112,18 @@ def _to_batch_time(a: np.ndarray, batch_axis: int, time_axis: int | None) -> np.
     return a.swapaxes(0, 1)
 
 
+def _unflatten(
+    y: np.ndarray, out: TensorSpec, x_shape: tuple[int, ...], sig: Signature
+) -> np.ndarray:
+    """PyTorch's ``[T * B, ...]`` head (``view(-1, V)``) split as the graph splits it: into the
+    output's time and batch axes (:mod:`rnnstream.export.flattened`)."""
+    if out.time_axis is None or y.ndim != len(out.shape) - 1:
+        return y
+    steps, batch = x_shape[sig.input.time_axis], x_shape[sig.input.batch_axis]
+    lead = (steps, batch) if out.time_axis == 0 else (batch, steps)
+    return y.reshape(*lead, *y.shape[1:])
+
+
 def measure_parity(
     model: nn.Module | Model,
     onnx_model: Model,
@@ -134,7 +146,7 @@ def measure_parity(
     else:
         ys_ref, states_ref = onnx_outputs(model, x.numpy())
     refs = {
-        out.name: _to_batch_time(y, out.batch_axis, out.time_axis)
+        out.name: _to_batch_time(_unflatten(y, out, x.shape, sig), out.batch_axis, out.time_axis)
         for out, y in zip(sig.outputs, ys_ref)
     }
     x_np = _to_batch_time(x.numpy(), sig.input.batch_axis, sig.input.time_axis)

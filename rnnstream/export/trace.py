@@ -121,19 +121,21 @@ class _Exportable(nn.Module):
         placeholders: list[RecurrentPlaceholder | StreamingConv1d],
         arguments: StateArguments,
         heads: Heads,
+        batch_first: bool,
     ) -> None:
         super().__init__()
         self.model = model
         self.placeholders = placeholders
         self.arguments = arguments
         self.heads = heads
+        self.batch_first = batch_first
 
     def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         it = iter(states)
         for p in self.placeholders:
             p.state_in = tuple(next(it) for _ in range(p.state_count))
         out = self.model(x, *self.arguments.from_states(list(states)))
-        heads = self.heads.select(out)
+        heads = self.heads.select_unflattened(out, x, self.batch_first)
         return (*heads, *(t for p in self.placeholders for t in p.state_out))
 
 
@@ -181,7 +183,7 @@ def trace(
     """
     clone, placeholders = _with_placeholders(model)
     streaming = install_streaming_convs(clone, list(convs))
-    wrapper = _Exportable(clone, [*placeholders, *streaming], arguments, heads)
+    wrapper = _Exportable(clone, [*placeholders, *streaming], arguments, heads, batch_first)
     batch_axis = 0 if batch_first else 1
     batch_dim = torch.export.Dim("batch")
     time_dim = torch.export.Dim("time")
