@@ -18,13 +18,14 @@ from rnnstream.export.forward_args import StateArguments, state_arguments
 from rnnstream.export.graphcost import graph_cost
 from rnnstream.export.heads import Heads, find_heads
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentSpec
-from rnnstream.export.parity import measure_parity
+from rnnstream.export.parity import measure_parity, whole_sequence_errors
 from rnnstream.export.pinned import check_free_axes
 from rnnstream.export.quality import task_quality
 from rnnstream.export.quantize import quantize
 from rnnstream.export.settings import ParitySettings
 from rnnstream.export.splice import splice_recurrent
 from rnnstream.export.streaming_conv import TimeConv, find_time_convs
+from rnnstream.export.time_mixing import time_mixing_note
 from rnnstream.export.tolerance import Tolerance, tolerance_for
 from rnnstream.export.trace import StateNames, find_recurrent, state_names, trace
 from rnnstream.export.trace_cell_loop import find_cells, trace_cell_loop
@@ -316,6 +317,7 @@ def export(
         runtime_model = load(proto.SerializeToString())
         x = inputs.sample(parity.batch, parity.steps, parity.seed)
         record = _measure(model, runtime_model, x, tolerance, parity)
+        _refuse_time_mixing(model, runtime_model, proto, x, record)
     finally:
         model.train(was_training)
     return _write(proto, runtime_model.signature, record, path, start)
@@ -343,6 +345,8 @@ def verify(
     try:
         x = inputs.sample(parity.batch, parity.steps, parity.seed)
         record = _measure(model, runtime_model, x, tolerance, parity)
+        if not record.passed:
+            _refuse_time_mixing(model, runtime_model, onnx.load(str(onnx_path)), x, record)
     finally:
         model.train(was_training)
     if not record.passed:
@@ -385,6 +389,23 @@ def quantize_file(
     if against is None and source_parity:
         record = replace(record, reference_parity=ReferenceParity.of(source_parity))
     return _write(proto, sig, record, path, start)
+
+
+def _refuse_time_mixing(
+    model: nn.Module,
+    runtime_model: Model,
+    proto: onnx.ModelProto,
+    x: torch.Tensor,
+    record: ParityRecord,
+) -> None:
+    """Raise the :class:`ParityError` that says so when a failed streamed ``record`` comes from
+    time steps mixed outside the recurrent layers (:mod:`rnnstream.export.time_mixing`)."""
+    if record.passed or not runtime_model.signature.streamable:
+        return
+    whole = whole_sequence_errors(model, runtime_model, x)
+    note = time_mixing_note(record, whole, proto, runtime_model.signature)
+    if note is not None:
+        raise ParityError(parity_failure_message(record) + "\n" + note, record)
 
 
 def _tolerance(table: Tolerance, parity: ParitySettings) -> Tolerance:

@@ -15,7 +15,13 @@ from rnnstream.export.trace_cell_loop import find_cells
 from rnnstream.runtime import Model, Signature, TensorSpec
 from rnnstream.runtime.parity_record import ParityRecord, TensorError
 
-__all__ = ["measure_parity", "onnx_reference", "torch_outputs", "torch_reference"]
+__all__ = [
+    "measure_parity",
+    "onnx_reference",
+    "torch_outputs",
+    "torch_reference",
+    "whole_sequence_errors",
+]
 
 
 def torch_reference(
@@ -199,6 +205,23 @@ def measure_parity(
         chunk_size=chunk if sig.streamable else None,
         errors=errors,
     )
+
+
+def whole_sequence_errors(
+    model: nn.Module, onnx_model: Model, x: torch.Tensor
+) -> dict[str, TensorError]:
+    """Each output's and final state's error in one whole-sequence run of the file (from the
+    zero state, in the model's layout) against PyTorch's."""
+    sig = onnx_model.signature
+    ys_ref, states_ref = torch_outputs(model, x, sig.input.time_axis)
+    ys, states = onnx_outputs(onnx_model, x.numpy())
+    errors = {
+        out.name: _errors(y, _unflatten(ref, out, x.shape, sig))
+        for out, y, ref in zip(sig.outputs, ys, ys_ref)
+    }
+    for spec, got, ref in zip(sig.states, states, states_ref):
+        errors[spec.output] = _errors(got, ref)
+    return errors
 
 
 def _by_name(result: np.ndarray | dict[str, np.ndarray], sig: Signature) -> dict:
