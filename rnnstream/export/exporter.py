@@ -176,7 +176,7 @@ def to_onnx(
                 f"tensors besides its state ({', '.join(heads.places)}); a cell loop exports one "
                 "output: return one tensor (e.g. the heads concatenated)"
             )
-        loop = trace_cell_loop(model, example, inputs.batch_first, heads.names[0])
+        loop = trace_cell_loop(model, example, inputs.batch_first, heads.names[0], arguments)
         traced, states, source = loop.model, loop.states, {"cells": loop.cells}
     traced.producer_name = "rnnstream"
     bidirectional = any(s["bidirectional"] for s in source.get("recurrent", {}).values())

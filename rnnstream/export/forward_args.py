@@ -1,15 +1,19 @@
 """State passed as forward arguments: ``forward(x, hidden)``, ``forward(x, (h, c))``, ``forward(x,
 h, c)``, ``forward(obs, state)`` with one entry per recurrent layer.
 
-The exporter supplies such arguments itself. It builds a zero state of the structure the model
-wants (``model.init_hidden(batch)`` when there is one, else the recurrent layers' states as one
-tensor per argument, one layer per argument, or one tuple/list of layers), runs the model once
-with a forward-pre-hook on every recurrent layer, and finds by identity which argument tensor
-reached which layer's ``h`` or ``c`` (through indexing, ``.detach()``, ``.contiguous()``, a
-``repackage_hidden`` helper: anything that keeps the tensor's memory). While tracing, each such
-argument is the graph's state input of its layer, so the file has the usual state inputs and
-outputs and the stream starts from zeros; PyTorch's reference is called with zeros of that same
-structure. Arguments with a default are left to it (``forward(x, hidden=None)``).
+The exporter supplies such arguments itself, to recurrent layers (``nn.LSTM``/``GRU``/``RNN``)
+and to a cell loop's cells (``nn.LSTMCell``/``GRUCell``/``RNNCell``) alike. It builds a zero
+state of the structure the model wants (``model.init_hidden(batch)`` when there is one, else the
+states as one tensor per argument, one layer or cell per argument, or one tuple/list of them),
+runs the model once with a forward-pre-hook on every layer or cell, and finds by identity which
+argument tensor reached which one's ``h`` or ``c`` (through indexing, ``.detach()``,
+``.contiguous()``, a ``repackage_hidden`` helper: anything that keeps the tensor's memory). While
+tracing, each such argument is the graph's state input of its layer, so the file has the usual
+state inputs and outputs and the stream starts from zeros; PyTorch's reference is called with
+zeros of that same
+structure. Arguments with a default are left to it (``forward(x, hidden=None)``). A required
+argument that turns out to be the lengths the model packs its input with is refused with its fix
+(:mod:`rnnstream.export.packed`).
 """
 
 from __future__ import annotations
@@ -24,11 +28,14 @@ from torch import nn
 from rnnstream.errors import ExportError
 from rnnstream.export.layers import RecurrentSpec
 from rnnstream.export.messages import first_line
+from rnnstream.export.packed import packing_argument_refusal
 from rnnstream.export.trace import find_recurrent
+from rnnstream.export.trace_cell_loop import find_cells
 
 __all__ = ["NO_ARGUMENTS", "StateArguments", "state_arguments"]
 
 Path = tuple[object, ...]  # where a tensor sits in the arguments: argument index, then keys
+Shape = tuple[int | None, ...]  # a state tensor's shape, None at its batch axis
 
 
 @dataclass(frozen=True)
@@ -36,12 +43,14 @@ class StateArguments:
     """The extra forward arguments of a model, as a template and where each tensor goes.
 
     ``targets`` maps each tensor's place in ``template`` to its index in the model's flat state
-    list (:func:`find_recurrent` order, ``h`` before ``c``).
+    list (:func:`find_recurrent` or :func:`find_cells` order, ``h`` before ``c``), whose shapes
+    are ``shapes``; the batch size is the input's axis ``batch_axis``.
     """
 
     template: tuple[object, ...]
     targets: dict[Path, int]
-    specs: tuple[RecurrentSpec, ...]
+    shapes: tuple[Shape, ...]
+    batch_axis: int = 0
 
     def from_states(self, states: list[torch.Tensor]) -> tuple[object, ...]:
         """The arguments with every state tensor replaced by ``states[target]``."""
@@ -49,13 +58,13 @@ class StateArguments:
 
     def zeros(self, batch: int) -> tuple[object, ...]:
         """The arguments holding the zero state for ``batch`` sequences."""
-        return self.from_states(_zero_states(self.specs, batch))
+        return self.from_states(_zero_states(self.shapes, batch))
 
     def call(self, model: nn.Module, x: torch.Tensor) -> object:
         """``model(x, *arguments)`` from the zero state."""
         if not self.template:
             return model(x)
-        return model(x, *self.zeros(_batch_of(self.specs, x)))
+        return model(x, *self.zeros(x.shape[self.batch_axis]))
 
 
 NO_ARGUMENTS = StateArguments((), {}, ())
@@ -66,26 +75,37 @@ def state_arguments(model: nn.Module, example: torch.Tensor) -> StateArguments:
     required = _required_parameters(model)
     if not required:
         return NO_ARGUMENTS
-    recurrent = find_recurrent(model)
-    if not recurrent:
+    modules = find_recurrent(model) or find_cells(model)
+    if not modules:
         raise ExportError(
             f"{type(model).__name__}.forward requires {_quoted(required)} besides the input; "
-            "the exporter supplies state arguments only to nn.LSTM/GRU/RNN models"
+            "the exporter supplies state arguments only to recurrent layers and cells"
         )
-    specs = tuple(RecurrentSpec.of(m) for _, m in recurrent)
-    batch = _batch_of(specs, example)
+    groups = [_state_shapes(m) for _, m in modules]
+    if find_recurrent(model):
+        batch_axes = [0 if RecurrentSpec.of(modules[0][1]).batch_first else 1]
+    else:  # a cell loop's layout is its own: the batch is the axis its cells receive
+        batch_axes = [0, 1] if example.shape[0] != example.shape[1] else [0]
     failures = []
-    for label, template in _candidates(model, required, specs, batch):
-        try:
-            received = _run_with_hooks(model, example, template, recurrent)
-        except Exception as e:  # a user's forward can raise anything: try the next structure
-            failures.append(f"{label}: {first_line(e)}")
-            continue
-        return StateArguments(template, _map(template, received, required, model), specs)
+    for batch_axis in batch_axes:
+        batch = example.shape[batch_axis]
+        for label, template in _candidates(model, required, groups, batch):
+            try:
+                received = _run_with_hooks(model, example, template, modules)
+            except Exception as e:  # a user's forward can raise anything: try the next structure
+                failures.append(f"{label}: {first_line(e)}")
+                continue
+            targets = _map(template, received, required, model)
+            shapes = tuple(shape for group in groups for shape in group)
+            return StateArguments(template, targets, shapes, batch_axis)
+    if len(required) == 1 and find_recurrent(model):
+        packing = packing_argument_refusal(model, example, required[0], modules, batch_axes[0] == 0)
+        if packing is not None:
+            raise packing
     raise ExportError(
         f"{type(model).__name__}.forward requires {_quoted(required)}, and no zero state the "
-        f"exporter tried works ({'; '.join(failures)}); give the model an init_hidden(batch_size) "
-        "method returning the zero state"
+        f"exporter tried works ({'; '.join(dict.fromkeys(failures))}); give the model an "
+        "init_hidden(batch_size) method returning the zero state"
     )
 
 
@@ -96,22 +116,25 @@ def _required_parameters(model: nn.Module) -> list[str]:
     return [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
 
 
-def _zero_states(specs: tuple[RecurrentSpec, ...], batch: int) -> list[torch.Tensor]:
-    shapes = []
-    for spec in specs:
-        rows = spec.num_layers * spec.dirs
-        shapes.append((rows, batch, spec.out_size))
-        if spec.has_cell_state:
-            shapes.append((rows, batch, spec.hidden_size))
-    return [torch.zeros(shape) for shape in shapes]
+def _state_shapes(module: nn.Module) -> list[Shape]:
+    """The shapes of a recurrent layer's or cell's state tensors (``h``, then ``c``)."""
+    if isinstance(module, nn.RNNCellBase):
+        count = 2 if isinstance(module, nn.LSTMCell) else 1
+        return [(None, module.hidden_size)] * count
+    spec = RecurrentSpec.of(module)
+    rows = spec.num_layers * spec.dirs
+    shapes: list[Shape] = [(rows, None, spec.out_size)]
+    if spec.has_cell_state:
+        shapes.append((rows, None, spec.hidden_size))
+    return shapes
 
 
-def _batch_of(specs: tuple[RecurrentSpec, ...], x: torch.Tensor) -> int:
-    return x.shape[0 if specs[0].batch_first else 1]
+def _zero_states(shapes: tuple[Shape, ...] | list[Shape], batch: int) -> list[torch.Tensor]:
+    return [torch.zeros([batch if d is None else d for d in shape]) for shape in shapes]
 
 
 def _candidates(
-    model: nn.Module, required: list[str], specs: tuple[RecurrentSpec, ...], batch: int
+    model: nn.Module, required: list[str], groups: list[list[Shape]], batch: int
 ) -> Iterator[tuple[str, tuple[object, ...]]]:
     """Zero-state argument structures to try, each with a label for the error message."""
     init_hidden = getattr(model, "init_hidden", None)
@@ -122,11 +145,12 @@ def _candidates(
             raise ExportError(
                 f"{type(model).__name__}.init_hidden({batch}) failed: {first_line(e)}"
             ) from e
-    flat = _zero_states(specs, batch)
     per_layer: list[object] = []
-    it = iter(flat)
-    for spec in specs:
-        per_layer.append((next(it), next(it)) if spec.has_cell_state else next(it))
+    flat: list[torch.Tensor] = []
+    for group in groups:
+        zeros = _zero_states(group, batch)
+        flat += zeros
+        per_layer.append(tuple(zeros) if len(zeros) > 1 else zeros[0])
     if len(required) == len(flat):
         yield "one state tensor per argument", tuple(flat)
     if len(required) == len(per_layer):
@@ -148,7 +172,7 @@ def _run_with_hooks(
     def recorder(name: str) -> Callable:
         def record(_module: nn.Module, args: tuple, kwargs: dict) -> None:
             hx = args[1] if len(args) > 1 else kwargs.get("hx")
-            received[name] = hx if isinstance(hx, tuple) else (hx,)
+            received.setdefault(name, hx if isinstance(hx, tuple) else (hx,))  # a cell: 1st step
 
         return record
 
@@ -161,7 +185,7 @@ def _run_with_hooks(
             hook.remove()
     flat = []
     for name, module in recurrent:
-        kinds = ("h", "c") if RecurrentSpec.of(module).has_cell_state else ("h",)
+        kinds = ("h", "c")[: len(_state_shapes(module))]
         got = received.get(name, ())
         for i, kind in enumerate(kinds):
             flat.append((f"{name}'s {kind}", got[i] if i < len(got) else None))

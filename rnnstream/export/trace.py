@@ -23,6 +23,7 @@ from torch.nn.utils.rnn import PackedSequence
 from rnnstream.errors import ExportError
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentModule, RecurrentSpec
 from rnnstream.export.messages import first_line
+from rnnstream.export.packed import packed_input_refusal
 from rnnstream.export.streaming_conv import StreamingConv1d, TimeConv, install_streaming_convs
 
 if TYPE_CHECKING:
@@ -74,11 +75,7 @@ class RecurrentPlaceholder(nn.Module):
     def forward(self, x: torch.Tensor, hx: object = None) -> tuple:
         spec = self.spec
         if isinstance(x, PackedSequence):
-            raise ExportError(
-                f"{self.key or 'the recurrent layer'} is called with a PackedSequence: packed "
-                "sequences do not export; feed padded tensors and let each stream carry its own "
-                "length instead"
-            )
+            raise packed_input_refusal(self.key)
         if x.dim() != 3:
             raise ExportError(
                 f"{self.key or 'the recurrent layer'} got a {x.dim()}-D input; only batched 3-D "

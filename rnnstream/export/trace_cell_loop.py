@@ -14,6 +14,7 @@ import copy
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import onnx
@@ -24,6 +25,9 @@ from torch import nn
 from rnnstream.errors import ExportError
 from rnnstream.export.trace import StateNames, primary_output
 from rnnstream.runtime import StateSpec
+
+if TYPE_CHECKING:
+    from rnnstream.export.forward_args import StateArguments
 
 __all__ = ["CellLoop", "find_cells", "trace_cell_loop"]
 
@@ -94,33 +98,51 @@ class CellPlaceholder(nn.Module):
 
 
 class _OneStep(nn.Module):
-    """``forward(x, *states) -> (y, *new_states)`` for one time step of a cell-loop model."""
+    """``forward(x, *states) -> (y, *new_states)`` for one time step of a cell-loop model.
 
-    def __init__(self, model: nn.Module, placeholders: list[CellPlaceholder]) -> None:
+    State arguments of the model's forward are given the graph's state inputs themselves.
+    """
+
+    def __init__(
+        self, model: nn.Module, placeholders: list[CellPlaceholder], arguments: StateArguments
+    ) -> None:
         super().__init__()
         self.model = model
         self.placeholders = placeholders
+        self.arguments = arguments
 
     def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         it = iter(states)
         for p in self.placeholders:
             p.state_in = tuple(next(it) for _ in range(2 if isinstance(p.cell, nn.LSTMCell) else 1))
             p.state_out = ()
-        y = primary_output(self.model(x))
+        y = primary_output(self.model(x, *self.arguments.from_states(list(states))))
         for p in self.placeholders:
             if not p.state_out:
                 raise ExportError(f"cell {p.key!r} did not run in the traced step")
         return (y, *(t for p in self.placeholders for t in p.state_out))
 
 
-def _output_time_axis(model: nn.Module, example: torch.Tensor, time_axis: int) -> int:
+def _output_time_axis(
+    model: nn.Module, example: torch.Tensor, time_axis: int, arguments: StateArguments
+) -> int:
     """The output's time axis, found by running the model on 2 and on 3 steps."""
     with torch.no_grad():
         shapes = [
-            primary_output(model(example.narrow(time_axis, 0, n).contiguous())).shape
+            primary_output(
+                arguments.call(model, example.narrow(time_axis, 0, n).contiguous())
+            ).shape
             for n in (2, 3)
         ]
     axes = [a for a, (s2, s3) in enumerate(zip(*shapes)) if (s2, s3) == (2, 3)]
+    ahead = [s2 - 2 for s2, s3 in zip(*shapes) if s3 == s2 + 1 and s2 > 2]
+    if not axes and len(ahead) == 1:
+        raise ExportError(
+            f"a cell-loop model's output has {ahead[0]} more step(s) than its input (shapes "
+            f"{list(shapes[0])} for 2 steps, {list(shapes[1])} for 3): it predicts future steps "
+            "from its own output, which a stream does not do; export it with no future steps "
+            "(future=0), one output per input step"
+        )
     if len(shapes[0]) != len(shapes[1]) or len(axes) != 1:
         raise ExportError(
             f"a cell-loop model's output needs one time axis (one output per step); shapes "
@@ -130,17 +152,22 @@ def _output_time_axis(model: nn.Module, example: torch.Tensor, time_axis: int) -
 
 
 def trace_cell_loop(
-    model: nn.Module, example: torch.Tensor, batch_first: bool, output_name: str
+    model: nn.Module,
+    example: torch.Tensor,
+    batch_first: bool,
+    output_name: str,
+    arguments: StateArguments,
 ) -> CellLoop:
     """Trace one step of ``model`` and wrap it in a Scan over ``example``'s time axis.
 
     ``example`` has at least 3 time steps, in the model's layout. The graph takes ``x`` with
-    dynamic batch and time, and each cell's state ``[batch, hidden]``.
+    dynamic batch and time, and each cell's state ``[batch, hidden]``; state the forward takes as
+    ``arguments`` is supplied from those inputs (:mod:`rnnstream.export.forward_args`).
     """
     if example.dim() < 2 or example.shape[1 if batch_first else 0] < 3:
         raise ExportError("the example input needs batch and time axes and 3 steps or more")
     batch_axis, time_axis = (0, 1) if batch_first else (1, 0)
-    out_time_axis = _output_time_axis(model, example, time_axis)
+    out_time_axis = _output_time_axis(model, example, time_axis, arguments)
     clone = copy.deepcopy(model)
     cells = find_cells(clone)
     placeholders = []
@@ -165,7 +192,7 @@ def trace_cell_loop(
             warnings.simplefilter("ignore")
             logging.getLogger("torch.onnx").setLevel(logging.ERROR)
             program = torch.onnx.export(
-                _OneStep(clone, placeholders),
+                _OneStep(clone, placeholders, arguments),
                 (step_x, *state_examples),
                 dynamo=True,
                 input_names=names_in,

@@ -16,6 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnstream
 from rnnstream.export import ParitySettings, export
@@ -243,6 +244,116 @@ class TransposedFlat(nn.Module):
         return self.out(out.transpose(0, 1).flatten(0, 1)), hidden
 
 
+class PackedClassifier(nn.Module):
+    """A text classifier that packs its padded batch when given ``lengths`` (optional), with the
+    ``nn.utils.rnn`` helpers, on the last layer's ``h_n``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(13, 6, padding_idx=0)
+        self.rnn = nn.LSTM(6, 5, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(5, 3)
+
+    def forward(self, text: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        embedded = self.embedding(text)
+        if lengths is not None:
+            embedded = nn.utils.rnn.pack_padded_sequence(
+                embedded, lengths.cpu(), batch_first=True, enforce_sorted=False
+            )
+        output, (hidden, _cell) = self.rnn(embedded)
+        if lengths is not None:
+            output, _ = nn.utils.rnn.pad_packed_sequence(output, batch_first=True)
+        return self.fc(hidden[-1])
+
+
+class TimeSequencePrediction(nn.Module):
+    """PyTorch's time-sequence-prediction example: two LSTMCells looped over ``input.split(1,
+    dim=1)`` (input ``[batch, time]``), then ``future`` steps fed back (none when streaming)."""
+
+    def __init__(self, future: int = 0) -> None:
+        super().__init__()
+        self.lstm1 = nn.LSTMCell(1, 9)
+        self.lstm2 = nn.LSTMCell(9, 9)
+        self.linear = nn.Linear(9, 1)
+        self.default_future = future
+
+    def forward(self, input: torch.Tensor, future: int | None = None) -> torch.Tensor:
+        future = self.default_future if future is None else future
+        outputs = []
+        h_t = torch.zeros(input.size(0), 9, dtype=torch.float)
+        c_t = torch.zeros(input.size(0), 9, dtype=torch.float)
+        h_t2 = torch.zeros(input.size(0), 9, dtype=torch.float)
+        c_t2 = torch.zeros(input.size(0), 9, dtype=torch.float)
+        for input_t in input.split(1, dim=1):
+            h_t, c_t = self.lstm1(input_t, (h_t, c_t))
+            h_t2, c_t2 = self.lstm2(h_t, (h_t2, c_t2))
+            output = self.linear(h_t2)
+            outputs += [output]
+        for _ in range(future):  # if we should predict the future
+            h_t, c_t = self.lstm1(output, (h_t, c_t))
+            h_t2, c_t2 = self.lstm2(h_t, (h_t2, c_t2))
+            output = self.linear(h_t2)
+            outputs += [output]
+        return torch.cat(outputs, dim=1)
+
+
+class CellLoopHiddenArgument(nn.Module):
+    """``forward(x, h)`` looping a GRUCell over ``x.unbind(1)``, returning outputs and ``h``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.GRUCell(3, 5)
+        self.out = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ys = []
+        for x_t in x.unbind(1):
+            h = self.cell(x_t, h)
+            ys.append(self.out(h))
+        return torch.stack(ys, 1), h
+
+
+class TimeMajorCellLoopTuple(nn.Module):
+    """A time-major LSTMCell loop taking ``(h, c)`` with an ``init_hidden`` helper."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.LSTMCell(3, 5)
+        self.batch_first = False
+
+    def forward(self, x: torch.Tensor, hidden: tuple) -> tuple[torch.Tensor, tuple]:
+        h, c = hidden
+        ys = []
+        for t in range(x.size(0)):
+            h, c = self.cell(x[t], (h, c))
+            ys.append(h)
+        return torch.stack(ys), (h, c)
+
+    def init_hidden(self, bsz: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(bsz, 5), torch.zeros(bsz, 5)
+
+
+def init_lstm_state(layers: int, batch: int, hidden: int, device: torch.device) -> tuple:
+    """A free ``init_hidden`` helper, as training scripts often keep next to the model."""
+    zeros = torch.zeros(layers, batch, hidden, device=device)
+    return zeros, zeros.clone()
+
+
+class FreeInitHidden(nn.Module):
+    """``forward(x, hidden=None)`` building its zero state with a free function on x.device."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, num_layers=2)
+        self.head = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor, hidden: tuple | None = None) -> tuple:
+        if hidden is None:
+            hidden = init_lstm_state(2, x.size(1), 6, x.device)
+        out, hidden = self.lstm(x, hidden)
+        return self.head(out), hidden
+
+
 def _zeros_lstm(layers: int, hidden: int) -> Callable[[int], tuple]:
     return lambda bsz: (torch.zeros(layers, bsz, hidden), torch.zeros(layers, bsz, hidden))
 
@@ -256,8 +367,9 @@ class Case:
     call: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]]
     names: tuple[str, ...] = ("y",)
     tokens: int | None = None
-    features: int = 0
+    features: int | None = 0  # None: no feature axis ([batch, time] floats)
     batch_first: bool = True
+    example: bool = False  # export with example= (the input cannot be guessed)
 
 
 def _lm_call(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
@@ -330,6 +442,39 @@ CASES = [
         features=3,
         batch_first=False,
     ),
+    Case(
+        "packed_classifier_optional_lengths",
+        PackedClassifier,
+        lambda m, x: [m(x, torch.full((x.shape[0],), x.shape[1]))],
+        tokens=13,
+    ),
+    Case(
+        "lstmcell_loop_time_sequence_prediction",
+        TimeSequencePrediction,
+        lambda m, x: [m(x)],
+        features=None,
+        example=True,
+    ),
+    Case(
+        "gru_cell_loop_hidden_argument",
+        CellLoopHiddenArgument,
+        lambda m, x: [m(x, torch.zeros(x.shape[0], 5))[0]],
+        features=3,
+    ),
+    Case(
+        "lstm_cell_loop_time_major_tuple_init_hidden",
+        TimeMajorCellLoopTuple,
+        lambda m, x: [m(x, m.init_hidden(x.shape[1]))[0]],
+        features=3,
+        batch_first=False,
+    ),
+    Case(
+        "free_init_hidden_on_device",
+        FreeInitHidden,
+        lambda m, x: [m(x)[0]],
+        features=4,
+        batch_first=False,
+    ),
 ]
 
 
@@ -338,7 +483,8 @@ def _input(case: Case, seed: int) -> torch.Tensor:
     lead = (BATCH, STEPS) if case.batch_first else (STEPS, BATCH)
     if case.tokens is not None:
         return torch.randint(0, case.tokens, lead, generator=gen)
-    return torch.randn(*lead, case.features, generator=gen)
+    features = () if case.features is None else (case.features,)
+    return torch.randn(*lead, *features, generator=gen)
 
 
 def _by_name(result: object, names: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -349,7 +495,8 @@ def _by_name(result: object, names: tuple[str, ...]) -> dict[str, np.ndarray]:
 def test_user_model_exports_and_streams_like_pytorch(case: Case, tmp_path: Path) -> None:
     torch.manual_seed(sum(map(ord, case.name)))
     model = case.make().eval()
-    report = export(model, tmp_path / "m.onnx", parity=SETTINGS)
+    example = _input(case, seed=0) if case.example else None
+    report = export(model, tmp_path / "m.onnx", example=example, parity=SETTINGS)
     sig = report.signature
     assert [o.name for o in sig.outputs] == list(case.names)
     assert report.parity is not None and report.parity.passed
@@ -433,6 +580,39 @@ class StackedStateSplit(nn.Module):
         return torch.zeros(2, bsz, 4)
 
 
+class RequiredLengths(nn.Module):
+    """The sentiment tutorial's ``forward(text, text_lengths)``: it always packs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(10, 4)
+        self.rnn = nn.LSTM(4, 5)
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, text: torch.Tensor, text_lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(self.embedding(text), text_lengths.to("cpu"))
+        packed_output, (hidden, _cell) = self.rnn(packed)
+        _output, _lengths = pad_packed_sequence(packed_output)
+        return self.fc(hidden[-1])
+
+
+class LengthsFromPadding(nn.Module):
+    """Packs with lengths counted from the padding token: always packed, no argument to drop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(10, 4, padding_idx=0)
+        self.gru = nn.GRU(4, 5, batch_first=True)
+
+    def forward(self, text: torch.Tensor) -> torch.Tensor:
+        lengths = (text != 0).sum(1).clamp(min=1)
+        packed = pack_padded_sequence(
+            self.embedding(text), lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        _, hidden = self.gru(packed)
+        return hidden[-1]
+
+
 @pytest.mark.parametrize(
     ("make", "example", "message"),
     [
@@ -464,8 +644,37 @@ class StackedStateSplit(nn.Module):
             None,
             "argument 'h' reaches a's h only in part (shape [2, 2, 4], the state [1, 2, 4])",
         ),
+        (
+            RequiredLengths,
+            None,
+            "RequiredLengths.forward packs its input with the lengths 'text_lengths' before "
+            "'rnn': a stream steps each sequence for as long as it has input, so it needs no "
+            "packing.\nGive 'text_lengths' a default of None and pack only when it is passed",
+        ),
+        (
+            LengthsFromPadding,
+            None,
+            "'gru' is called with a PackedSequence (pack_padded_sequence): a stream steps each "
+            "sequence for as long as it has input, so it needs no packing.\nPack only when "
+            "lengths are passed",
+        ),
+        (
+            lambda: TimeSequencePrediction(future=2),
+            torch.zeros(2, 5),
+            "a cell-loop model's output has 2 more step(s) than its input (shapes [2, 4] for 2 "
+            "steps, [2, 5] for 3): it predicts future steps from its own output",
+        ),
     ],
-    ids=["pinned_time", "pinned_batch", "pinned_time_no_example", "not_state", "split"],
+    ids=[
+        "pinned_time",
+        "pinned_batch",
+        "pinned_time_no_example",
+        "not_state",
+        "split",
+        "packs_with_required_lengths",
+        "packs_with_lengths_from_padding",
+        "predicts_future_steps",
+    ],
 )
 def test_user_model_is_refused_in_a_short_message(
     make: Callable[[], nn.Module], example: torch.Tensor | None, message: str, tmp_path: Path
