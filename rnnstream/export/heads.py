@@ -139,9 +139,18 @@ def find_heads(
     if len(set(names)) != len(names) or "x" in names:
         raise ExportError(f"output names {list(names)} must be distinct and not 'x'")
     heads = Heads(tuple(places), names)
-    orders = flattened_orders(
-        lambda x: heads.select(arguments.call(model, x)), example, batch_first, heads.places
-    )
+    try:
+        orders = flattened_orders(
+            lambda x: heads.select(arguments.call(model, x)), example, batch_first, heads.places
+        )
+    except ExportError:
+        raise
+    except Exception as e:  # the forward ran on example: the other sizes broke it
+        raise ExportError(
+            f"{type(model).__name__}.forward runs on a random input of shape "
+            f"{list(example.shape)} but fails on one more step ({first_line(e)}).\nA streamed "
+            "model takes any number of steps: size the time axis from the input in the code."
+        ) from e
     return Heads(heads.places, names, orders)
 
 

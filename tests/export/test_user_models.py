@@ -580,6 +580,17 @@ class StackedStateSplit(nn.Module):
         return torch.zeros(2, bsz, 4)
 
 
+class PinnedToGuessedLength(nn.Module):
+    """Time pinned to 3, the length of the exporter's own random input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 5, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x.reshape(x.size(0), 3, 4))[0]
+
+
 class RequiredLengths(nn.Module):
     """The sentiment tutorial's ``forward(text, text_lengths)``: it always packs."""
 
@@ -664,6 +675,12 @@ class LengthsFromPadding(nn.Module):
             "a cell-loop model's output has 2 more step(s) than its input (shapes [2, 4] for 2 "
             "steps, [2, 5] for 3): it predicts future steps from its own output",
         ),
+        (
+            PinnedToGuessedLength,
+            None,
+            "PinnedToGuessedLength.forward runs on a random input of shape [2, 3, 4] but fails "
+            "on one more step",
+        ),
     ],
     ids=[
         "pinned_time",
@@ -674,6 +691,7 @@ class LengthsFromPadding(nn.Module):
         "packs_with_required_lengths",
         "packs_with_lengths_from_padding",
         "predicts_future_steps",
+        "pinned_to_the_guessed_length",
     ],
 )
 def test_user_model_is_refused_in_a_short_message(
