@@ -10,10 +10,9 @@ argument tensor reached which one's ``h`` or ``c`` (through indexing, ``.detach(
 ``.contiguous()``, a ``repackage_hidden`` helper: anything that keeps the tensor's memory). While
 tracing, each such argument is the graph's state input of its layer, so the file has the usual
 state inputs and outputs and the stream starts from zeros; PyTorch's reference is called with
-zeros of that same
-structure. Arguments with a default are left to it (``forward(x, hidden=None)``). A required
-argument that turns out to be the lengths the model packs its input with is refused with its fix
-(:mod:`rnnstream.export.packed`).
+zeros of that same structure. Arguments with a default are left to it (``forward(x,
+hidden=None)``). A required argument that turns out to be the lengths the model packs its input
+with is refused with its fix (:mod:`rnnstream.export.packed`).
 """
 
 from __future__ import annotations
