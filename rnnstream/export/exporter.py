@@ -175,8 +175,11 @@ def to_onnx(
                 f"tensors besides its state ({', '.join(heads.places)}); a cell loop exports one "
                 "output: return one tensor (e.g. the heads concatenated)"
             )
-        loop = trace_cell_loop(model, example, inputs.batch_first, heads.names[0])
+        convs = _streaming_convs(model, inputs)
+        loop = trace_cell_loop(model, example, inputs.batch_first, heads.names[0], convs)
         traced, states, source = loop.model, loop.states, {"cells": loop.cells}
+        if convs:
+            source["conv_context"] = {conv.key: conv.context for conv in convs}
     traced.producer_name = "rnnstream"
     bidirectional = any(s["bidirectional"] for s in source.get("recurrent", {}).values())
     signature = Signature(

@@ -294,3 +294,64 @@ def test_a_conv3d_over_time_is_refused_naming_it(tmp_path: Path) -> None:
 def test_without_an_example_a_conv2d_front_end_asks_for_one(tmp_path: Path) -> None:
     with pytest.raises(rnnstream.ExportError, match=r"Conv2d 'conv1'.*example="):
         export(TimeFreqKws(), tmp_path / "m.onnx")
+
+
+# --- cell loops with a convolutional front-end ------------------------------------------------
+
+
+class ConvLSTMCellLoop(nn.Module):
+    """A causal Conv1d (``F.pad`` on the left) → ReLU, then an LSTMCell looped over time by hand
+    (``for t in range(T)``, state from zeros), outputs stacked and sent through a head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(BINS, 8, 3, dilation=2)
+        self.cell = nn.LSTMCell(8, 12)
+        self.head = nn.Linear(12, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [B, T, F]
+        h = torch.relu(self.conv(F.pad(x.transpose(1, 2), (4, 0)))).transpose(1, 2)
+        hx = cx = h.new_zeros(h.shape[0], 12)
+        outputs = []
+        for t in range(h.shape[1]):
+            hx, cx = self.cell(h[:, t], (hx, cx))
+            outputs.append(hx)
+        return self.head(torch.stack(outputs, dim=1))
+
+
+class Conv2dGRUCellLoop(nn.Module):
+    """unsqueeze(1) → Conv2d over ``[time, freq]`` (trimmed) → BatchNorm2d → ReLU → flatten →
+    a GRUCell over ``x.unbind(1)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, (2, 3), stride=(1, 2), padding=(1, 1))
+        self.norm = nn.BatchNorm2d(3)
+        self.cell = nn.GRUCell(3 * 5, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.norm(self.conv(x.unsqueeze(1))[:, :, :-1]))
+        frames = h.transpose(1, 2).flatten(2)
+        hx = frames.new_zeros(frames.shape[0], 6)
+        outputs = []
+        for frame in frames.unbind(1):
+            hx = self.cell(frame, hx)
+            outputs.append(hx)
+        return torch.stack(outputs, dim=1)
+
+
+@pytest.mark.parametrize("factory", [ConvLSTMCellLoop, Conv2dGRUCellLoop])
+def test_a_cell_loop_with_a_conv_front_end_streams(tmp_path: Path, factory: type) -> None:
+    torch.manual_seed(6)
+    model = factory().eval()
+    example = _sequence(2, 3, batch_first=True, seed=0)
+    report = export(model, tmp_path / "loop.onnx", example=example, parity=FEW_STEPS)
+    assert any(s.input == "conv_ctx0" for s in report.signature.states)
+    x = _sequence(batch=2, steps=17, batch_first=True, seed=21)
+    want = _torch_batch_time(model, x, batch_first=True)
+    stream = rnnstream.load(report.path).stream(batch=2)
+    stepped = np.stack([stream.step(x[:, t].numpy()) for t in range(17)], axis=1)
+    assert_close(stepped, want, PARITY)
+    stream.reset()
+    chunked = np.concatenate([stream.feed(x[:, t : t + 6].numpy()) for t in range(0, 17, 6)], 1)
+    assert_close(chunked, want, PARITY)
