@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import rnnstream
-from rnnstream.export import ParitySettings, export
+from rnnstream.export import ParitySettings, export, quantize_file
 from tests.tolerances import PARITY, assert_close
 
 BINS = 10  # frequency bins per frame
@@ -219,6 +219,18 @@ def test_pool_and_snapshots_carry_the_contexts(exported: dict[str, Path]) -> Non
     stream.reset()
     stream.state = snapshot
     assert_close(stream.feed(x[4:]), rest, PARITY)
+
+
+def test_int8_keeps_the_contexts_and_parity_at_the_int8_tolerance(
+    exported: dict[str, Path], tmp_path: Path
+) -> None:
+    model, _ = _model("time_freq_kws", seed=5)
+    path = tmp_path / "kws.int8.onnx"
+    report = quantize_file(exported["time_freq_kws"], path, "int8", against=model)
+    assert report.parity is not None and report.parity.passed  # int8 tolerance, vs PyTorch
+    assert report.parity.reference == "pytorch"
+    states = [s.input for s in rnnstream.load(path).signature.states]
+    assert states == ["h0", "conv1_ctx0", "conv2_ctx0"]
 
 
 # --- what cannot stream -----------------------------------------------------------------------

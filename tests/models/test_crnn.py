@@ -131,3 +131,22 @@ def test_config_round_trips_and_refuses_an_empty_front_end() -> None:
     assert config.dilations == (1,) and config.receptive_field == 4
     with pytest.raises(ValueError, match="conv_layers"):
         CRNNConfig(conv_layers=0)
+
+
+def test_the_shipped_crnn_verifies_and_streams_a_forecast_better_than_repeating() -> None:
+    from rnnstream.assets import CRNN_CHECKPOINT, CRNN_ONNX
+    from rnnstream.export import verify
+    from rnnstream.train import load_series
+
+    assert CRNN_ONNX.stat().st_size < 1_000_000 and CRNN_CHECKPOINT.stat().st_size < 1_000_000
+    model = load_checkpoint(CRNN_CHECKPOINT)
+    assert isinstance(model, CRNN)
+    assert verify(CRNN_ONNX, model).passed
+    loaded = rnnstream.load(CRNN_ONNX)
+    assert [s.input for s in loaded.signature.states] == ["h0", "convs_0_ctx0", "convs_1_ctx0"]
+    series = load_series("mackey-glass").validation  # [time, 1], after the training part
+    stream = loaded.stream()
+    predicted = np.concatenate([stream.feed(series[t : t + 50]) for t in range(0, 1000, 50)])
+    errors = np.abs(predicted[50:-1] - series[51:1000])  # after a warm-up of 50 steps
+    naive = np.abs(series[50:999] - series[51:1000])
+    assert errors.mean() < naive.mean() / 4
