@@ -106,6 +106,24 @@ class DepthwiseSeparable(nn.Module):
         return self.gru(self.pool(h).squeeze(-1).transpose(1, 2))[0]
 
 
+class SequentialBlocksViewReshape(nn.Module):
+    """``x.view(b, 1, t, f)`` → ``nn.Sequential`` blocks of Conv2d (padding (2, 1)) → BatchNorm2d
+    → ReLU, the time padding trimmed after the block → ``permute`` + ``contiguous().reshape(b, t,
+    -1)`` → two-layer batch-first LSTM → head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Conv2d(1, 4, 3, padding=(2, 1)), nn.BatchNorm2d(4), nn.ReLU())
+        self.lstm = nn.LSTM(4 * BINS, 8, num_layers=2, batch_first=True)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, f = x.shape
+        h = self.block(x.view(b, 1, t, f))[:, :, :t]
+        h = h.permute(0, 2, 1, 3).contiguous().reshape(b, t, -1)
+        return self.head(self.lstm(h)[0])
+
+
 FEW_STEPS = ParitySettings(steps=48, chunk=7)
 
 MODELS: dict[str, tuple[Callable[[], nn.Module], bool]] = {
@@ -113,6 +131,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], bool]] = {
     "freq_time_blocks": (FreqTimeBlocks, True),
     "time_major_reflect_freq": (TimeMajorReflectFreq, False),
     "depthwise_separable": (DepthwiseSeparable, True),
+    "sequential_blocks_view_reshape": (SequentialBlocksViewReshape, True),
 }
 
 
