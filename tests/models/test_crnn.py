@@ -150,3 +150,33 @@ def test_the_shipped_crnn_verifies_and_streams_a_forecast_better_than_repeating(
     errors = np.abs(predicted[50:-1] - series[51:1000])  # after a warm-up of 50 steps
     naive = np.abs(series[50:999] - series[51:1000])
     assert errors.mean() < naive.mean() / 4
+
+
+def test_a_state_file_and_a_pool_row_carry_the_contexts(tmp_path: Path) -> None:
+    from rnnstream.assets import CRNN_ONNX
+
+    loaded = rnnstream.load(CRNN_ONNX)
+    series = (np.sin(np.arange(60, dtype=np.float32) / 4) * 0.3 + 0.9)[:, None]
+    stream = loaded.stream()
+    stream.feed(series[:30])
+    stream.save_state(tmp_path / "s.npz")
+    after = stream.feed(series[30:])
+    restored = loaded.stream()
+    restored.load_state(tmp_path / "s.npz")
+    assert_close(restored.feed(series[30:]), after)
+    # A bad state (a context of the wrong size) is refused by name and changes nothing.
+    before = restored.state
+    bad = {**before, "convs_1_ctx0": np.zeros((1, 16, 3), np.float32)}
+    with pytest.raises(rnnstream.InputError, match="convs_1_ctx0"):
+        restored.state = bad
+    for name, array in restored.state.items():
+        np.testing.assert_array_equal(array, before[name])
+
+    pool = loaded.pool()
+    other, sid = pool.open(), pool.open()
+    for t in range(30):
+        pool.step({sid: series[t], other: series[59 - t]})
+    stream.reset()
+    stream.feed(series[:30])
+    for name, array in stream.state.items():
+        assert_close(pool.state(sid)[name], array)
