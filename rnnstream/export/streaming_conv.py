@@ -279,8 +279,8 @@ def _time_conv(
             "cannot stream one frame at a time; pool over features, or export for "
             "whole-sequence use"
         )
-    spatial = {nn.Conv1d: 1, nn.Conv2d: 2}.get(type(module))
-    if spatial is None or a.input.dim() != 2 + spatial or len(moving) != 1:
+    spatial = 1 if isinstance(module, nn.Conv1d) else 2 if isinstance(module, nn.Conv2d) else 0
+    if not spatial or a.input.dim() != 2 + spatial or len(moving) != 1:
         raise ExportError(
             f"{label} slides over time with a {a.input.dim()}-D input; only batched nn.Conv1d "
             "over time and nn.Conv2d with one time axis stream so far; export it for "
@@ -303,17 +303,20 @@ def _time_conv(
             "use"
         )
     context = (kernel - 1) * dilation
-    left = _padding(module, axis)[0]
-    lead = _first_changed_frame(a.input, last, time_dim) - (steps - 1)
+    declared = _padding(module, axis)[0]
+    changed = _first_changed_frame(a.input, last, time_dim)
+    lead = changed - (steps - 1)
     if lead < 0:
         raise ExportError(
             f"the input of {label} changes {-lead} frame(s) before the input step that changed: "
             "something before it looks ahead, so it cannot stream one frame at a time; export "
             "it for whole-sequence use"
         )
+    left = _left_padding_seen(a, last, time_dim, changed, context)
+    left = declared if left is None else left
     if context == 0 and left == 0 and lead == 0:
         return None  # pointwise in time: every step is independent
-    if left and module.padding_mode != "zeros":
+    if declared and module.padding_mode != "zeros":
         raise ExportError(
             f"{label} pads with {module.padding_mode!r}; a stream starts from a zero context, so "
             f"only zero padding streams; {_ALTERNATIVE}"
@@ -359,11 +362,26 @@ def _pools_pointwise_in_time(module: nn.Module, a: _Seen, b: _Seen, time_dim: in
 
 def _first_changed_frame(conv_input: torch.Tensor, last: _Seen | None, time_dim: int) -> int:
     """The first frame of ``conv_input`` that changed when the last input step did."""
-    if last is None:
-        return conv_input.shape[time_dim] - 1
-    differs = (last.input != conv_input).movedim(time_dim, -1).flatten(0, -2).any(dim=0)
-    changed = differs.nonzero()
-    return int(changed[0]) if len(changed) else conv_input.shape[time_dim] - 1
+    first = None if last is None else _first_difference(conv_input, last.input, time_dim)
+    return conv_input.shape[time_dim] - 1 if first is None else first
+
+
+def _left_padding_seen(
+    a: _Seen, last: _Seen | None, time_dim: int, changed: int, context: int
+) -> int | None:
+    """The left padding along time the convolution applies itself, as its output shows it: its
+    ``padding``, or an ``F.pad`` in the ``forward`` of a subclass. Input frame ``changed`` first
+    moves output frame ``changed + left - context``. None when the output does not tell."""
+    if last is None or last.output.shape != a.output.shape:
+        return None
+    first = _first_difference(a.output, last.output, time_dim)
+    return None if not first else first - changed + context
+
+
+def _first_difference(x: torch.Tensor, y: torch.Tensor, time_dim: int) -> int | None:
+    """The first frame along ``time_dim`` where ``x`` and ``y`` differ (None if none does)."""
+    differs = (x != y).movedim(time_dim, -1).flatten(0, -2).any(dim=0).nonzero()
+    return int(differs[0]) if len(differs) else None
 
 
 def _check_output_steps(

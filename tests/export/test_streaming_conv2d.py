@@ -124,6 +124,21 @@ class SequentialBlocksViewReshape(nn.Module):
         return self.head(self.lstm(h)[0])
 
 
+class ZeroPadModule(nn.Module):
+    """``nn.ZeroPad2d((1, 1, 2, 0))`` (both sides of frequency, the left of time) before an
+    unpadded Conv2d → ReLU → ``transpose(1, 2).flatten(2)`` → batch-first GRU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pad = nn.ZeroPad2d((1, 1, 2, 0))
+        self.conv = nn.Conv2d(1, 4, 3)
+        self.gru = nn.GRU(4 * BINS, 8, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(self.pad(x.unsqueeze(1))))
+        return self.gru(h.transpose(1, 2).flatten(2))[0]
+
+
 FEW_STEPS = ParitySettings(steps=48, chunk=7)
 
 MODELS: dict[str, tuple[Callable[[], nn.Module], bool]] = {
@@ -132,6 +147,7 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], bool]] = {
     "time_major_reflect_freq": (TimeMajorReflectFreq, False),
     "depthwise_separable": (DepthwiseSeparable, True),
     "sequential_blocks_view_reshape": (SequentialBlocksViewReshape, True),
+    "zero_pad_module": (ZeroPadModule, True),
 }
 
 
