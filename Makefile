@@ -18,11 +18,19 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 # The shipped demo model (a character LSTM trained on Python's standard library): what it is and
 # its parity record, parity re-measured against its PyTorch checkpoint, then Python-like text
 # generated token by token by the torch-free runtime, with its speed.
+# Then the shipped CRNN (causal convolutions + GRU, a Mackey-Glass forecaster): its convolution
+# contexts listed as states, parity re-measured, and the last frames of the series streamed
+# through it one at a time (each line: the predicted next value).
 DEMO := rnnstream/assets/charlm-stdlib
+CRNN := rnnstream/assets/crnn-mackey-glass
+SERIES_TAIL := from rnnstream.train import mackey_glass; [print(f"{v:.4f}") for v in mackey_glass()[-8:, 0]]
 demo: $(STAMP)
 	$(BIN)/rnnstream info $(DEMO).onnx
 	$(BIN)/rnnstream verify $(DEMO).onnx --against $(DEMO).safetensors
 	$(BIN)/rnnstream generate $(DEMO).onnx --prompt 'def ' --max-tokens 400 --temperature 0.7 --seed 0
+	$(BIN)/rnnstream info $(CRNN).onnx
+	$(BIN)/rnnstream verify $(CRNN).onnx --against $(CRNN).safetensors
+	$(BIN)/python -c '$(SERIES_TAIL)' | $(BIN)/rnnstream stream $(CRNN).onnx --format csv
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -62,6 +70,17 @@ demo-model: $(STAMP)
 	$(BIN)/rnnstream export rnnstream/assets/charlm-stdlib.safetensors \
 		-o rnnstream/assets/charlm-stdlib.onnx
 	$(MAKE) demo-model-quantized
+
+# Retrain and re-export the CRNN shipped in rnnstream/assets (about a minute on one core).
+.PHONY: demo-crnn-model
+demo-crnn-model: $(STAMP)
+	@mkdir -p build
+	$(BIN)/rnnstream train crnn --data mackey-glass --cell gru --hidden 32 --conv-layers 2 \
+		--conv-channels 16 --kernel 3 --steps 300 --seed 0 --threads 1 \
+		-o build/crnn-mackey-glass.safetensors
+	cp build/crnn-mackey-glass.safetensors rnnstream/assets/crnn-mackey-glass.safetensors
+	$(BIN)/rnnstream export rnnstream/assets/crnn-mackey-glass.safetensors \
+		-o rnnstream/assets/crnn-mackey-glass.onnx
 
 # The demo model at int8 and fp16 (a few minutes): parity and bpc measured against PyTorch.
 .PHONY: demo-model-quantized

@@ -4,7 +4,9 @@ generation (one sampled token per step) for a language model.
     python -m rnnstream.bench.latency [MODEL.onnx --against CHECKPOINT] [--json out.json]
 
 is ``rnnstream bench``: without MODEL it builds the reference model (2-layer LSTM, input 64,
-hidden 256, head 256->64), exports it and compares with PyTorch eager as well.
+hidden 256, head 256->64), exports it and compares with PyTorch eager as well, and times the same
+model with a causal convolutional front-end (a CRNN: two Conv1d 64->64, kernel 3, whose
+contexts stream as state) next to it.
 
 Machines are noisy, so every method is measured in interleaved rounds and reported as medians
 and 99th percentiles with ratios between methods of the same run, never as absolute targets.
@@ -55,6 +57,7 @@ class BenchResult:
             ("pool x64 join+leave", "ort.run batch 64"),
             ("pool x64 join+leave, ~3 rest", "ort.run batch 64"),
         ]
+        pairs += [(name, "stream.step") for name in self.rows if name.endswith(" stream.step")]
         out = {}
         for a, b in pairs:
             r = self.ratio(a, b)
@@ -208,8 +211,13 @@ def run_benchmark(
     rounds: int = 5,
     pool_sizes: tuple[int, ...] = (1, 8, 64),
     seed: int = 0,
+    companions: dict[str, Model] | None = None,
 ) -> BenchResult:
-    """Measure one model's per-step latency every way, in one interleaved run."""
+    """Measure one model's per-step latency every way, in one interleaved run.
+
+    Each of ``companions`` (by label) is timed in the same rounds as ``<label> ort.run`` and
+    ``<label> stream.step``, with its ratio to the model's ``stream.step``.
+    """
     rng = np.random.default_rng(seed)
     x1 = _frame(model, 1, rng)
     stream = model.stream()
@@ -219,6 +227,14 @@ def run_benchmark(
         "ort.iobinding (ping-pong)": (_iobinding(model, x1), 1),
         "stream.step": (lambda: stream.step(caller_frame), 1),
     }
+    for label, other in (companions or {}).items():
+        other_x1 = _frame(other, 1, rng)
+        other_stream, other_frame = other.stream(), _caller_frame(other, other_x1)
+        methods[f"{label} ort.run"] = (_bare_run(other, other_x1, 1), 1)
+        methods[f"{label} stream.step"] = (
+            lambda s=other_stream, f=other_frame: s.step(f),
+            1,
+        )
     with suppress(NotALanguageModelError):  # only a language model generates
         methods["generate (sampling)"] = (_generating(model, seed), 1)
     if torch_module is not None:

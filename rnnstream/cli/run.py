@@ -202,18 +202,20 @@ def bench(
 
     Reports medians and p99 per stream-step and their ratios, all measured in one run. Without
     MODEL, builds and exports the reference model (2-layer LSTM 64->256, head 256->64; needs the
-    export extra) and times PyTorch eager on it too.
+    export extra) and times PyTorch eager on it too, and the same model with a causal Conv1d
+    front-end (a CRNN, whose convolution contexts stream as state) next to it.
     """
     from rnnstream.bench import run_benchmark
 
-    torch_module = None
+    torch_module, companions = None, {}
     if model_path is None:
         model_path, torch_module = _reference_model()
+        companions["crnn"] = load_model(_reference_crnn(), threads, {}, {}, {})
     elif checkpoint:
         torch_module = load_torch_checkpoint(checkpoint, exported_as=model_path)
     model = load_model(model_path, threads, states, consts, axes)
     logging.getLogger(__name__).info("timing %s: %d rounds x %d steps", model_path, rounds, steps)
-    result = run_benchmark(model, torch_module, steps=steps, rounds=rounds)
+    result = run_benchmark(model, torch_module, steps=steps, rounds=rounds, companions=companions)
     if json_path == "-":
         echo_json(result.to_dict())
         return
@@ -240,3 +242,20 @@ def _reference_model() -> tuple[str, Any]:
     path = str(Path(tempfile.mkdtemp(prefix="rnnstream-bench-")) / "reference.onnx")
     export_model(module, path, parity=ParitySettings(steps=200))
     return path, module
+
+
+def _reference_crnn() -> str:
+    """The reference model with a causal convolutional front-end, exported to a temporary file."""
+    import tempfile
+
+    import torch
+
+    from rnnstream.export import ParitySettings
+    from rnnstream.export import export as export_model
+    from rnnstream.models import CRNN, CRNNConfig
+
+    torch.manual_seed(0)
+    config = CRNNConfig(features=64, conv_channels=64, num_layers=2, hidden_size=256)
+    path = str(Path(tempfile.mkdtemp(prefix="rnnstream-bench-")) / "reference-crnn.onnx")
+    export_model(CRNN(config).eval(), path, parity=ParitySettings(steps=200))
+    return path

@@ -308,3 +308,35 @@ def train_forecaster(data: str, min_len: int, max_len: int, **opts: Any) -> None
     series = _load_data(load_series, data)
     recipe = ForecasterRecipe(series, _architecture(opts), min_len, max_len)
     _run_training(recipe, opts)
+
+
+@train_group.command("crnn")
+@SERIES_OPTION
+@count_option("--conv-layers", default=2, help="Causal Conv1d layers (dilations 1, 2, 4, ...).")
+@count_option("--conv-channels", default=16)
+@count_option("--kernel", "kernel_size", default=3, help="Convolution kernel size over time.")
+@count_option("--min-len", default=32)
+@count_option("--max-len", default=128, help="Longest window.")
+@_model_options(hidden=64, layers=1)
+@_optimizer_options(batch=32, steps=1000, lr=3e-3)
+def train_crnn(
+    data: str,
+    conv_layers: int,
+    conv_channels: int,
+    kernel_size: int,
+    min_len: int,
+    max_len: int,
+    **opts: Any,
+) -> None:
+    """Train a CRNN (causal convolutions over time, then the recurrent core) as a forecaster.
+
+    The same task and data as `train forecaster`. Exported, each convolution's last
+    (kernel-1)*dilation frames are a context state next to the recurrent state, so the model
+    streams one frame at a time (`rnnstream info` lists them).
+    """
+    from rnnstream.train import CRNNRecipe, load_series
+
+    series = _load_data(load_series, data)
+    arch = _architecture(opts)
+    recipe = CRNNRecipe(series, arch, min_len, max_len, conv_layers, conv_channels, kernel_size)
+    _run_training(recipe, opts)

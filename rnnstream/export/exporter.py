@@ -118,7 +118,12 @@ def infer_input(
             return InputSpec(torch.float32, tuple(example.shape[2:]), batch_first)
         vocab = embeddings[0].num_embeddings if embeddings else int(example.max()) + 1
         return InputSpec(torch.int64, tuple(example.shape[2:]), batch_first, vocab)
-    for m in model.modules():
+    for name, m in model.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
+            raise ExportError(
+                f"{type(m).__name__} {name!r} comes before anything that tells the model's frame "
+                "shape: pass example= (a tensor shaped like the model's real input)"
+            )
         if isinstance(m, nn.Embedding):
             return InputSpec(torch.int64, (), batch_first, m.num_embeddings)
         if isinstance(m, nn.Linear):
@@ -176,8 +181,11 @@ def to_onnx(
                 f"tensors besides its state ({', '.join(heads.places)}); a cell loop exports one "
                 "output: return one tensor (e.g. the heads concatenated)"
             )
-        loop = trace_cell_loop(model, example, inputs.batch_first, heads.names[0], arguments)
+        convs = _streaming_convs(model, inputs)
+        loop = trace_cell_loop(model, example, inputs.batch_first, heads.names[0], arguments, convs)
         traced, states, source = loop.model, loop.states, {"cells": loop.cells}
+        if convs:
+            source["conv_context"] = {conv.key: conv.context for conv in convs}
     traced.producer_name = "rnnstream"
     bidirectional = any(s["bidirectional"] for s in source.get("recurrent", {}).values())
     signature = Signature(

@@ -82,7 +82,7 @@ def torch_outputs(
 
 def _streaming_convs(model: nn.Module, x: torch.Tensor, time_axis: int | None) -> list[TimeConv]:
     bidirectional = any(getattr(m, "bidirectional", False) for _, m in find_recurrent(model))
-    if time_axis is None or bidirectional or not find_recurrent(model):
+    if time_axis is None or bidirectional or not (find_recurrent(model) or find_cells(model)):
         return []
     probe = x.narrow(time_axis, 0, min(x.shape[time_axis], 8))
     return find_time_convs(model, probe, time_axis)

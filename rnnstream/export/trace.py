@@ -24,7 +24,7 @@ from rnnstream.errors import ExportError
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentModule, RecurrentSpec
 from rnnstream.export.messages import first_line
 from rnnstream.export.packed import packed_input_refusal
-from rnnstream.export.streaming_conv import StreamingConv1d, TimeConv, install_streaming_convs
+from rnnstream.export.streaming_conv import StreamingConv, TimeConv, install_streaming_convs
 
 if TYPE_CHECKING:
     from rnnstream.export.forward_args import StateArguments
@@ -115,7 +115,7 @@ class _Exportable(nn.Module):
     def __init__(
         self,
         model: nn.Module,
-        placeholders: list[RecurrentPlaceholder | StreamingConv1d],
+        placeholders: list[RecurrentPlaceholder | StreamingConv],
         arguments: StateArguments,
         heads: Heads,
         batch_first: bool,
@@ -195,7 +195,7 @@ def trace(
         names_in += names.inputs
         names_out += names.outputs
     for conv in convs:
-        state_examples.append(torch.zeros(batch, conv.channels, conv.context))
+        state_examples.append(torch.zeros(batch, *conv.context_shape))
         dynamic.append({0: batch_dim})
         names_in.append(conv.state_names[0])
         names_out.append(conv.state_names[1])

@@ -23,6 +23,7 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from rnnstream.errors import ExportError
+from rnnstream.export.streaming_conv import StreamingConv, TimeConv, install_streaming_convs
 from rnnstream.export.trace import StateNames, primary_output
 from rnnstream.runtime import StateSpec
 
@@ -98,29 +99,41 @@ class CellPlaceholder(nn.Module):
 
 
 class _OneStep(nn.Module):
-    """``forward(x, *states) -> (y, *new_states)`` for one time step of a cell-loop model.
+    """``forward(x, *states) -> (y, *new_states)`` for one time step of a cell-loop model; the
+    states of the streaming convolutions follow the cells'.
 
     State arguments of the model's forward are given the graph's state inputs themselves.
     """
 
     def __init__(
-        self, model: nn.Module, placeholders: list[CellPlaceholder], arguments: StateArguments
+        self,
+        model: nn.Module,
+        placeholders: list[CellPlaceholder],
+        arguments: StateArguments,
+        streaming: list[StreamingConv],
     ) -> None:
         super().__init__()
         self.model = model
         self.placeholders = placeholders
         self.arguments = arguments
+        self.streaming = streaming
 
     def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
         it = iter(states)
         for p in self.placeholders:
             p.state_in = tuple(next(it) for _ in range(2 if isinstance(p.cell, nn.LSTMCell) else 1))
             p.state_out = ()
+        for conv in self.streaming:
+            conv.state_in = (next(it),)
         y = primary_output(self.model(x, *self.arguments.from_states(list(states))))
         for p in self.placeholders:
             if not p.state_out:
                 raise ExportError(f"cell {p.key!r} did not run in the traced step")
-        return (y, *(t for p in self.placeholders for t in p.state_out))
+        return (
+            y,
+            *(t for p in self.placeholders for t in p.state_out),
+            *(t for conv in self.streaming for t in conv.state_out),
+        )
 
 
 def _output_time_axis(
@@ -157,12 +170,14 @@ def trace_cell_loop(
     batch_first: bool,
     output_name: str,
     arguments: StateArguments,
+    convs: tuple[TimeConv, ...] = (),
 ) -> CellLoop:
     """Trace one step of ``model`` and wrap it in a Scan over ``example``'s time axis.
 
     ``example`` has at least 3 time steps, in the model's layout. The graph takes ``x`` with
-    dynamic batch and time, and each cell's state ``[batch, hidden]``; state the forward takes as
-    ``arguments`` is supplied from those inputs (:mod:`rnnstream.export.forward_args`).
+    dynamic batch and time, and each cell's state ``[batch, hidden]``, then the context of each
+    causal convolution of ``convs`` (see :mod:`rnnstream.export.streaming_conv`); state the forward
+    takes as ``arguments`` is supplied from those inputs (:mod:`rnnstream.export.forward_args`).
     """
     if example.dim() < 2 or example.shape[1 if batch_first else 0] < 3:
         raise ExportError("the example input needs batch and time axes and 3 steps or more")
@@ -187,12 +202,18 @@ def trace_cell_loop(
         for s_in, s_out in zip(names.inputs, names.outputs):
             state_examples.append(torch.zeros(batch, cell.hidden_size))
             states.append(StateSpec(s_in, s_out, "float32", ("batch", cell.hidden_size), 0))
+    streaming = install_streaming_convs(clone, list(convs))
+    for conv in convs:
+        names_in.append(conv.state_names[0])
+        names_out.append(conv.state_names[1])
+        state_examples.append(torch.zeros(batch, *conv.context_shape))
+        states.append(conv.state_spec())
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             logging.getLogger("torch.onnx").setLevel(logging.ERROR)
             program = torch.onnx.export(
-                _OneStep(clone, placeholders, arguments),
+                _OneStep(clone, placeholders, arguments, streaming),
                 (step_x, *state_examples),
                 dynamo=True,
                 input_names=names_in,

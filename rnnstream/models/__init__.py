@@ -9,6 +9,7 @@ from rnnstream.models.checkpoint import (
     save_checkpoint,
 )
 from rnnstream.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from rnnstream.models.crnn import CRNN, CRNNConfig
 from rnnstream.models.description import Describable, ModelDescription, describe_model
 from rnnstream.models.forecaster import Forecaster, ForecasterConfig
 from rnnstream.models.peephole import PeepholeLSTM, PeepholeLSTMConfig
@@ -16,7 +17,9 @@ from rnnstream.models.recurrent_net import VOCABULARIES, RecurrentNet, Recurrent
 from rnnstream.models.tagger import FrameTagger, FrameTaggerConfig
 
 __all__ = [
+    "CRNN",
     "VOCABULARIES",
+    "CRNNConfig",
     "CellLoopNet",
     "CellLoopNetConfig",
     "CharLM",

@@ -13,6 +13,7 @@ from rnnstream.errors import CheckpointError
 from rnnstream.models.cell_loop_net import CellLoopNet, CellLoopNetConfig
 from rnnstream.models.charlm import CharLM, CharLMConfig
 from rnnstream.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from rnnstream.models.crnn import CRNN, CRNNConfig
 from rnnstream.models.forecaster import Forecaster, ForecasterConfig
 from rnnstream.models.peephole import PeepholeLSTM, PeepholeLSTMConfig
 from rnnstream.models.recurrent_net import RecurrentNet, RecurrentNetConfig
@@ -31,6 +32,7 @@ MODEL_CLASSES: dict[str, tuple[type[nn.Module], type]] = {
     "SequenceClassifier": (SequenceClassifier, SequenceClassifierConfig),
     "FrameTagger": (FrameTagger, FrameTaggerConfig),
     "Forecaster": (Forecaster, ForecasterConfig),
+    "CRNN": (CRNN, CRNNConfig),
 }
 
 

@@ -19,6 +19,7 @@ from rnnstream.errors import CheckpointError
 from rnnstream.models.charlm import CharLM, CharLMConfig
 from rnnstream.models.checkpoint import load_checkpoint
 from rnnstream.models.classifier import SequenceClassifier, SequenceClassifierConfig
+from rnnstream.models.crnn import CRNN, CRNNConfig
 from rnnstream.models.forecaster import Forecaster, ForecasterConfig
 from rnnstream.models.tagger import FrameTagger, FrameTaggerConfig
 from rnnstream.train.classify import ClassificationTask
@@ -33,6 +34,7 @@ from rnnstream.train.text import corpus_chars
 
 __all__ = [
     "Architecture",
+    "CRNNRecipe",
     "CharLMRecipe",
     "ClassifierRecipe",
     "ForecasterRecipe",
@@ -179,6 +181,7 @@ class ForecasterRecipe(_OnData):
     spread."""
 
     metrics: ClassVar[dict[str, str]] = {"mae": "MAE", "naive_mae": "repeat-last MAE"}
+    model_class: ClassVar[type[nn.Module]] = Forecaster
     data: Series
     arch: Architecture
     min_len: int = 32
@@ -192,7 +195,7 @@ class ForecasterRecipe(_OnData):
         return Forecaster(config)
 
     def task(self, model: nn.Module, batch_size: int, seed: int) -> ForecastTask:
-        _expect(model, Forecaster)
+        _expect(model, self.model_class)
         features = self.data.train.shape[1]
         if model.config.features != features:
             raise CheckpointError(
@@ -200,3 +203,27 @@ class ForecasterRecipe(_OnData):
                 f"{features}"
             )
         return ForecastTask.from_series(self.data, batch_size, self.min_len, self.max_len, seed)
+
+
+@dataclass(frozen=True)
+class CRNNRecipe(ForecasterRecipe):
+    """The forecaster's task for a :class:`~rnnstream.models.CRNN`: causal dilated convolutions
+    over time in front of the recurrent core."""
+
+    model_class: ClassVar[type[nn.Module]] = CRNN
+    conv_layers: int = 2
+    conv_channels: int = 16
+    kernel_size: int = 3
+
+    def build(self) -> CRNN:
+        mean, scale = standardisation(self.data.train)
+        config = CRNNConfig(
+            features=self.data.train.shape[1],
+            mean=mean,
+            scale=scale,
+            conv_layers=self.conv_layers,
+            conv_channels=self.conv_channels,
+            kernel_size=self.kernel_size,
+            **asdict(self.arch),
+        )
+        return CRNN(config)

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils import weight_norm
 
 import rnnstream
 from rnnstream.export import ParitySettings, export
@@ -101,6 +102,85 @@ class LayerNormGelu(nn.Module):
         return self.head(self.gru(h)[0])
 
 
+class CausalConv1d(nn.Conv1d):
+    """A causal convolution as a subclass that pads inside its own forward (``padding=0``)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, dilation: int = 1) -> None:
+        super().__init__(in_channels, out_channels, kernel, dilation=dilation)
+        self.left = (kernel - 1) * dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(F.pad(x, (self.left, 0)))
+
+
+class TrimmingCausalConv1d(nn.Conv1d):
+    """The other common subclass: ``padding=(k-1)·d`` given to the constructor, the tail trimmed
+    in its own forward."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, dilation: int = 1) -> None:
+        self.trim = (kernel - 1) * dilation
+        super().__init__(in_channels, out_channels, kernel, padding=self.trim, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x)[:, :, : -self.trim]
+
+
+class Subclassed(nn.Module):
+    """Both subclasses stacked with a ReLU between, then a GRU; batch-first."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.front = nn.Sequential(
+            CausalConv1d(6, 8, 3), nn.ReLU(), TrimmingCausalConv1d(8, 8, 2, dilation=4)
+        )
+        self.gru = nn.GRU(8, 8, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(self.front(x.transpose(1, 2)).transpose(1, 2))[0]
+
+
+class Chomp1d(nn.Module):
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, : -self.size].contiguous()
+
+
+class TemporalBlock(nn.Module):
+    """The TCN residual block of locuslab/TCN: weight-normed padded convs, ``Chomp1d``, ReLU, a
+    1x1 downsample on the residual path."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: int, d: int) -> None:
+        super().__init__()
+        pad = (kernel - 1) * d
+        self.net = nn.Sequential(
+            weight_norm(nn.Conv1d(in_channels, out_channels, kernel, padding=pad, dilation=d)),
+            Chomp1d(pad),
+            nn.ReLU(),
+            weight_norm(nn.Conv1d(out_channels, out_channels, kernel, padding=pad, dilation=d)),
+            Chomp1d(pad),
+            nn.ReLU(),
+        )
+        self.downsample = nn.Conv1d(in_channels, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.net(x) + self.downsample(x))
+
+
+class TcnThenLstm(nn.Module):
+    """Two TCN blocks (dilations 1 and 2), then an LSTM; time-major."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tcn = nn.Sequential(TemporalBlock(6, 8, 3, 1), TemporalBlock(8, 8, 3, 2))
+        self.lstm = nn.LSTM(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lstm(self.tcn(x.permute(1, 2, 0)).permute(2, 0, 1))[0]
+
+
 FEW_STEPS = ParitySettings(steps=64, chunk=7)
 
 MODELS: dict[str, tuple[Callable[[], nn.Module], bool]] = {
@@ -109,6 +189,8 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], bool]] = {
     "temporal_blocks": (TemporalBlocks, True),
     "depthwise_batchnorm": (DepthwiseBatchNorm, False),
     "layernorm_gelu": (LayerNormGelu, True),
+    "subclassed": (Subclassed, True),
+    "tcn_then_lstm": (TcnThenLstm, False),
 }
 
 
