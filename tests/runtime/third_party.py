@@ -1,0 +1,473 @@
+"""Stateful ONNX graphs written the way other exporters write them, built by hand with onnx.helper.
+
+Names, shapes and layouts follow real files (no file is downloaded):
+
+- ``silero_v5``: Silero VAD 5 — ``input`` ``[batch, samples]`` float, ``state`` ``[2, batch, 128]``
+  (h and c in one tensor), ``sr`` int64 scalar, ``output`` ``[batch, 1]`` and ``stateN``; an
+  ``If`` on ``sr`` reshapes the window into 16 chunks, so only 512 samples run at 16 kHz and 256
+  at 8 kHz. ``silero_v4``: the older ``input, sr, h, c -> output, hn, cn`` (2 layers of 64).
+- ``kws_windows``: a keyword spotter over ``[N, 576]`` windows (N in order: time), ``h``/``c``
+  fixed ``[1, 1, 128]`` (no batch axis), ``prob`` ``[N, 1]``.
+- ``kws_mel``: 49 frames of 40 mel bins flattened by a Reshape to ``[batch, 1960]``: only
+  ``frames == 49`` runs; ``h0 -> hn`` ``[1, batch, H]``, ``logits`` ``[batch, 12]``.
+- ``keras_lstm``: tf2onnx from Keras — ``input_1:0`` ``[unk__12, unk__13, F]`` batch-first,
+  ``state_h:0``/``state_c:0`` ``[unk__14, H]``, outputs ``Identity:0`` (sequence),
+  ``Identity_1:0``/``Identity_2:0`` (states); nodes named ``lstm/while/...``.
+- ``torch_lstm``: ``torch.onnx.export`` of a 2-layer batch-first LSTM — ``input`` ``[batch, seq,
+  F]``, ``h0/c0 -> hn/cn`` ``[2, batch, H]``; ``torch_gru``: time-major ``x`` with
+  ``hidden_in -> hidden_out``; ``torch_lstm_state``: ``state -> next_state`` as one ``[2, 2,
+  batch, H]`` tensor; ``gru_batch_named(name)``: the batch dim_param ``N``, ``unk__123`` or none.
+- ``token_gru``: ``input_ids`` int64 ``[batch, sequence]`` through an embedding, ``logits``.
+- ``vad_with_threshold``: audio windows plus a float ``threshold`` input.
+
+Each returns the path it wrote. ``ort_loop`` is the hand-written onnxruntime loop the tests compare
+against: one session run per step, the new states fed back by the pairs the test names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper, numpy_helper
+
+f32, i64 = TensorProto.FLOAT, TensorProto.INT64
+_rng = np.random.default_rng(31)  # fixed weights (test data comes from per-test seeds)
+
+
+def _w(*shape: int, scale: float = 0.3) -> np.ndarray:
+    return (scale * _rng.standard_normal(shape)).astype(np.float32)
+
+
+def _save(path: Path, nodes, inputs, outputs, weights: dict, opset: int = 17) -> Path:
+    graph = helper.make_graph(
+        nodes,
+        path.stem,
+        inputs,
+        outputs,
+        initializer=[numpy_helper.from_array(np.asarray(v), k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    onnx.checker.check_model(model, full_check=True)
+    onnx.save(model, path)
+    return path
+
+
+def _vi(name: str, dtype: int, shape: list | None):
+    return helper.make_tensor_value_info(name, dtype, shape)
+
+
+def _ints(*values: int) -> np.ndarray:
+    return np.array(values, np.int64)
+
+
+# Silero VAD 5 -------------------------------------------------------------------------------
+
+SILERO_H = 128
+_S_W, _S_R, _S_V = _w(1, 4 * SILERO_H, 16), _w(1, 4 * SILERO_H, SILERO_H), _w(SILERO_H, 1)
+_S_W4, _S_R4 = _w(1, 4 * 64, 16), _w(1, 4 * 64, 64)
+
+
+def _window_features(chunk: int, name: str) -> onnx.GraphProto:
+    """An If branch: the window as 16 chunks of ``chunk`` samples, averaged: ``[batch, 16]``."""
+    return helper.make_graph(
+        [
+            helper.make_node("Reshape", ["input", f"shape_{chunk}"], [f"chunks_{chunk}"]),
+            helper.make_node(
+                "ReduceMean", [f"chunks_{chunk}"], [f"feat_{chunk}"], axes=[2], keepdims=0
+            ),
+        ],
+        name,
+        [],
+        [_vi(f"feat_{chunk}", f32, None)],
+        initializer=[numpy_helper.from_array(_ints(0, 16, chunk), f"shape_{chunk}")],
+    )
+
+
+def _silero_front() -> list:
+    """``input`` and ``sr`` to ``x`` ``[1, batch, 16]``: 512 samples at 16 kHz, 256 at 8 kHz."""
+    return [
+        helper.make_node("Equal", ["sr", "sr16k"], ["is16k"]),
+        helper.make_node(
+            "If",
+            ["is16k"],
+            ["feat"],
+            then_branch=_window_features(32, "sr16k"),
+            else_branch=_window_features(16, "sr8k"),
+        ),
+        helper.make_node("Unsqueeze", ["feat", "zero"], ["x"]),
+    ]
+
+
+def silero_v5(path: Path) -> Path:
+    nodes = [
+        *_silero_front(),
+        helper.make_node("Gather", ["state", "zero"], ["h"], axis=0),
+        helper.make_node("Gather", ["state", "one"], ["c"], axis=0),
+        helper.make_node(
+            "LSTM", ["x", "W", "R", "", "", "h", "c"], ["", "hn", "cn"], hidden_size=SILERO_H
+        ),
+        helper.make_node("Concat", ["hn", "cn"], ["stateN"], axis=0),
+        helper.make_node("Squeeze", ["hn", "zero"], ["h2"]),
+        helper.make_node("MatMul", ["h2", "V"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["output"]),
+    ]
+    return _save(
+        path,
+        nodes,
+        [
+            _vi("input", f32, [None, None]),
+            _vi("state", f32, [2, None, SILERO_H]),
+            _vi("sr", i64, []),
+        ],
+        [_vi("output", f32, [None, 1]), _vi("stateN", f32, [2, None, SILERO_H])],
+        {
+            "W": _S_W,
+            "R": _S_R,
+            "V": _S_V,
+            "sr16k": np.array(16000, np.int64),
+            "zero": _ints(0),
+            "one": _ints(1),
+        },
+    )
+
+
+def silero_v4(path: Path) -> Path:
+    """Two stacked LSTM layers of 64 (the second reuses the first's weights shape)."""
+    nodes = [
+        *_silero_front(),
+        helper.make_node("Gather", ["h", "zero"], ["h_a"], axis=0),
+        helper.make_node("Gather", ["c", "zero"], ["c_a"], axis=0),
+        helper.make_node("Gather", ["h", "one"], ["h_b"], axis=0),
+        helper.make_node("Gather", ["c", "one"], ["c_b"], axis=0),
+        helper.make_node(
+            "LSTM", ["x", "W", "R", "", "", "h_a", "c_a"], ["y_a", "hn_a", "cn_a"], hidden_size=64
+        ),
+        helper.make_node("Squeeze", ["y_a", "one"], ["x_b"]),
+        helper.make_node("MatMul", ["x_b", "P"], ["x_b16"]),
+        helper.make_node(
+            "LSTM", ["x_b16", "W", "R", "", "", "h_b", "c_b"], ["", "hn_b", "cn_b"], hidden_size=64
+        ),
+        helper.make_node("Concat", ["hn_a", "hn_b"], ["hn"], axis=0),
+        helper.make_node("Concat", ["cn_a", "cn_b"], ["cn"], axis=0),
+        helper.make_node("Squeeze", ["hn_b", "zero"], ["top"]),
+        helper.make_node("MatMul", ["top", "V"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["output"]),
+    ]
+    return _save(
+        path,
+        nodes,
+        [
+            _vi("input", f32, ["batch", "samples"]),
+            _vi("sr", i64, [1]),
+            _vi("h", f32, [2, "batch", 64]),
+            _vi("c", f32, [2, "batch", 64]),
+        ],
+        [
+            _vi("output", f32, ["batch", 1]),
+            _vi("hn", f32, [2, "batch", 64]),
+            _vi("cn", f32, [2, "batch", 64]),
+        ],
+        {
+            "W": _S_W4,
+            "R": _S_R4,
+            "P": _w(64, 16),
+            "V": _w(64, 1),
+            "sr16k": _ints(16000),
+            "zero": _ints(0),
+            "one": _ints(1),
+        },
+    )
+
+
+# Keyword spotters ---------------------------------------------------------------------------
+
+_K_W, _K_R, _K_V = _w(1, 4 * 128, 576, scale=0.05), _w(1, 4 * 128, 128, scale=0.1), _w(128, 1)
+
+
+def kws_windows(path: Path) -> Path:
+    nodes = [
+        helper.make_node("Unsqueeze", ["input", "one"], ["x3"]),
+        helper.make_node(
+            "LSTM", ["x3", "W", "R", "", "", "h", "c"], ["y", "hn", "cn"], hidden_size=128
+        ),
+        helper.make_node("Squeeze", ["y", "one_two"], ["y2"]),
+        helper.make_node("MatMul", ["y2", "V"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["prob"]),
+    ]
+    return _save(
+        path,
+        nodes,
+        [
+            _vi("input", f32, ["seq_len", 576]),
+            _vi("h", f32, [1, 1, 128]),
+            _vi("c", f32, [1, 1, 128]),
+        ],
+        [
+            _vi("prob", f32, ["seq_len", 1]),
+            _vi("hn", f32, [1, 1, 128]),
+            _vi("cn", f32, [1, 1, 128]),
+        ],
+        {"W": _K_W, "R": _K_R, "V": _K_V, "one": _ints(1), "one_two": _ints(1, 2)},
+    )
+
+
+KWS_H, KWS_CLASSES = 16, 12
+_M_P, _M_W, _M_R = _w(1960, 8, scale=0.05), _w(1, 3 * KWS_H, 8), _w(1, 3 * KWS_H, KWS_H)
+_M_OUT = _w(KWS_H, KWS_CLASSES)
+
+
+def kws_mel(path: Path) -> Path:
+    nodes = [
+        helper.make_node("Reshape", ["features", "flat"], ["flat_x"]),  # [batch, 49 * 40]
+        helper.make_node("MatMul", ["flat_x", "P"], ["proj"]),
+        helper.make_node("Unsqueeze", ["proj", "zero"], ["x"]),
+        helper.make_node("GRU", ["x", "W", "R", "", "", "h0"], ["", "hn"], hidden_size=KWS_H),
+        helper.make_node("Squeeze", ["hn", "zero"], ["top"]),
+        helper.make_node("MatMul", ["top", "OUT"], ["logits"]),
+    ]
+    return _save(
+        path,
+        nodes,
+        [_vi("features", f32, ["batch", "frames", 40]), _vi("h0", f32, [1, "batch", KWS_H])],
+        [_vi("logits", f32, ["batch", KWS_CLASSES]), _vi("hn", f32, [1, "batch", KWS_H])],
+        {"flat": _ints(0, 1960), "P": _M_P, "W": _M_W, "R": _M_R, "OUT": _M_OUT, "zero": _ints(0)},
+    )
+
+
+# tf2onnx (Keras) ----------------------------------------------------------------------------
+
+F, H = 6, 5
+_L_W, _L_R = _w(1, 4 * H, F), _w(1, 4 * H, H)
+
+
+def keras_lstm(path: Path) -> Path:
+    """Keras ``LSTM(return_sequences=True, return_state=True)`` with initial states as inputs."""
+    nodes = [
+        helper.make_node(
+            "Transpose", ["input_1:0"], ["lstm/transpose:0"], perm=[1, 0, 2], name="lstm/transpose"
+        ),
+        helper.make_node("Unsqueeze", ["state_h:0", "zero"], ["lstm/h:0"], name="lstm/h"),
+        helper.make_node("Unsqueeze", ["state_c:0", "zero"], ["lstm/c:0"], name="lstm/c"),
+        helper.make_node(
+            "LSTM",
+            ["lstm/transpose:0", "W", "R", "", "", "lstm/h:0", "lstm/c:0"],
+            ["lstm/while/y:0", "lstm/while/h:0", "lstm/while/c:0"],
+            hidden_size=H,
+            name="lstm/while",
+        ),
+        helper.make_node("Squeeze", ["lstm/while/y:0", "one"], ["lstm/y3:0"]),
+        helper.make_node("Transpose", ["lstm/y3:0"], ["Identity:0"], perm=[1, 0, 2]),
+        helper.make_node("Squeeze", ["lstm/while/h:0", "zero"], ["Identity_1:0"]),
+        helper.make_node("Squeeze", ["lstm/while/c:0", "zero"], ["Identity_2:0"]),
+    ]
+    return _save(
+        path,
+        nodes,
+        [
+            _vi("input_1:0", f32, ["unk__12", "unk__13", F]),
+            _vi("state_h:0", f32, ["unk__14", H]),
+            _vi("state_c:0", f32, ["unk__15", H]),
+        ],
+        [
+            _vi("Identity:0", f32, ["unk__16", "unk__17", H]),
+            _vi("Identity_1:0", f32, ["unk__18", H]),
+            _vi("Identity_2:0", f32, ["unk__19", H]),
+        ],
+        {"W": _L_W, "R": _L_R, "zero": _ints(0), "one": _ints(1)},
+        opset=13,
+    )
+
+
+# torch.onnx.export -------------------------------------------------------------------------
+
+_T_W1, _T_R1, _T_W2, _T_R2 = _w(1, 4 * H, F), _w(1, 4 * H, H), _w(1, 4 * H, H), _w(1, 4 * H, H)
+_T_B = _w(1, 8 * H)
+
+
+def _two_layer_lstm(x: str, h: str, c: str, hn: str, cn: str) -> list:
+    """Nodes of a 2-layer time-major LSTM from ``x`` ``[T, B, F]``, states ``[2, B, H]``: the
+    top layer's sequence is ``top`` ``[T, B, H]``."""
+    return [
+        helper.make_node("Gather", [h, "zero"], ["h_a"], axis=0),
+        helper.make_node("Gather", [c, "zero"], ["c_a"], axis=0),
+        helper.make_node("Gather", [h, "one"], ["h_b"], axis=0),
+        helper.make_node("Gather", [c, "one"], ["c_b"], axis=0),
+        helper.make_node(
+            "LSTM", [x, "W1", "R1", "B", "", "h_a", "c_a"], ["y_a", "hn_a", "cn_a"], hidden_size=H
+        ),
+        helper.make_node("Squeeze", ["y_a", "one"], ["x_b"]),
+        helper.make_node(
+            "LSTM",
+            ["x_b", "W2", "R2", "B", "", "h_b", "c_b"],
+            ["y_b", "hn_b", "cn_b"],
+            hidden_size=H,
+        ),
+        helper.make_node("Squeeze", ["y_b", "one"], ["top"]),
+        helper.make_node("Concat", ["hn_a", "hn_b"], [hn], axis=0),
+        helper.make_node("Concat", ["cn_a", "cn_b"], [cn], axis=0),
+    ]
+
+
+_LSTM_WEIGHTS = {"W1": _T_W1, "R1": _T_R1, "W2": _T_W2, "R2": _T_R2, "B": _T_B}
+
+
+def torch_lstm(path: Path) -> Path:
+    nodes = [
+        helper.make_node("Transpose", ["input"], ["/lstm/Transpose_output_0"], perm=[1, 0, 2]),
+        *_two_layer_lstm("/lstm/Transpose_output_0", "h0", "c0", "hn", "cn"),
+        helper.make_node("Transpose", ["top"], ["output"], perm=[1, 0, 2]),
+    ]
+    return _save(
+        path,
+        nodes,
+        [
+            _vi("input", f32, ["batch", "seq", F]),
+            _vi("h0", f32, [2, "batch", H]),
+            _vi("c0", f32, [2, "batch", H]),
+        ],
+        [
+            _vi("output", f32, ["batch", "seq", H]),
+            _vi("hn", f32, [2, "batch", H]),
+            _vi("cn", f32, [2, "batch", H]),
+        ],
+        {**_LSTM_WEIGHTS, "zero": _ints(0), "one": _ints(1)},
+    )
+
+
+def torch_lstm_state(path: Path) -> Path:
+    """The same LSTM with h and c passed as one ``state`` ``[2, layers, batch, H]``."""
+    nodes = [
+        helper.make_node("Gather", ["state", "zero_s"], ["h"], axis=0),
+        helper.make_node("Gather", ["state", "one_s"], ["c"], axis=0),
+        helper.make_node("Transpose", ["input"], ["xt"], perm=[1, 0, 2]),
+        *_two_layer_lstm("xt", "h", "c", "hn", "cn"),
+        helper.make_node("Transpose", ["top"], ["output"], perm=[1, 0, 2]),
+        helper.make_node("Unsqueeze", ["hn", "zero"], ["hn4"]),
+        helper.make_node("Unsqueeze", ["cn", "zero"], ["cn4"]),
+        helper.make_node("Concat", ["hn4", "cn4"], ["next_state"], axis=0),
+    ]
+    return _save(
+        path,
+        nodes,
+        [_vi("input", f32, ["batch", "seq", F]), _vi("state", f32, [2, 2, "batch", H])],
+        [_vi("output", f32, ["batch", "seq", H]), _vi("next_state", f32, [2, 2, "batch", H])],
+        {
+            **_LSTM_WEIGHTS,
+            "zero": _ints(0),
+            "one": _ints(1),
+            "zero_s": np.array(0, np.int64),
+            "one_s": np.array(1, np.int64),
+        },
+    )
+
+
+_G_W, _G_R = _w(1, 3 * H, F), _w(1, 3 * H, H)
+
+
+def torch_gru(path: Path) -> Path:
+    nodes = [
+        helper.make_node(
+            "GRU", ["x", "W", "R", "", "", "hidden_in"], ["y4", "hidden_out"], hidden_size=H
+        ),
+        helper.make_node("Squeeze", ["y4", "one"], ["y"]),
+    ]
+    return _save(
+        path,
+        nodes,
+        [_vi("x", f32, ["seq_len", "batch", F]), _vi("hidden_in", f32, [1, "batch", H])],
+        [_vi("y", f32, ["seq_len", "batch", H]), _vi("hidden_out", f32, [1, "batch", H])],
+        {"W": _G_W, "R": _G_R, "one": _ints(1)},
+    )
+
+
+def gru_batch_named(path: Path, batch: str | None) -> Path:
+    """A batch-first GRU whose batch dim_param is ``batch`` (None: anonymous) and whose time
+    dim_param is anonymous too: ``x`` ``[batch, ?, F]``, ``h0 -> hn`` ``[1, batch, H]``."""
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node("GRU", ["xt", "W", "R", "", "", "h0"], ["y4", "hn"], hidden_size=H),
+        helper.make_node("Squeeze", ["y4", "one"], ["y3"]),
+        helper.make_node("Transpose", ["y3"], ["y"], perm=[1, 0, 2]),
+    ]
+    return _save(
+        path,
+        nodes,
+        [_vi("x", f32, [batch, None, F]), _vi("h0", f32, [1, batch, H])],
+        [_vi("y", f32, [batch, None, H]), _vi("hn", f32, [1, batch, H])],
+        {"W": _G_W, "R": _G_R, "one": _ints(1)},
+    )
+
+
+VOCAB = 11
+_E = _w(VOCAB, F, scale=1.0)
+_OUT = _w(H, VOCAB)
+
+
+def token_gru(path: Path) -> Path:
+    nodes = [
+        helper.make_node("Gather", ["E", "input_ids"], ["emb"]),  # [batch, sequence, F]
+        helper.make_node("Transpose", ["emb"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node(
+            "GRU", ["xt", "W", "R", "", "", "past_h"], ["y4", "present_h"], hidden_size=H
+        ),
+        helper.make_node("Squeeze", ["y4", "one"], ["y3"]),
+        helper.make_node("Transpose", ["y3"], ["y"], perm=[1, 0, 2]),
+        helper.make_node("MatMul", ["y", "OUT"], ["logits"]),
+    ]
+    return _save(
+        path,
+        nodes,
+        [_vi("input_ids", i64, ["batch", "sequence"]), _vi("past_h", f32, [1, "batch", H])],
+        [_vi("logits", f32, ["batch", "sequence", VOCAB]), _vi("present_h", f32, [1, "batch", H])],
+        {"E": _E, "W": _G_W, "R": _G_R, "OUT": _OUT, "one": _ints(1)},
+    )
+
+
+_A_W = _w(H)
+
+
+def vad_with_threshold(path: Path) -> Path:
+    """``audio`` ``[batch, samples]`` (any window length), ``threshold`` float ``[1]``: ``speech``
+    ``[batch, 1]`` is 1 where the new state's mean passes the threshold; ``state -> stateN``."""
+    nodes = [
+        helper.make_node("ReduceMean", ["audio"], ["m"], axes=[1], keepdims=1),
+        helper.make_node("Mul", ["m", "w"], ["drive"]),
+        helper.make_node("Mul", ["state", "half"], ["decayed"]),
+        helper.make_node("Add", ["decayed", "drive"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["stateN"]),
+        helper.make_node("ReduceMean", ["stateN"], ["level"], axes=[1], keepdims=1),
+        helper.make_node("Greater", ["level", "threshold"], ["above"]),
+        helper.make_node("Cast", ["above"], ["speech"], to=f32),
+    ]
+    return _save(
+        path,
+        nodes,
+        [
+            _vi("audio", f32, ["batch", "samples"]),
+            _vi("state", f32, ["batch", H]),
+            _vi("threshold", f32, [1]),
+        ],
+        [_vi("speech", f32, ["batch", 1]), _vi("stateN", f32, ["batch", H])],
+        {"w": _A_W, "half": np.array(0.5, np.float32)},
+    )
+
+
+def ort_loop(
+    path: Path,
+    steps: list[dict[str, np.ndarray]],
+    states: dict[str, np.ndarray],
+    pairs: dict[str, str],
+) -> list[dict[str, np.ndarray]]:
+    """One session run per step (each step's feeds given whole), states fed back by ``pairs``."""
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    results = []
+    for feeds in steps:
+        out = dict(zip(names, session.run(None, {**feeds, **states})))
+        states = {name_in: out[name_out] for name_in, name_out in pairs.items()}
+        results.append(out)
+    return results
