@@ -127,6 +127,8 @@ def print_info(model_path: str, model: Any, cost: dict | None, as_json: bool) ->
         click.echo(f"  const   {name} = {value.tolist()}{guess}")
     if sig.vocab:
         click.echo(f"  vocab   {len(sig.vocab)} characters")
+    elif sig.num_tokens and sig.kind == "discovered":
+        click.echo(f"  tokens  ids in [0, {sig.num_tokens}) (probe: larger ids are refused)")
     if sig.labels:
         click.echo(f"  labels  {', '.join(sig.labels)}")
     if cost:

@@ -282,6 +282,7 @@ def discover_signature(
         outputs=tuple(output_specs),
         states=states,
         kind="discovered",
+        num_tokens=probe.num_tokens,
         source={
             "discovered": True,
             "state_map": dict(pairs),

@@ -131,8 +131,10 @@ def _constants(
                 raise TypeError(f"got {type(value).__name__} {value!r}")
             with np.errstate(invalid="ignore", over="ignore"):
                 cast = given.astype(dtype)
-            if not np.array_equal(cast, given):  # 16000.5 or 2**40 for an int32 input
+            if dtype.kind in "iu" and not np.array_equal(cast, given):  # 16000.5, 2**40 in int32
                 raise ValueError(f"got {value!r}, which {dtype} cannot hold exactly")
+            if dtype.kind == "f" and not np.isfinite(cast).all():
+                raise ValueError(f"got {value!r}, not a finite {dtype}")
             if cast.ndim != len(shape):
                 cast = cast.reshape([d if isinstance(d, int) else 1 for d in shape])
         except (ValueError, TypeError) as e:

@@ -11,6 +11,10 @@ and 3 while the others stay at 1, and watched:
 - **frame**: the model takes sizes 1, 2 and 3 and no output or state changes shape (one step
   consumes a window of any length).
 
+Integer inputs are token ids when the model refuses ids from some value up (an embedding of that
+many rows): that count is found by doubling and halving (``Probe.num_tokens``, about 2 log2 V
+runs), so out-of-range ids are refused before the run.
+
 A model that refuses size-1 inputs (a fixed window: 512 samples at 16 kHz, 49 frames of 40 mel
 bins) is probed at the sizes it accepts, found from its own hints: the sizes onnxruntime names
 when it refuses a run (a Reshape's requested shape), numbers in the axis's dim_param, windows of
@@ -59,6 +63,7 @@ class Probe:
     follows: dict[str, dict[int, int]] = field(default_factory=dict)  # output -> {input: axis}
     state_batch: dict[str, int] = field(default_factory=dict)  # state input -> its batch axis
     windows: dict[int, int] = field(default_factory=dict)  # frame axis -> the one size it takes
+    num_tokens: int | None = None  # integer input: the first id the model refuses
     failed: str = ""  # why no run succeeded (then the names decide)
     note: str = ""
 
@@ -269,6 +274,28 @@ class _Prober:
         same = shapes == [y.shape for y in base[0]] + [s.shape for s in base[1].values()]
         return 0 if same else None
 
+    def num_tokens(self) -> int | None:
+        """For integer inputs: the smallest id the model refuses (an embedding's row count),
+        by doubling then halving; None when every id up to the dtype's limit runs."""
+        if self.dtype(self.input).kind not in "iu":
+            return None
+        shape = self.frames({}).shape
+        dtype = self.dtype(self.input)
+        top = int(min(np.iinfo(dtype).max, 2**31 - 1))
+
+        def runs(token: int) -> bool:
+            return self.run(np.full(shape, token, dtype), self.zero_states(1)) is not None
+
+        good, bad = 1, 2
+        while runs(bad):
+            if bad == top:
+                return None
+            good, bad = bad, min(2 * bad, top)
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            good, bad = (middle, bad) if runs(middle) else (good, middle)
+        return bad
+
     def is_frame(self, axis: int, base: Run) -> bool:
         """Sizes 2 and 3 run and change no output's or state's shape."""
         for size in (2, 3):
@@ -336,6 +363,7 @@ def probe_axes(
                 probe.roles[axis] = "time"
             elif prober.is_frame(axis, base):
                 probe.roles[axis] = "frame"
+        probe.num_tokens = prober.num_tokens()
     except TimeoutError:
         probe.note = f"probe stopped after {_HARD_STOP * budget * 1e3:g} ms (a busy machine?); "
     elapsed = (time.perf_counter() - start) * 1e3
