@@ -1,8 +1,9 @@
 """Stateful ONNX files as other exporters write them load without help and stream.
 
 Each graph of :mod:`tests.runtime.third_party` is loaded with no state map and no axes (only a
-setting no default can stand for is given), streamed by ``step`` (and by ``feed`` when it has a
-time axis) and compared with the hand-written onnxruntime loop; ``rnnstream info`` shows each
+setting no default can stand for is given), streamed by ``step`` and by ``feed`` (one run per
+chunk, or one per window for models without a time axis) and compared with the hand-written
+onnxruntime loop; ``rnnstream info`` shows each
 decided axis and how. Bad input to their streams is one line naming the tensor, and leaves the
 state as it was.
 """
@@ -186,11 +187,8 @@ def test_loads_without_help_and_steps_like_an_onnxruntime_loop(loaded):
 
 
 def test_feeds_chunks_like_an_onnxruntime_loop(loaded):
+    """With a time axis, one run per chunk; without (one window per run), a run per window."""
     case, path, model = loaded
-    if model.signature.input.time_axis is None:
-        with pytest.raises(InputError, match="has no time axis: use step"):
-            model.stream().feed(np.stack(_frames(case, 2, seed=2)))
-        return
     frames = _frames(case, 7, seed=2)
     stream = model.stream()
     chunks = [stream.feed(np.stack(frames[:3])), stream.feed(np.stack(frames[3:]))]
@@ -314,3 +312,55 @@ def test_a_wrong_sample_rate_on_the_command_line_is_one_line(tmp_path, cli):
     result = cli("-q", "info", str(path), "--const", "sr=16000.5", ok=False)
     assert result.exit_code == 1 and "constant 'sr': not a int64" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_chunk_of_windows_is_checked_whole_before_any_runs(tmp_path):
+    model = rnnstream.load(tp.silero_v5(tmp_path / "silero.onnx"))
+    stream = model.stream(batch=2)
+    windows = np.random.default_rng(7).uniform(-1, 1, (2, 3, 512)).astype(np.float32)
+    stream.feed(windows)
+    before = stream.state
+    bad = windows.copy()
+    bad[1, 2, 5] = np.nan  # the last window of the second row
+    with pytest.raises(InputError, match="contains NaN or infinity"):
+        stream.feed(bad)
+    _same_state(before, stream.state)
+    with pytest.raises(InputError, match=r"expected shape \[2, 'time', 512\], got \[3, 512\]"):
+        stream.feed(windows[0])
+    with pytest.raises(InputError, match=r"the chunk is empty \(0 time steps\)"):
+        stream.feed(np.zeros((2, 0, 512), np.float32))
+    _same_state(before, stream.state)
+    one = model.stream()
+    one.feed(windows[1])
+    assert_close(stream.feed(windows)[1], one.feed(windows[1]), KERNELS)
+
+
+def test_a_run_failing_mid_chunk_puts_the_state_back(tmp_path):
+    """Windows whose loudest sample picks a row of a 4-row table: a sample of 10 passes every
+    check and fails in onnxruntime (index out of range) on the third window of the chunk."""
+    from onnx import TensorProto, helper
+
+    f32 = TensorProto.FLOAT
+    nodes = [
+        helper.make_node("ReduceMax", ["audio"], ["loudest"], axes=[1], keepdims=0),
+        helper.make_node("Cast", ["loudest"], ["row"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["table", "row"], ["picked"]),  # [batch, H]
+        helper.make_node("Add", ["state", "picked"], ["stateN"]),
+        helper.make_node("ReduceMean", ["stateN"], ["level"], axes=[1], keepdims=1),
+    ]
+    table = np.arange(4 * tp.H, dtype=np.float32).reshape(4, tp.H)
+    path = tp.save_graph(
+        tmp_path / "table.onnx",
+        nodes,
+        [tp.value_info("audio", f32, ["batch", 16]), tp.value_info("state", f32, ["batch", tp.H])],
+        [tp.value_info("level", f32, ["batch", 1]), tp.value_info("stateN", f32, ["batch", tp.H])],
+        {"table": table},
+    )
+    stream = rnnstream.load(path).stream()
+    windows = np.random.default_rng(8).uniform(0, 1, (4, 16)).astype(np.float32)
+    stream.feed(windows[:2])
+    before = stream.state
+    windows[2, 3] = 10.0
+    with pytest.raises(InputError, match=r"onnxruntime rejected the run: .*Gather"):
+        stream.feed(windows)
+    _same_state(before, stream.state)

@@ -41,7 +41,7 @@ def _w(*shape: int, scale: float = 0.3) -> np.ndarray:
     return (scale * _rng.standard_normal(shape)).astype(np.float32)
 
 
-def _save(path: Path, nodes, inputs, outputs, weights: dict, opset: int = 17) -> Path:
+def save_graph(path: Path, nodes, inputs, outputs, weights: dict, opset: int = 17) -> Path:
     graph = helper.make_graph(
         nodes,
         path.stem,
@@ -56,7 +56,7 @@ def _save(path: Path, nodes, inputs, outputs, weights: dict, opset: int = 17) ->
     return path
 
 
-def _vi(name: str, dtype: int, shape: list | None):
+def value_info(name: str, dtype: int, shape: list | None):
     return helper.make_tensor_value_info(name, dtype, shape)
 
 
@@ -82,7 +82,7 @@ def _window_features(chunk: int, name: str) -> onnx.GraphProto:
         ],
         name,
         [],
-        [_vi(f"feat_{chunk}", f32, None)],
+        [value_info(f"feat_{chunk}", f32, None)],
         initializer=[numpy_helper.from_array(_ints(0, 16, chunk), f"shape_{chunk}")],
     )
 
@@ -115,15 +115,15 @@ def silero_v5(path: Path) -> Path:
         helper.make_node("MatMul", ["h2", "V"], ["logit"]),
         helper.make_node("Sigmoid", ["logit"], ["output"]),
     ]
-    return _save(
+    return save_graph(
         path,
         nodes,
         [
-            _vi("input", f32, [None, None]),
-            _vi("state", f32, [2, None, SILERO_H]),
-            _vi("sr", i64, []),
+            value_info("input", f32, [None, None]),
+            value_info("state", f32, [2, None, SILERO_H]),
+            value_info("sr", i64, []),
         ],
-        [_vi("output", f32, [None, 1]), _vi("stateN", f32, [2, None, SILERO_H])],
+        [value_info("output", f32, [None, 1]), value_info("stateN", f32, [2, None, SILERO_H])],
         {
             "W": _S_W,
             "R": _S_R,
@@ -157,19 +157,19 @@ def silero_v4(path: Path) -> Path:
         helper.make_node("MatMul", ["top", "V"], ["logit"]),
         helper.make_node("Sigmoid", ["logit"], ["output"]),
     ]
-    return _save(
+    return save_graph(
         path,
         nodes,
         [
-            _vi("input", f32, ["batch", "samples"]),
-            _vi("sr", i64, [1]),
-            _vi("h", f32, [2, "batch", 64]),
-            _vi("c", f32, [2, "batch", 64]),
+            value_info("input", f32, ["batch", "samples"]),
+            value_info("sr", i64, [1]),
+            value_info("h", f32, [2, "batch", 64]),
+            value_info("c", f32, [2, "batch", 64]),
         ],
         [
-            _vi("output", f32, ["batch", 1]),
-            _vi("hn", f32, [2, "batch", 64]),
-            _vi("cn", f32, [2, "batch", 64]),
+            value_info("output", f32, ["batch", 1]),
+            value_info("hn", f32, [2, "batch", 64]),
+            value_info("cn", f32, [2, "batch", 64]),
         ],
         {
             "W": _S_W4,
@@ -198,18 +198,18 @@ def kws_windows(path: Path) -> Path:
         helper.make_node("MatMul", ["y2", "V"], ["logit"]),
         helper.make_node("Sigmoid", ["logit"], ["prob"]),
     ]
-    return _save(
+    return save_graph(
         path,
         nodes,
         [
-            _vi("input", f32, ["seq_len", 576]),
-            _vi("h", f32, [1, 1, 128]),
-            _vi("c", f32, [1, 1, 128]),
+            value_info("input", f32, ["seq_len", 576]),
+            value_info("h", f32, [1, 1, 128]),
+            value_info("c", f32, [1, 1, 128]),
         ],
         [
-            _vi("prob", f32, ["seq_len", 1]),
-            _vi("hn", f32, [1, 1, 128]),
-            _vi("cn", f32, [1, 1, 128]),
+            value_info("prob", f32, ["seq_len", 1]),
+            value_info("hn", f32, [1, 1, 128]),
+            value_info("cn", f32, [1, 1, 128]),
         ],
         {"W": _K_W, "R": _K_R, "V": _K_V, "one": _ints(1), "one_two": _ints(1, 2)},
     )
@@ -229,11 +229,17 @@ def kws_mel(path: Path) -> Path:
         helper.make_node("Squeeze", ["hn", "zero"], ["top"]),
         helper.make_node("MatMul", ["top", "OUT"], ["logits"]),
     ]
-    return _save(
+    return save_graph(
         path,
         nodes,
-        [_vi("features", f32, ["batch", "frames", 40]), _vi("h0", f32, [1, "batch", KWS_H])],
-        [_vi("logits", f32, ["batch", KWS_CLASSES]), _vi("hn", f32, [1, "batch", KWS_H])],
+        [
+            value_info("features", f32, ["batch", "frames", 40]),
+            value_info("h0", f32, [1, "batch", KWS_H]),
+        ],
+        [
+            value_info("logits", f32, ["batch", KWS_CLASSES]),
+            value_info("hn", f32, [1, "batch", KWS_H]),
+        ],
         {"flat": _ints(0, 1960), "P": _M_P, "W": _M_W, "R": _M_R, "OUT": _M_OUT, "zero": _ints(0)},
     )
 
@@ -264,18 +270,18 @@ def keras_lstm(path: Path) -> Path:
         helper.make_node("Squeeze", ["lstm/while/h:0", "zero"], ["Identity_1:0"]),
         helper.make_node("Squeeze", ["lstm/while/c:0", "zero"], ["Identity_2:0"]),
     ]
-    return _save(
+    return save_graph(
         path,
         nodes,
         [
-            _vi("input_1:0", f32, ["unk__12", "unk__13", F]),
-            _vi("state_h:0", f32, ["unk__14", H]),
-            _vi("state_c:0", f32, ["unk__15", H]),
+            value_info("input_1:0", f32, ["unk__12", "unk__13", F]),
+            value_info("state_h:0", f32, ["unk__14", H]),
+            value_info("state_c:0", f32, ["unk__15", H]),
         ],
         [
-            _vi("Identity:0", f32, ["unk__16", "unk__17", H]),
-            _vi("Identity_1:0", f32, ["unk__18", H]),
-            _vi("Identity_2:0", f32, ["unk__19", H]),
+            value_info("Identity:0", f32, ["unk__16", "unk__17", H]),
+            value_info("Identity_1:0", f32, ["unk__18", H]),
+            value_info("Identity_2:0", f32, ["unk__19", H]),
         ],
         {"W": _L_W, "R": _L_R, "zero": _ints(0), "one": _ints(1)},
         opset=13,
@@ -321,18 +327,18 @@ def torch_lstm(path: Path) -> Path:
         *_two_layer_lstm("/lstm/Transpose_output_0", "h0", "c0", "hn", "cn"),
         helper.make_node("Transpose", ["top"], ["output"], perm=[1, 0, 2]),
     ]
-    return _save(
+    return save_graph(
         path,
         nodes,
         [
-            _vi("input", f32, ["batch", "seq", F]),
-            _vi("h0", f32, [2, "batch", H]),
-            _vi("c0", f32, [2, "batch", H]),
+            value_info("input", f32, ["batch", "seq", F]),
+            value_info("h0", f32, [2, "batch", H]),
+            value_info("c0", f32, [2, "batch", H]),
         ],
         [
-            _vi("output", f32, ["batch", "seq", H]),
-            _vi("hn", f32, [2, "batch", H]),
-            _vi("cn", f32, [2, "batch", H]),
+            value_info("output", f32, ["batch", "seq", H]),
+            value_info("hn", f32, [2, "batch", H]),
+            value_info("cn", f32, [2, "batch", H]),
         ],
         {**_LSTM_WEIGHTS, "zero": _ints(0), "one": _ints(1)},
     )
@@ -350,11 +356,17 @@ def torch_lstm_state(path: Path) -> Path:
         helper.make_node("Unsqueeze", ["cn", "zero"], ["cn4"]),
         helper.make_node("Concat", ["hn4", "cn4"], ["next_state"], axis=0),
     ]
-    return _save(
+    return save_graph(
         path,
         nodes,
-        [_vi("input", f32, ["batch", "seq", F]), _vi("state", f32, [2, 2, "batch", H])],
-        [_vi("output", f32, ["batch", "seq", H]), _vi("next_state", f32, [2, 2, "batch", H])],
+        [
+            value_info("input", f32, ["batch", "seq", F]),
+            value_info("state", f32, [2, 2, "batch", H]),
+        ],
+        [
+            value_info("output", f32, ["batch", "seq", H]),
+            value_info("next_state", f32, [2, 2, "batch", H]),
+        ],
         {
             **_LSTM_WEIGHTS,
             "zero": _ints(0),
@@ -375,11 +387,17 @@ def torch_gru(path: Path) -> Path:
         ),
         helper.make_node("Squeeze", ["y4", "one"], ["y"]),
     ]
-    return _save(
+    return save_graph(
         path,
         nodes,
-        [_vi("x", f32, ["seq_len", "batch", F]), _vi("hidden_in", f32, [1, "batch", H])],
-        [_vi("y", f32, ["seq_len", "batch", H]), _vi("hidden_out", f32, [1, "batch", H])],
+        [
+            value_info("x", f32, ["seq_len", "batch", F]),
+            value_info("hidden_in", f32, [1, "batch", H]),
+        ],
+        [
+            value_info("y", f32, ["seq_len", "batch", H]),
+            value_info("hidden_out", f32, [1, "batch", H]),
+        ],
         {"W": _G_W, "R": _G_R, "one": _ints(1)},
     )
 
@@ -393,11 +411,11 @@ def gru_batch_named(path: Path, batch: str | None) -> Path:
         helper.make_node("Squeeze", ["y4", "one"], ["y3"]),
         helper.make_node("Transpose", ["y3"], ["y"], perm=[1, 0, 2]),
     ]
-    return _save(
+    return save_graph(
         path,
         nodes,
-        [_vi("x", f32, [batch, None, F]), _vi("h0", f32, [1, batch, H])],
-        [_vi("y", f32, [batch, None, H]), _vi("hn", f32, [1, batch, H])],
+        [value_info("x", f32, [batch, None, F]), value_info("h0", f32, [1, batch, H])],
+        [value_info("y", f32, [batch, None, H]), value_info("hn", f32, [1, batch, H])],
         {"W": _G_W, "R": _G_R, "one": _ints(1)},
     )
 
@@ -418,11 +436,17 @@ def token_gru(path: Path) -> Path:
         helper.make_node("Transpose", ["y3"], ["y"], perm=[1, 0, 2]),
         helper.make_node("MatMul", ["y", "OUT"], ["logits"]),
     ]
-    return _save(
+    return save_graph(
         path,
         nodes,
-        [_vi("input_ids", i64, ["batch", "sequence"]), _vi("past_h", f32, [1, "batch", H])],
-        [_vi("logits", f32, ["batch", "sequence", VOCAB]), _vi("present_h", f32, [1, "batch", H])],
+        [
+            value_info("input_ids", i64, ["batch", "sequence"]),
+            value_info("past_h", f32, [1, "batch", H]),
+        ],
+        [
+            value_info("logits", f32, ["batch", "sequence", VOCAB]),
+            value_info("present_h", f32, [1, "batch", H]),
+        ],
         {"E": _E, "W": _G_W, "R": _G_R, "OUT": _OUT, "one": _ints(1)},
     )
 
@@ -443,15 +467,15 @@ def vad_with_threshold(path: Path) -> Path:
         helper.make_node("Greater", ["level", "threshold"], ["above"]),
         helper.make_node("Cast", ["above"], ["speech"], to=f32),
     ]
-    return _save(
+    return save_graph(
         path,
         nodes,
         [
-            _vi("audio", f32, ["batch", "samples"]),
-            _vi("state", f32, ["batch", H]),
-            _vi("threshold", f32, [1]),
+            value_info("audio", f32, ["batch", "samples"]),
+            value_info("state", f32, ["batch", H]),
+            value_info("threshold", f32, [1]),
         ],
-        [_vi("speech", f32, ["batch", 1]), _vi("stateN", f32, ["batch", H])],
+        [value_info("speech", f32, ["batch", 1]), value_info("stateN", f32, ["batch", H])],
         {"w": _A_W, "half": np.array(0.5, np.float32)},
     )
 
