@@ -13,7 +13,8 @@ and 3 while the others stay at 1, and watched:
 
 Integer inputs are token ids when the model refuses ids from some value up (an embedding of that
 many rows): that count is found by doubling and halving (``Probe.num_tokens``, about 2 log2 V
-runs), so out-of-range ids are refused before the run.
+runs), so out-of-range ids are refused before the run; it is skipped when it would overrun
+the budget.
 
 A model that refuses size-1 inputs (a fixed window: 512 samples at 16 kHz, 49 frames of 40 mel
 bins) is probed at the sizes it accepts, found from its own hints: the sizes onnxruntime names
@@ -45,6 +46,7 @@ __all__ = ["BUDGET_SECONDS", "Probe", "probe_axes"]
 BUDGET_SECONDS = 0.1  # extra load time the probe may plan to take
 _RUNS_PER_AXIS = 9  # at most: batch 3, time 4, frame 2
 _HARD_STOP = 10  # a probe slowed down by a busy machine stops at 10 budgets
+_TOKEN_RUNS = 64  # at most, to find a token count below 2**31
 _MAX_SIZE_TRIES = 48  # runs spent looking for the sizes a model that refuses size 1 accepts
 _MAX_WINDOW = 1 << 16  # the largest window size tried
 _COMMON_WINDOWS = (512, 256, 576, 288, 160, 320, 400, 480, 640, 1024, 1280, 1536, 1600)
@@ -340,7 +342,8 @@ def probe_axes(
             probe.note = f"not probed: {probe.failed}"
             return probe
         prober.deadline = float("inf")
-    planned = _RUNS_PER_AXIS * len(dynamic) * prober.run_seconds()
+    one_run = prober.run_seconds()
+    planned = _RUNS_PER_AXIS * len(dynamic) * one_run
     if planned > budget:
         probe.note = (
             f"not probed: it would take about {planned * 1e3:.0f} ms (budget {budget * 1e3:g} ms)"
@@ -363,7 +366,8 @@ def probe_axes(
                 probe.roles[axis] = "time"
             elif prober.is_frame(axis, base):
                 probe.roles[axis] = "frame"
-        probe.num_tokens = prober.num_tokens()
+        if time.perf_counter() - start + _TOKEN_RUNS * one_run <= budget:
+            probe.num_tokens = prober.num_tokens()
     except TimeoutError:
         probe.note = f"probe stopped after {_HARD_STOP * budget * 1e3:g} ms (a busy machine?); "
     elapsed = (time.perf_counter() - start) * 1e3
