@@ -184,6 +184,8 @@ def _decide_axes(
             return (by_name if by_name in found else found[0]), "probe"
         if by_name is not None and by_name not in exclude and by_name not in probe.roles:
             return by_name, by_names
+        if role == "batch" and x.shape[:1] == (1,) and 0 not in exclude:
+            return 0, by_names  # a leading axis fixed at 1 ([1, samples]): a batch of one
         return None, "probe" if probe.roles else by_names
 
     by_names = f"name (probe failed: {probe.failed})" if probe.failed else "name"

@@ -55,6 +55,16 @@ CASES = {
         "batch axis 0 (probe), time axis none (probe), frame axis 1 (probe, fixed 512)",
         guessed={"constants": {"sr": 16000}},
     ),
+    "silero_v5_batch_1": Case(
+        lambda path: tp.silero_v5(path, batch=1),
+        (512,),
+        lambda f: {"input": f[None], **SR16K},
+        {"state": (2, 1, tp.SILERO_H)},
+        {"state": "stateN"},
+        "output",
+        "batch axis 0 (name), time axis none (probe), frame axis 1 (probe, fixed 512)",
+        guessed={"constants": {"sr": 16000}},
+    ),
     "silero_v4": Case(
         tp.silero_v4,
         (512,),
@@ -200,6 +210,10 @@ def test_batched_rows_match_their_own_loops(loaded):
     case, path, model = loaded
     if model.signature.input.batch_axis is None:
         with pytest.raises(rnnstream.SignatureError, match="no batch axis"):
+            model.stream(batch=2)
+        return
+    if model.signature.input.shape[model.signature.input.batch_axis] == 1:
+        with pytest.raises(rnnstream.SignatureError, match="fixed batch of 1; cannot hold 2"):
             model.stream(batch=2)
         return
     rows = [_frames(case, 4, seed=3), _frames(case, 4, seed=4)]

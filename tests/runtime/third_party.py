@@ -5,7 +5,8 @@ Names, shapes and layouts follow real files (no file is downloaded):
 - ``silero_v5``: Silero VAD 5 — ``input`` ``[batch, samples]`` float, ``state`` ``[2, batch, 128]``
   (h and c in one tensor), ``sr`` int64 scalar, ``output`` ``[batch, 1]`` and ``stateN``; an
   ``If`` on ``sr`` reshapes the window into 16 chunks, so only 512 samples run at 16 kHz and 256
-  at 8 kHz. ``silero_v4``: the older ``input, sr, h, c -> output, hn, cn`` (2 layers of 64).
+  at 8 kHz (``batch=1``: the batch fixed at 1, as an export without dynamic axes writes it).
+  ``silero_v4``: the older ``input, sr, h, c -> output, hn, cn`` (2 layers of 64).
 - ``kws_windows``: a keyword spotter over ``[N, 576]`` windows (N in order: time), ``h``/``c``
   fixed ``[1, 1, 128]`` (no batch axis), ``prob`` ``[N, 1]``.
 - ``kws_mel``: 49 frames of 40 mel bins flattened by a Reshape to ``[batch, 1960]``: only
@@ -102,7 +103,8 @@ def _silero_front() -> list:
     ]
 
 
-def silero_v5(path: Path) -> Path:
+def silero_v5(path: Path, batch: int | None = None) -> Path:
+    """``batch=1``: exported without a dynamic batch (``[1, samples]``, state ``[2, 1, 128]``)."""
     nodes = [
         *_silero_front(),
         helper.make_node("Gather", ["state", "zero"], ["h"], axis=0),
@@ -119,11 +121,14 @@ def silero_v5(path: Path) -> Path:
         path,
         nodes,
         [
-            value_info("input", f32, [None, None]),
-            value_info("state", f32, [2, None, SILERO_H]),
+            value_info("input", f32, [batch, None]),
+            value_info("state", f32, [2, batch, SILERO_H]),
             value_info("sr", i64, []),
         ],
-        [value_info("output", f32, [None, 1]), value_info("stateN", f32, [2, None, SILERO_H])],
+        [
+            value_info("output", f32, [batch, 1]),
+            value_info("stateN", f32, [2, batch, SILERO_H]),
+        ],
         {
             "W": _S_W,
             "R": _S_R,
