@@ -3,7 +3,7 @@
 Stateful models from elsewhere (Silero VAD, sherpa-onnx, hand-made exports) name their state
 inputs and outputs by a handful of conventions; a pair must also agree in dtype and shape. Where
 the names tell nothing (tf2onnx's ``state_h:0 -> Identity_1:0``), the inputs after the first are
-paired in order with the outputs of their dtype and shape, and the pairs are recorded as a guess
+paired in order with the last outputs when dtypes and shapes agree, recorded as a guess
 (``signature.source["guessed"]``); ``state_map={"state": "stateN"}`` says it for sure.
 
 Scalar inputs are settings, never the stream's input: they are pinned with ``constants``; a
@@ -345,18 +345,16 @@ def _pairs_by_order(
     outputs: dict[str, ort.NodeArg],
     constants: Mapping[str, object],
 ) -> dict[str, str]:
-    """When no name pairs anything: the inputs after the first (settings aside), each with the
-    first unpaired output of its dtype and shape, in order; nothing unless all of them pair."""
-    rest = [a for n, a in inputs.items() if n not in constants and not _is_setting(a)]
-    free = list(outputs.values())
-    pairs = {}
-    for arg in rest[1:]:
-        match = next((out for out in free if _compatible(arg, out)), None)
-        if match is None:
-            return {}
-        pairs[arg.name] = match.name
-        free.remove(match)
-    return pairs if free else {}  # the model must keep an output of its own
+    """When no name pairs anything: the inputs after the first (settings aside) with the last
+    outputs, in order (exporters put the new states after the model's own outputs), when each
+    pair agrees in dtype and shape; else nothing."""
+    states = [a for n, a in inputs.items() if n not in constants and not _is_setting(a)][1:]
+    if not states or len(outputs) <= len(states):
+        return {}
+    tail = list(outputs.values())[-len(states) :]
+    if not all(_compatible(arg, out) for arg, out in zip(states, tail)):
+        return {}
+    return {arg.name: out.name for arg, out in zip(states, tail)}
 
 
 def _model_input(

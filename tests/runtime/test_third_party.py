@@ -130,6 +130,16 @@ CASES = {
         "y",
         "batch axis 1 (probe), time axis 0 (probe)",
     ),
+    "torch_generated_names": Case(
+        tp.torch_unnamed_gru,
+        (tp.F,),
+        _one("x"),
+        {"hidden": (1, 1, tp.H)},
+        {"hidden": "getitem_1"},
+        "getitem",
+        "batch axis 1 (probe), time axis 0 (probe)",
+        guessed={"state_map": {"hidden": "getitem_1"}},
+    ),
     **{
         f"batch_{name}": Case(
             lambda path, name=name: tp.gru_batch_named(path, name),

@@ -17,7 +17,8 @@ Names, shapes and layouts follow real files (no file is downloaded):
 - ``torch_lstm``: ``torch.onnx.export`` of a 2-layer batch-first LSTM — ``input`` ``[batch, seq,
   F]``, ``h0/c0 -> hn/cn`` ``[2, batch, H]``; ``torch_gru``: time-major ``x`` with
   ``hidden_in -> hidden_out``; ``torch_lstm_state``: ``state -> next_state`` as one ``[2, 2,
-  batch, H]`` tensor; ``gru_batch_named(name)``: the batch dim_param ``N``, ``unk__123`` or none.
+  batch, H]`` tensor; ``torch_unnamed_gru``: ``x, hidden -> getitem, getitem_1`` (generated output
+  names); ``gru_batch_named(name)``: the batch dim_param ``N``, ``unk__123`` or none.
 - ``token_gru``: ``input_ids`` int64 ``[batch, sequence]`` through an embedding, ``logits``.
 - ``vad_with_threshold``: audio windows plus a float ``threshold`` input.
 
@@ -404,6 +405,26 @@ def torch_gru(path: Path) -> Path:
             value_info("hidden_out", f32, [1, "batch", H]),
         ],
         {"W": _G_W, "R": _G_R, "one": _ints(1)},
+    )
+
+
+def torch_unnamed_gru(path: Path) -> Path:
+    """A torch.export-based export with the forward's argument names (``x``, ``hidden``) and
+    generated output names: ``getitem`` (the sequence, whose shape would pass for the state's)
+    then ``getitem_1`` (the new state)."""
+    nodes = [
+        helper.make_node(
+            "GRU", ["x", "W", "R", "", "", "hidden"], ["y4", "getitem_1"], hidden_size=H
+        ),
+        helper.make_node("Squeeze", ["y4", "one"], ["getitem"]),
+    ]
+    return save_graph(
+        path,
+        nodes,
+        [value_info("x", f32, ["s0", "s1", F]), value_info("hidden", f32, [1, "s1", H])],
+        [value_info("getitem", f32, ["s0", "s1", H]), value_info("getitem_1", f32, [1, "s1", H])],
+        {"W": _G_W, "R": _G_R, "one": _ints(1)},
+        opset=18,
     )
 
 
