@@ -19,7 +19,8 @@ the budget.
 A model that refuses size-1 inputs (a fixed window: 512 samples at 16 kHz, 49 frames of 40 mel
 bins) is probed at the sizes it accepts, found from its own hints: the sizes onnxruntime names
 when it refuses a run (a Reshape's requested shape), numbers in the axis's dim_param, windows of
-the pinned sample rate (32, 16, 10, 20, 30 ms) and common window sizes, each tried until one runs.
+the pinned sample rate (32, 16, 10, 20, 30 ms), the fixed sizes of the model's inputs and
+outputs, and common window sizes, each tried until one runs.
 An axis that only runs at one size is a **frame** axis of that fixed size (``Probe.windows``).
 When no size runs, ``Probe.failed`` says why and the names decide.
 
@@ -98,16 +99,23 @@ def _message_sizes(error: str) -> list[int]:
     return sizes
 
 
-def size_hints(error: str, dim_names: list[str], constants: Mapping[str, np.ndarray]) -> list[int]:
+def size_hints(
+    error: str,
+    dim_names: list[str],
+    constants: Mapping[str, np.ndarray],
+    fixed_sizes: list[int],
+) -> list[int]:
     """Sizes worth trying for a model that refused size-1 inputs, most likely first: the
     refusal's own sizes, numbers in the dynamic axes' names, windows of a pinned sample rate,
-    then common window sizes."""
+    the fixed sizes of the model's inputs and outputs (a state holding the last window), then
+    common window sizes."""
     sizes = _message_sizes(error)
     sizes += [int(v) for name in dim_names for v in re.findall(r"\d+", name)]
     for name, value in constants.items():
         if _RATE_NAMES.match(name) and value.size == 1 and value.dtype.kind in "iuf":
             rate = float(value.reshape(-1)[0])
             sizes += [round(rate * ms / 1000) for ms in _RATE_WINDOWS_MS]
+    sizes += fixed_sizes
     sizes += _COMMON_WINDOWS
     return list(dict.fromkeys(v for v in sizes if 1 < v <= _MAX_WINDOW))
 
@@ -331,7 +339,10 @@ def probe_axes(
         first_error = prober.last_error
         names = [str(prober.input.shape[a]) for a in dynamic]
         try:
-            base = prober.find_sizes(dynamic, size_hints(first_error, names, constants))
+            args = [*session.get_inputs(), *session.get_outputs()]
+            fixed = [d for arg in args for d in (arg.shape or []) if isinstance(d, int)]
+            hints = size_hints(first_error, names, constants, fixed)
+            base = prober.find_sizes(dynamic, hints)
         except TimeoutError:
             base = None
         if base is None:

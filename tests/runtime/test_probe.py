@@ -378,3 +378,48 @@ def test_when_no_size_runs_the_names_decide_and_say_why(tmp_path):
     assert "/onnxruntime_src/" not in batch["by"]
     assert time_axis["axis"] is None and frames == [{"axis": 1, "by": batch["by"]}]
     assert model.signature.source["probe"].startswith("not probed: the model refuses size 1")
+
+
+def overlapping_windows(path: Path) -> Path:
+    """A window of 300 samples scored with the previous one: ``concat[window_prev, audio] @ W``
+    (W is [600, 4]), ``window_next = audio``. onnxruntime's refusal ("MatMul dimension
+    mismatch") names no size: the state's fixed 300 is the hint that runs."""
+    nodes = [
+        helper.make_node("Concat", ["window_prev", "audio"], ["both"], axis=1),
+        helper.make_node("MatMul", ["both", "W"], ["mixed"]),
+        helper.make_node("Tanh", ["mixed"], ["score"]),
+        helper.make_node("Identity", ["audio"], ["window_next"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "overlap",
+        [
+            helper.make_tensor_value_info("audio", f32, ["batch", "samples"]),
+            helper.make_tensor_value_info("window_prev", f32, ["batch", 300]),
+        ],
+        [
+            helper.make_tensor_value_info("score", f32, ["batch", 4]),
+            helper.make_tensor_value_info("window_next", f32, ["batch", 300]),
+        ],
+        initializer=[
+            numpy_helper.from_array(
+                0.1 * np.random.default_rng(22).standard_normal((600, 4)).astype(np.float32), "W"
+            )
+        ],
+    )
+    return _save(graph, path)
+
+
+def test_a_window_is_found_from_the_fixed_sizes_of_the_other_tensors(tmp_path):
+    path = overlapping_windows(tmp_path / "overlap.onnx")
+    model = rnnstream.load(path)
+    assert model.signature.input.shape == ("batch", 300)
+    assert axes_of(model)[2] == [{"axis": 1, "by": "probe", "size": 300}]
+    windows = np.random.default_rng(9).standard_normal((3, 300)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    prev, want = np.zeros((1, 300), np.float32), []
+    for w in windows:
+        score, prev = session.run(None, {"audio": w[None], "window_prev": prev})
+        want.append(score[0])
+    stream = model.stream()
+    assert_close(stream.feed(windows), np.stack(want))
