@@ -57,7 +57,7 @@ def test_a_wrong_axes_option_is_one_line(cli, tmp_path):
 
 
 def test_info_of_a_fixed_window_model_shows_the_window_and_the_guessed_rate(cli, tmp_path):
-    from tests.runtime.third_party import silero_v5
+    from tests.runtime.third_party_audio import silero_v5
 
     path = str(silero_v5(tmp_path / "silero.onnx"))
     text = cli("-q", "info", path).output

@@ -17,8 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 import rnnstream
 from tests.runtime.graphs import save_token_rnn
 from tests.runtime.test_discover import accumulator, reference, rnn_time_major
-from tests.runtime.third_party import KWS_H, SILERO_H, kws_mel, silero_v5
 from tests.runtime.third_party import ort_loop as ort_steps
+from tests.runtime.third_party_audio import KWS_H, SILERO_H, kws_mel, silero_v5
 from tests.tolerances import assert_close
 
 F, H = 5, 4

@@ -1,11 +1,11 @@
 """Stateful ONNX files as other exporters write them load without help and stream.
 
-Each graph of :mod:`tests.runtime.third_party` is loaded with no state map and no axes (only a
-setting no default can stand for is given), streamed by ``step`` and by ``feed`` (one run per
-chunk, or one per window for models without a time axis) and compared with the hand-written
-onnxruntime loop; ``rnnstream info`` shows each
-decided axis and how. Bad input to their streams is one line naming the tensor, and leaves the
-state as it was.
+Each graph of :mod:`tests.runtime.third_party` and :mod:`tests.runtime.third_party_audio` is
+loaded with no state map and no axes (only a setting no default can stand for is given), streamed
+by ``step`` and by ``feed`` (one run per chunk, or one per window for models without a time axis)
+and compared with the hand-written onnxruntime loop; ``rnnstream info`` shows each decided axis
+and how. Bad input to their streams is one line naming the tensor, and leaves the state as it
+was.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import pytest
 import rnnstream
 from rnnstream.errors import InputError
 from tests.runtime import third_party as tp
+from tests.runtime import third_party_audio as audio
 from tests.tolerances import KERNELS, assert_close
 
 
@@ -46,27 +47,27 @@ def _one(name: str) -> Callable[[np.ndarray], dict]:
 SR16K = {"sr": np.array(16000)}
 CASES = {
     "silero_v5": Case(
-        tp.silero_v5,
+        audio.silero_v5,
         (512,),
         lambda f: {"input": f[None], **SR16K},
-        {"state": (2, 1, tp.SILERO_H)},
+        {"state": (2, 1, audio.SILERO_H)},
         {"state": "stateN"},
         "output",
         "batch axis 0 (probe), time axis none (probe), frame axis 1 (probe, fixed 512)",
         guessed={"constants": {"sr": 16000}},
     ),
     "silero_v5_batch_1": Case(
-        lambda path: tp.silero_v5(path, batch=1),
+        lambda path: audio.silero_v5(path, batch=1),
         (512,),
         lambda f: {"input": f[None], **SR16K},
-        {"state": (2, 1, tp.SILERO_H)},
+        {"state": (2, 1, audio.SILERO_H)},
         {"state": "stateN"},
         "output",
         "batch axis 0 (name), time axis none (probe), frame axis 1 (probe, fixed 512)",
         guessed={"constants": {"sr": 16000}},
     ),
     "silero_v4": Case(
-        tp.silero_v4,
+        audio.silero_v4,
         (512,),
         lambda f: {"input": f[None], "sr": np.array([16000])},
         {"h": (2, 1, 64), "c": (2, 1, 64)},
@@ -76,7 +77,7 @@ CASES = {
         guessed={"constants": {"sr": [16000]}},
     ),
     "kws_windows": Case(
-        tp.kws_windows,
+        audio.kws_windows,
         (576,),
         lambda f: {"input": f[None]},
         {"h": (1, 1, 128), "c": (1, 1, 128)},
@@ -85,10 +86,10 @@ CASES = {
         "batch axis none (probe), time axis 0 (probe)",
     ),
     "kws_mel": Case(
-        tp.kws_mel,
+        audio.kws_mel,
         (49, 40),
         lambda f: {"features": f[None]},
-        {"h0": (1, 1, tp.KWS_H)},
+        {"h0": (1, 1, audio.KWS_H)},
         {"h0": "hn"},
         "logits",
         "batch axis 0 (probe), time axis none (probe), frame axis 1 (probe, fixed 49)",
@@ -162,7 +163,7 @@ CASES = {
         "batch axis 0 (probe), time axis 1 (probe)",
     ),
     "audio_and_threshold": Case(
-        tp.vad_with_threshold,
+        audio.vad_with_threshold,
         (7,),
         lambda f: {"audio": f[None], "threshold": np.array([0.1], np.float32)},
         {"state": (1, tp.H)},
@@ -288,7 +289,7 @@ def test_bad_input_is_one_line_and_leaves_the_state(tmp_path, name, bad, message
 
 
 def test_a_fixed_window_refuses_a_wrong_window_in_a_batch_too(tmp_path):
-    stream = rnnstream.load(tp.silero_v5(tmp_path / "silero.onnx")).stream(batch=2)
+    stream = rnnstream.load(audio.silero_v5(tmp_path / "silero.onnx")).stream(batch=2)
     stream.step(np.zeros((2, 512), np.float32))
     before = stream.state
     with pytest.raises(InputError, match=r"expected shape \[2, 512\], got \[2, 256\]"):
@@ -308,17 +309,17 @@ def test_a_fixed_window_refuses_a_wrong_window_in_a_batch_too(tmp_path):
 )
 def test_a_sample_rate_of_the_wrong_type_is_refused_at_load(tmp_path, value, message):
     with pytest.raises(InputError, match=message):
-        rnnstream.load(tp.silero_v5(tmp_path / "silero.onnx"), constants={"sr": value})
+        rnnstream.load(audio.silero_v5(tmp_path / "silero.onnx"), constants={"sr": value})
 
 
 def test_a_sample_rate_the_model_has_no_window_for_is_named_at_load(tmp_path):
     # sr=44100 takes the 8 kHz branch (256 samples): the probe finds what the model runs.
-    model = rnnstream.load(tp.silero_v5(tmp_path / "silero.onnx"), constants={"sr": 44100})
+    model = rnnstream.load(audio.silero_v5(tmp_path / "silero.onnx"), constants={"sr": 44100})
     assert model.signature.input.shape[1] == 256
 
 
 def test_a_setting_left_out_is_named_with_the_fix(tmp_path, cli):
-    path = tp.vad_with_threshold(tmp_path / "vad.onnx")
+    path = audio.vad_with_threshold(tmp_path / "vad.onnx")
     message = (
         "input 'threshold' (float32 [1]): a setting (scalar input) the model needs a value for; "
         "pin it with constants={'threshold': ...} (CLI: --const threshold=...)"
@@ -332,14 +333,14 @@ def test_a_setting_left_out_is_named_with_the_fix(tmp_path, cli):
 
 
 def test_a_wrong_sample_rate_on_the_command_line_is_one_line(tmp_path, cli):
-    path = tp.silero_v5(tmp_path / "silero.onnx")
+    path = audio.silero_v5(tmp_path / "silero.onnx")
     result = cli("-q", "info", str(path), "--const", "sr=16000.5", ok=False)
     assert result.exit_code == 1 and "constant 'sr': not a int64" in result.output
     assert len(result.output.strip().splitlines()) == 1
 
 
 def test_a_chunk_of_windows_is_checked_whole_before_any_runs(tmp_path):
-    model = rnnstream.load(tp.silero_v5(tmp_path / "silero.onnx"))
+    model = rnnstream.load(audio.silero_v5(tmp_path / "silero.onnx"))
     stream = model.stream(batch=2)
     windows = np.random.default_rng(7).uniform(-1, 1, (2, 3, 512)).astype(np.float32)
     stream.feed(windows)
