@@ -74,12 +74,17 @@ def _axes_line(sig: Any) -> str:
             "time": {"axis": sig.input.time_axis, "by": "metadata"},
             "frame": frames,
         }
+
+    def how(decision: dict) -> str:  # a failed probe's reason is on the probe line
+        by = "name, probe failed" if decision["by"].startswith("name (probe") else decision["by"]
+        return by + (f", fixed {decision['size']}" if "size" in decision else "")
+
     parts = [
         f"{role} axis {'none' if decided[role]['axis'] is None else decided[role]['axis']} "
-        f"({decided[role]['by']})"
+        f"({how(decided[role])})"
         for role in ("batch", "time")
     ]
-    parts += [f"frame axis {f['axis']} ({f['by']})" for f in decided["frame"]]
+    parts += [f"frame axis {f['axis']} ({how(f)})" for f in decided["frame"]]
     return ", ".join(parts)
 
 
@@ -108,15 +113,22 @@ def print_info(model_path: str, model: Any, cost: dict | None, as_json: bool) ->
     click.echo(f"  stream input {sig.input.name}: {_axes_line(sig)}")
     if sig.source.get("probe"):
         click.echo(f"  probe   {sig.source['probe']}")
+    guessed = sig.source.get("guessed", {})
     for s in sig.states:
+        guess = " (paired by order: a guess; --state IN=OUT says)" * (
+            s.input in guessed.get("state_map", {})
+        )
         click.echo(
             f"  state   {s.input} -> {s.output}: {s.dtype} {list(s.shape)}, "
-            f"batch axis {s.batch_axis}"
+            f"batch axis {s.batch_axis}{guess}"
         )
     for name, value in model.constants.items():
-        click.echo(f"  const   {name} = {value.tolist()}")
+        guess = f" (a guess; --const {name}=... says)" * (name in guessed.get("constants", {}))
+        click.echo(f"  const   {name} = {value.tolist()}{guess}")
     if sig.vocab:
         click.echo(f"  vocab   {len(sig.vocab)} characters")
+    elif sig.num_tokens and sig.kind == "discovered":
+        click.echo(f"  tokens  ids in [0, {sig.num_tokens}) (probe: larger ids are refused)")
     if sig.labels:
         click.echo(f"  labels  {', '.join(sig.labels)}")
     if cost:

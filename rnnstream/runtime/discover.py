@@ -1,8 +1,14 @@
 """A signature for an ONNX model that has none: state pairs from names, axes from probing.
 
 Stateful models from elsewhere (Silero VAD, sherpa-onnx, hand-made exports) name their state
-inputs and outputs by a handful of conventions; a pair must also agree in dtype and shape. What the
-names cannot tell, the caller gives as ``state_map={"state": "stateN"}``.
+inputs and outputs by a handful of conventions; a pair must also agree in dtype and shape. Where
+the names tell nothing (tf2onnx's ``state_h:0 -> Identity_1:0``), the inputs after the first are
+paired in order with the last outputs when dtypes and shapes agree, recorded as a guess
+(``signature.source["guessed"]``); ``state_map={"state": "stateN"}`` says it for sure.
+
+Scalar inputs are settings, never the stream's input: they are pinned with ``constants``; a
+sample rate left out (``sr``, ``sample_rate``) is pinned to 16000 and recorded as a guess
+(:func:`guessed_constants`), any other is an error naming it.
 
 The input's batch, time and frame axes are decided by running the model (:mod:`probe`); names
 only break ties and decide what probing cannot. ``axes={"batch": 0, "time": None}`` overrides.
@@ -23,9 +29,11 @@ from rnnstream.runtime.dtypes import numpy_dtype
 from rnnstream.runtime.probe import Probe, probe_axes
 from rnnstream.runtime.signature import Dim, Signature, StateSpec, TensorSpec
 
-__all__ = ["AXIS_ROLES", "discover_signature", "state_output_candidates"]
+__all__ = ["AXIS_ROLES", "discover_signature", "guessed_constants", "state_output_candidates"]
 
 AXIS_ROLES = ("batch", "time", "frame")
+DEFAULT_SAMPLE_RATE = 16000
+_RATE_NAMES = re.compile(r"^(sr|sample_?rate|sampling_?rate)$", re.IGNORECASE)
 
 # (pattern on the input name, replacement giving the output name), tried in order.
 _PAIR_RULES: list[tuple[str, str]] = [
@@ -55,6 +63,26 @@ def state_output_candidates(name: str) -> list[str]:
             if candidate != name and candidate not in out:
                 out.append(candidate)
     return out
+
+
+def _is_setting(arg: ort.NodeArg) -> bool:
+    """A scalar input (``[]``, ``[1]``): a setting such as a sample rate, never streamed."""
+    return arg.shape is not None and all(d == 1 for d in arg.shape)
+
+
+def guessed_constants(
+    session: ort.InferenceSession, constants: Mapping[str, object]
+) -> dict[str, np.ndarray]:
+    """Values for the integer sample-rate settings (``sr``, ``sample_rate``) not in ``constants``:
+    16000, the rate such models are trained for first (Silero VAD takes 8000 too)."""
+    return {
+        arg.name: np.full([1] * len(arg.shape), DEFAULT_SAMPLE_RATE, numpy_dtype(arg))
+        for arg in session.get_inputs()
+        if arg.name not in constants
+        and _is_setting(arg)
+        and _RATE_NAMES.match(arg.name)
+        and np.dtype(numpy_dtype(arg)).kind in "iu"
+    }
 
 
 def _dims(arg: ort.NodeArg) -> tuple[Dim, ...]:
@@ -155,8 +183,12 @@ def _decide_axes(
         if found:
             return (by_name if by_name in found else found[0]), "probe"
         if by_name is not None and by_name not in exclude and by_name not in probe.roles:
-            return by_name, "name"
-        return None, "probe" if probe.roles else "name"
+            return by_name, by_names
+        if role == "batch" and x.shape[:1] == (1,) and 0 not in exclude:
+            return 0, by_names  # a leading axis fixed at 1 ([1, samples]): a batch of one
+        return None, "probe" if probe.roles else by_names
+
+    by_names = f"name (probe failed: {probe.failed})" if probe.failed else "name"
 
     batch, batch_by = pick("batch", name_batch, given_frames | {given.get("time")})
     time_axis, time_by = pick("time", name_time, given_frames | {batch})
@@ -165,9 +197,10 @@ def _decide_axes(
     for axis, d in enumerate(x.shape):
         if isinstance(d, int) or axis in (batch, time_axis):
             continue
-        by = "probe" if axis in probe.roles else "name"
+        by = "probe" if axis in probe.roles else by_names
         by = "given" if all_given or axis in given_frames else by
-        frames.append({"axis": axis, "by": by})
+        window = probe.windows.get(axis) if by == "probe" else None
+        frames.append({"axis": axis, "by": by, **({"size": window} if window else {})})
     origins = {
         "batch": {"axis": batch, "by": batch_by},
         "time": {"axis": time_axis, "by": time_by},
@@ -197,13 +230,17 @@ def discover_signature(
     state_map: Mapping[str, str] | None = None,
     constants: Mapping[str, np.ndarray] | None = None,
     axes: AxesSpec | None = None,
+    guessed: Mapping[str, np.ndarray] | None = None,
 ) -> Signature:
-    """Pair state inputs with outputs (``state_map`` first, then names and shapes), and decide
-    the input's axes (``axes`` first, then probing with ``constants`` fed, then names)."""
+    """Pair state inputs with outputs (``state_map`` first, then names, then order and shape),
+    and decide the input's axes (``axes`` first, then probing with ``constants`` fed, then
+    names). ``guessed`` are the constants among ``constants`` that were guessed, to record."""
     inputs = {a.name: a for a in session.get_inputs()}
     outputs = {a.name: a for a in session.get_outputs()}
     constants = constants or {}
     pairs = _state_pairs(inputs, outputs, state_map or {}, constants)
+    by_order = {} if len(pairs) else _pairs_by_order(inputs, outputs, constants)
+    pairs.update(by_order)
     x_arg = inputs[_model_input(inputs, outputs, pairs, constants)]
     x_dims = _dims(x_arg)
     x_named = TensorSpec(x_arg.name, numpy_dtype(x_arg), x_dims, None)
@@ -214,6 +251,9 @@ def discover_signature(
         probe = probe_axes(session, x_arg.name, pairs, constants)
     state_dims = {d for name in pairs for d in _dims(inputs[name]) if isinstance(d, str)}
     x_batch, time_axis, origins = _decide_axes(x_named, state_dims, probe, given)
+    for frame in origins["frame"]:  # type: ignore[union-attr]
+        if "size" in frame:  # a fixed window: a step takes exactly that many
+            x_dims = tuple(frame["size"] if a == frame["axis"] else d for a, d in enumerate(x_dims))
     probed = probe.state_batch if origins["batch"]["by"] == "probe" else {}  # type: ignore[index]
     states = tuple(
         StateSpec(
@@ -244,12 +284,14 @@ def discover_signature(
         outputs=tuple(output_specs),
         states=states,
         kind="discovered",
+        num_tokens=probe.num_tokens,
         source={
             "discovered": True,
             "state_map": dict(pairs),
             "constants": sorted(constants),
             "axes": origins,
             "probe": probe.note,
+            **_guesses(by_order, guessed or {}),
         },
     )
 
@@ -288,6 +330,33 @@ def _state_pairs(
     return pairs
 
 
+def _guesses(by_order: dict[str, str], constants: Mapping[str, np.ndarray]) -> dict:
+    """What was guessed, for ``signature.source["guessed"]`` (nothing when nothing was)."""
+    guessed: dict[str, object] = {}
+    if by_order:
+        guessed["state_map"] = dict(by_order)
+    if constants:
+        guessed["constants"] = {name: value.tolist() for name, value in constants.items()}
+    return {"guessed": guessed} if guessed else {}
+
+
+def _pairs_by_order(
+    inputs: dict[str, ort.NodeArg],
+    outputs: dict[str, ort.NodeArg],
+    constants: Mapping[str, object],
+) -> dict[str, str]:
+    """When no name pairs anything: the inputs after the first (settings aside) with the last
+    outputs, in order (exporters put the new states after the model's own outputs), when each
+    pair agrees in dtype and shape; else nothing."""
+    states = [a for n, a in inputs.items() if n not in constants and not _is_setting(a)][1:]
+    if not states or len(outputs) <= len(states):
+        return {}
+    tail = list(outputs.values())[-len(states) :]
+    if not all(_compatible(arg, out) for arg, out in zip(states, tail)):
+        return {}
+    return {arg.name: out.name for arg, out in zip(states, tail)}
+
+
 def _model_input(
     inputs: dict[str, ort.NodeArg],
     outputs: dict[str, ort.NodeArg],
@@ -296,6 +365,17 @@ def _model_input(
 ) -> str:
     """The one input left once states and constants are set aside."""
     rest = [n for n in inputs if n not in pairs and n not in constants]
+    settings = [n for n in rest if _is_setting(inputs[n])]
+    if settings and len(rest) - len(settings) == 1:
+        described = " and ".join(
+            f"input {n!r} ({numpy_dtype(inputs[n])} {inputs[n].shape})" for n in settings
+        )
+        example = ", ".join(f"{n!r}: ..." for n in settings)
+        flags = " ".join(f"--const {n}=..." for n in settings)
+        raise SignatureError(
+            f"{described}: a setting (scalar input) the model needs a value for; pin it with "
+            f"constants={{{example}}} (CLI: {flags})"
+        )
     if len(rest) != 1:
         raise SignatureError(
             f"cannot tell the model's input: after state pairs {pairs} and constants "

@@ -145,6 +145,10 @@ class InputLayout:
             raise InputError(f"input {self.name!r}: expected shape {want}, got {got}")
         if time and arr.shape[1] == 0:
             raise InputError(f"input {self.name!r}: the chunk is empty (0 time steps)")
+        if 0 in arr.shape[lead:]:
+            raise InputError(
+                f"input {self.name!r}: the frame is empty (shape {list(arr.shape[lead:])})"
+            )
         # Token ids are checked before the cast, so an id that would wrap shows its real value.
         if (
             self.num_tokens is not None

@@ -11,7 +11,7 @@ import numpy as np
 import onnxruntime as ort
 
 from rnnstream.errors import InputError, ModelFileError, SignatureError
-from rnnstream.runtime.discover import AxesSpec, discover_signature
+from rnnstream.runtime.discover import AxesSpec, discover_signature, guessed_constants
 from rnnstream.runtime.dtypes import numpy_dtype
 from rnnstream.runtime.layout import InputLayout, OutputLayout, as_array
 from rnnstream.runtime.pool import StreamPool
@@ -124,14 +124,22 @@ def _constants(
     for name, value in constants.items():
         if name not in inputs:
             raise InputError(f"constant {name!r} is not an input of the model ({sorted(inputs)})")
-        dtype, shape = numpy_dtype(inputs[name]), inputs[name].shape
+        dtype, shape = np.dtype(numpy_dtype(inputs[name])), inputs[name].shape
         try:
-            value = np.asarray(value, dtype=dtype)
-            if value.ndim != len(shape):
-                value = value.reshape([d if isinstance(d, int) else 1 for d in shape])
+            given = np.asarray(value)
+            if given.dtype.kind not in "biuf" or (given.dtype.kind == "b") != (dtype.kind == "b"):
+                raise TypeError(f"got {type(value).__name__} {value!r}")
+            with np.errstate(invalid="ignore", over="ignore"):
+                cast = given.astype(dtype)
+            if dtype.kind in "iu" and not np.array_equal(cast, given):  # 16000.5, 2**40 in int32
+                raise ValueError(f"got {value!r}, which {dtype} cannot hold exactly")
+            if dtype.kind == "f" and not np.isfinite(cast).all():
+                raise ValueError(f"got {value!r}, not a finite {dtype}")
+            if cast.ndim != len(shape):
+                cast = cast.reshape([d if isinstance(d, int) else 1 for d in shape])
         except (ValueError, TypeError) as e:
             raise InputError(f"constant {name!r}: not a {dtype} of shape {shape}: {e}") from None
-        pinned[name] = value
+        pinned[name] = cast
     return pinned
 
 
@@ -153,10 +161,12 @@ def load(
     takes a list), and like ``state_map`` sets any file metadata aside. Either way the signature
     is checked against the graph: a contradiction is a :class:`SignatureError` naming the field
     and the file.
-    ``constants`` pins extra inputs (``{"sr": 16000}``). ``optimized_cache`` names a file where
-    onnxruntime saves the optimised graph. Weights stored as external data load from the model's
-    folder; a reference that leaves the folder is refused (onnxruntime >= 1.25 validates the
-    paths, for files and for bytes alike).
+    ``constants`` pins extra inputs (``{"sr": 16000}``); without a signature, a sample rate
+    left out is pinned to 16000 and recorded as a guess (``signature.source["guessed"]``), and
+    any other scalar input left out is a :class:`SignatureError` naming it.
+    ``optimized_cache`` names a file where onnxruntime saves the optimised graph. Weights stored
+    as external data load from the model's folder; a reference that leaves the folder is refused
+    (onnxruntime >= 1.25 validates the paths, for files and for bytes alike).
     """
     model_source, name = _source(source)
     opts = session_options(threads, str(optimized_cache) if optimized_cache else None)
@@ -173,7 +183,9 @@ def load(
         if METADATA_KEY in meta and not state_map and not axes:
             signature = Signature.from_json(meta[METADATA_KEY])
         else:
-            signature = discover_signature(session, state_map, pinned, axes)
+            guessed = guessed_constants(session, pinned)
+            pinned.update(guessed)
+            signature = discover_signature(session, state_map, pinned, axes, guessed)
             log.info("%s: no rnnstream signature; discovered %s", name, signature.source)
         check_signature(signature, session, pinned)
     except SignatureError as e:

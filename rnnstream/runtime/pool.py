@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import operator
 import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
@@ -153,7 +154,11 @@ class StreamPool:
     def _batch_input(self, ids: list[int], inputs: dict[int, object]) -> np.ndarray:
         """The frames of ``ids`` as one model input; a bad frame is named by its stream."""
         try:
-            return self._input.convert_step(np.stack([inputs[i] for i in ids]), len(ids), False)
+            frames = [inputs[i] for i in ids]
+            x = np.stack(frames)
+            if x.dtype.kind != "b" and "b" in _kinds(frames):  # np.stack cast a boolean frame
+                raise TypeError("a boolean frame among numbers")
+            return self._input.convert_step(x, len(ids), False)
         except (InputError, ValueError, TypeError):
             for stream_id in ids:  # find the culprit
                 try:
@@ -183,6 +188,18 @@ class StreamPool:
             return self._rows[stream_id]
         except (KeyError, TypeError):  # TypeError: an unhashable id
             raise InputError(f"stream {stream_id} is not open in this pool") from None
+
+
+_DTYPE = operator.attrgetter("dtype")
+
+
+def _kinds(frames: list[object]) -> set[str]:
+    """The dtype kinds of ``frames``: one pass in C over arrays (their distinct dtypes), a
+    conversion each only when lists or Python scalars are among them."""
+    try:
+        return {dtype.kind for dtype in set(map(_DTYPE, frames))}
+    except AttributeError:
+        return {np.asarray(frame).dtype.kind for frame in frames}
 
 
 def _index(ndim: int, axis: int, rows: int | list[int]) -> tuple:

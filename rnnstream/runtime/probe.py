@@ -11,13 +11,28 @@ and 3 while the others stay at 1, and watched:
 - **frame**: the model takes sizes 1, 2 and 3 and no output or state changes shape (one step
   consumes a window of any length).
 
-An axis that fits none (or a model that fails on size-1 inputs) stays undecided and the names
-decide. Pinned constants (a sample rate) are fed in every run. A model whose probe would take
-more than the budget (100 ms) is not probed, and the probe's note says so.
+Integer inputs are token ids when the model refuses ids from some value up (an embedding of that
+many rows): that count is found by doubling and halving (``Probe.num_tokens``, about 2 log2 V
+runs), so out-of-range ids are refused before the run; it is skipped when it would overrun
+the budget.
+
+A model that refuses size-1 inputs (a fixed window: 512 samples at 16 kHz, 49 frames of 40 mel
+bins) is probed at the sizes it accepts, found from its own hints: the sizes onnxruntime names
+when it refuses a run (a Reshape's requested shape), numbers in the axis's dim_param, windows of
+the pinned sample rate (32, 16, 10, 20, 30 ms), the fixed sizes of the model's inputs and
+outputs, and common window sizes, each tried until one runs.
+An axis that only runs at one size is a **frame** axis of that fixed size (``Probe.windows``).
+When no size runs, ``Probe.failed`` says why and the names decide.
+
+An axis that fits none stays undecided and the names decide. Pinned constants (a sample rate)
+are fed in every run. A model whose probe would take more than the budget (100 ms) is not probed,
+and the probe's note says so.
 """
 
 from __future__ import annotations
 
+import math
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -32,6 +47,13 @@ __all__ = ["BUDGET_SECONDS", "Probe", "probe_axes"]
 BUDGET_SECONDS = 0.1  # extra load time the probe may plan to take
 _RUNS_PER_AXIS = 9  # at most: batch 3, time 4, frame 2
 _HARD_STOP = 10  # a probe slowed down by a busy machine stops at 10 budgets
+_TOKEN_RUNS = 64  # at most, to find a token count below 2**31
+_MAX_SIZE_TRIES = 48  # runs spent looking for the sizes a model that refuses size 1 accepts
+_MAX_WINDOW = 1 << 16  # the largest window size tried
+_COMMON_WINDOWS = (512, 256, 576, 288, 160, 320, 400, 480, 640, 1024, 1280, 1536, 1600)
+_COMMON_WINDOWS += (2, 3, 4, 8, 16, 32, 40, 49, 64, 80, 98, 100, 101, 128)
+_RATE_NAMES = re.compile(r"^(sr|fs|sample_?rate|sampling_?rate|rate)$", re.IGNORECASE)
+_RATE_WINDOWS_MS = (32, 16, 10, 20, 30, 36, 64)  # 32 ms = Silero's 512 samples at 16 kHz
 
 Run = tuple[list[np.ndarray], dict[str, np.ndarray]]  # outputs, new states by state input
 
@@ -43,7 +65,59 @@ class Probe:
     roles: dict[int, str] = field(default_factory=dict)  # input axis -> batch | time | frame
     follows: dict[str, dict[int, int]] = field(default_factory=dict)  # output -> {input: axis}
     state_batch: dict[str, int] = field(default_factory=dict)  # state input -> its batch axis
+    windows: dict[int, int] = field(default_factory=dict)  # frame axis -> the one size it takes
+    num_tokens: int | None = None  # integer input: the first id the model refuses
+    failed: str = ""  # why no run succeeded (then the names decide)
     note: str = ""
+
+
+def _reason(error: str) -> str:
+    """onnxruntime's refusal in one short clause (its source path and check dropped)."""
+    text = error.strip().splitlines()[0] if error.strip() else "no reason given"
+    text = text.split("Status Message:", 1)[-1]
+    text = re.sub(r"^\s*\S+\.(h|cc|cpp):\d+ .*? was false\.\s*", "", text)
+    text = text.strip()
+    return text if len(text) <= 160 else text[:157] + "..."
+
+
+def _message_sizes(error: str) -> list[int]:
+    """Sizes the refusal names: a Reshape's requested shape over the size it got (so a window of
+    512 read from ``requested shape:{1,16,32}``), then the numbers after "Expected"."""
+    sizes = []
+    got = re.search(r"Input shape:\s*\{([-\d,\s]*)\}", error)
+    want = re.search(r"requested shape:\s*\{([-\d,\s]*)\}", error)
+    if got and want:
+        have = math.prod(int(v) for v in got.group(1).split(",") if v.strip()) or 1
+        requested = [int(v) for v in want.group(1).split(",") if v.strip()]
+        positive = math.prod(v for v in requested if v > 0)
+        if -1 in requested:
+            sizes.append(positive // math.gcd(positive, have))
+        elif positive % have == 0:
+            sizes.append(positive // have)
+        sizes += [v for v in requested if v > 1]
+    sizes += [int(v) for v in re.findall(r"Expected:?\s*(\d+)", error)]
+    return sizes
+
+
+def size_hints(
+    error: str,
+    dim_names: list[str],
+    constants: Mapping[str, np.ndarray],
+    fixed_sizes: list[int],
+) -> list[int]:
+    """Sizes worth trying for a model that refused size-1 inputs, most likely first: the
+    refusal's own sizes, numbers in the dynamic axes' names, windows of a pinned sample rate,
+    the fixed sizes of the model's inputs and outputs (a state holding the last window), then
+    common window sizes."""
+    sizes = _message_sizes(error)
+    sizes += [int(v) for name in dim_names for v in re.findall(r"\d+", name)]
+    for name, value in constants.items():
+        if _RATE_NAMES.match(name) and value.size == 1 and value.dtype.kind in "iuf":
+            rate = float(value.reshape(-1)[0])
+            sizes += [round(rate * ms / 1000) for ms in _RATE_WINDOWS_MS]
+    sizes += fixed_sizes
+    sizes += _COMMON_WINDOWS
+    return list(dict.fromkeys(v for v in sizes if 1 < v <= _MAX_WINDOW))
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:
@@ -83,14 +157,16 @@ class _Prober:
         self.options.log_severity_level = 4  # a rejected size is an answer, not an error to log
         self.rng = np.random.default_rng(0)
         self.deadline = float("inf")
+        self.base: dict[int, int] = {}  # sizes of dynamic axes in every run (1 unless refused)
+        self.last_error = ""
 
     def dtype(self, arg: ort.NodeArg) -> np.dtype:
         return np.dtype(numpy_dtype(arg))
 
     def frames(self, sizes: Mapping[int, int]) -> np.ndarray:
-        """Random input with each dynamic axis at 1 (or ``sizes[axis]``)."""
+        """Random input with each dynamic axis at its base size (or ``sizes[axis]``)."""
         shape = [
-            d if isinstance(d, int) else sizes.get(axis, 1)
+            d if isinstance(d, int) else sizes.get(axis, self.base.get(axis, 1))
             for axis, d in enumerate(self.input.shape)
         ]
         dtype = self.dtype(self.input)
@@ -112,7 +188,8 @@ class _Prober:
         feeds = {self.input.name: x, **states, **self.constants}
         try:
             results = self.session.run(self.fetch, feeds, self.options)
-        except Exception:  # onnxruntime's own error types: the model refuses these sizes
+        except Exception as e:  # onnxruntime's own error types: the model refuses these sizes
+            self.last_error = str(e)
             return None
         n = len(self.outputs)
         return results[:n], dict(zip(self.pairs, results[n:]))
@@ -179,6 +256,56 @@ class _Prober:
             probe.follows.setdefault(name, {})[axis] = k
         return True
 
+    def find_sizes(self, dynamic: list[int], hints: list[int]) -> Run | None:
+        """The first run that succeeds with one dynamic axis at a hinted size (the last axes
+        first: windows of samples usually close the shape); ``self.base`` keeps that size."""
+        tries = 0
+        for size in hints:
+            for axis in reversed(dynamic):
+                if tries == _MAX_SIZE_TRIES:
+                    return None
+                tries += 1
+                self.base = {axis: size}
+                run = self.run(self.frames({}), self.zero_states(1))
+                if run is not None:
+                    return run
+        self.base = {}
+        return None
+
+    def window(self, axis: int, base: Run) -> int | None:
+        """For an axis that refused size 1: its fixed window (twice the size is refused too),
+        0 when larger sizes run with every shape unchanged (a frame of at least that length),
+        None when they change shapes (not a frame)."""
+        size = self.base[axis]
+        run = self.run(self.frames({axis: 2 * size}), self.zero_states(1))
+        if run is None:
+            return size
+        shapes = [y.shape for y in run[0]] + [s.shape for s in run[1].values()]
+        same = shapes == [y.shape for y in base[0]] + [s.shape for s in base[1].values()]
+        return 0 if same else None
+
+    def num_tokens(self) -> int | None:
+        """For integer inputs: the smallest id the model refuses (an embedding's row count),
+        by doubling then halving; None when every id up to the dtype's limit runs."""
+        if self.dtype(self.input).kind not in "iu":
+            return None
+        shape = self.frames({}).shape
+        dtype = self.dtype(self.input)
+        top = int(min(np.iinfo(dtype).max, 2**31 - 1))
+
+        def runs(token: int) -> bool:
+            return self.run(np.full(shape, token, dtype), self.zero_states(1)) is not None
+
+        good, bad = 1, 2
+        while runs(bad):
+            if bad == top:
+                return None
+            good, bad = bad, min(2 * bad, top)
+        while bad - good > 1:
+            middle = (good + bad) // 2
+            good, bad = (middle, bad) if runs(middle) else (good, middle)
+        return bad
+
     def is_frame(self, axis: int, base: Run) -> bool:
         """Sizes 2 and 3 run and change no output's or state's shape."""
         for size in (2, 3):
@@ -208,9 +335,26 @@ def probe_axes(
     start = time.perf_counter()
     base = prober.run(prober.frames({}), prober.zero_states(1))
     if base is None:
-        probe.note = "not probed: the model refuses inputs with every dynamic axis at size 1"
-        return probe
-    planned = _RUNS_PER_AXIS * len(dynamic) * prober.run_seconds()
+        prober.deadline = start + _HARD_STOP * budget
+        first_error = prober.last_error
+        names = [str(prober.input.shape[a]) for a in dynamic]
+        try:
+            args = [*session.get_inputs(), *session.get_outputs()]
+            fixed = [d for arg in args for d in (arg.shape or []) if isinstance(d, int)]
+            hints = size_hints(first_error, names, constants, fixed)
+            base = prober.find_sizes(dynamic, hints)
+        except TimeoutError:
+            base = None
+        if base is None:
+            probe.failed = (
+                "the model refuses size 1 and every size tried on its dynamic axes: "
+                + _reason(first_error)
+            )
+            probe.note = f"not probed: {probe.failed}"
+            return probe
+        prober.deadline = float("inf")
+    one_run = prober.run_seconds()
+    planned = _RUNS_PER_AXIS * len(dynamic) * one_run
     if planned > budget:
         probe.note = (
             f"not probed: it would take about {planned * 1e3:.0f} ms (budget {budget * 1e3:g} ms)"
@@ -219,7 +363,13 @@ def probe_axes(
     prober.deadline = start + _HARD_STOP * budget
     states_grow = any(not isinstance(d, int) for arg in prober.states.values() for d in arg.shape)
     try:
-        for axis in dynamic:
+        for axis in list(prober.base):
+            window = prober.window(axis, base)
+            if window is not None:
+                probe.roles[axis] = "frame"
+                if window:
+                    probe.windows[axis] = window
+        for axis in (a for a in dynamic if a not in prober.base):
             x = prober.frames({axis: 2})
             if states_grow and prober.is_batch(axis, x, probe):
                 probe.roles[axis] = "batch"
@@ -227,8 +377,13 @@ def probe_axes(
                 probe.roles[axis] = "time"
             elif prober.is_frame(axis, base):
                 probe.roles[axis] = "frame"
+        if time.perf_counter() - start + _TOKEN_RUNS * one_run <= budget:
+            probe.num_tokens = prober.num_tokens()
     except TimeoutError:
         probe.note = f"probe stopped after {_HARD_STOP * budget * 1e3:g} ms (a busy machine?); "
     elapsed = (time.perf_counter() - start) * 1e3
     probe.note += f"probed {len(dynamic)} dynamic axes in {elapsed:.1f} ms"
+    if prober.base:
+        sizes = ", ".join(f"axis {a} at {n}" for a, n in prober.base.items())
+        probe.note += f" (size 1 refused; ran with {sizes})"
     return probe

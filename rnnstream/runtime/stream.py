@@ -108,11 +108,42 @@ class Stream:
         return self._run(self._input.convert_step(x, self._rows, self._single), step=True)
 
     def feed(self, chunk: object) -> Output:
-        """T time steps in one run: ``[T, F...]`` (``[B, T, F...]`` when batched) → ``[T, ...]``."""
+        """T time steps in one run: ``[T, F...]`` (``[B, T, F...]`` when batched) → ``[T, ...]``.
+
+        A model without a time axis (one window per run, like Silero VAD) runs the T steps one
+        after the other; every step is checked before the first runs, and a failing run puts
+        the state back as it was before the chunk.
+        """
         if not self._input.has_time:
-            raise InputError(f"{self.model.name} has no time axis: use step() once per chunk")
+            return self._feed_steps(chunk)
         x = self._input.convert(chunk, self._rows, self._single, time=True)
         return self._run(x, step=False)
+
+    def _feed_steps(self, chunk: object) -> Output:
+        arr = as_array(chunk, f"input {self._input.name!r}")
+        axis = 0 if self._single else 1  # the chunk's time axis
+        if arr.ndim != axis + 1 + len(self._input.frame_shape) or arr.shape[:axis] != (
+            (self._rows,) * axis
+        ):
+            want = self._input.describe(None if self._single else self._rows, time=True)
+            raise InputError(
+                f"input {self._input.name!r}: expected shape {want}, got {list(arr.shape)}"
+            )
+        if arr.shape[axis] == 0:
+            raise InputError(f"input {self._input.name!r}: the chunk is empty (0 time steps)")
+        steps = [
+            self._input.convert_step(np.take(arr, t, axis=axis), self._rows, self._single)
+            for t in range(arr.shape[axis])
+        ]
+        before = self.state
+        try:
+            outputs = [self._run(x, step=True) for x in steps]
+        except InputError:
+            self.state = before
+            raise
+        if isinstance(outputs[0], dict):
+            return {k: np.stack([o[k] for o in outputs], axis=axis) for k in outputs[0]}
+        return np.stack(outputs, axis=axis)
 
     def _run(self, x: np.ndarray, step: bool) -> Output:
         results = self._state.run(x, step)  # a rejected run leaves the state untouched

@@ -54,3 +54,24 @@ def test_a_wrong_axes_option_is_one_line(cli, tmp_path):
     wrong = cli("-q", "info", path, "--axes", "time=7", ok=False)
     assert "axes: time=7 is not an axis of input 'input'" in wrong.output
     assert "Traceback" not in wrong.output
+
+
+def test_info_of_a_fixed_window_model_shows_the_window_and_the_guessed_rate(cli, tmp_path):
+    from tests.runtime.third_party_audio import silero_v5
+
+    path = str(silero_v5(tmp_path / "silero.onnx"))
+    text = cli("-q", "info", path).output
+    assert "batch axis 0 (probe), time axis none (probe), frame axis 1 (probe, fixed 512)" in text
+    assert "const   sr = 16000 (a guess; --const sr=... says)" in text
+    at_8k = cli("-q", "info", path, "--const", "sr=8000").output
+    assert "frame axis 1 (probe, fixed 256)" in at_8k and "const   sr = 8000\n" in at_8k
+
+
+def test_info_says_why_the_probe_failed(cli, tmp_path):
+    from tests.runtime.test_probe import refusing_everything
+
+    text = cli("-q", "info", str(refusing_everything(tmp_path / "refusing.onnx"))).output
+    axes = "batch axis 0 (name, probe failed), time axis none (name, probe failed), frame axis 1"
+    assert axes in text
+    assert "probe   not probed: the model refuses size 1 and every size tried" in text
+    assert "requested shape:{1,70001}" in text

@@ -102,9 +102,12 @@ def test_state_pair_found_by_name(tmp_path, state_in, state_out):
 
 def test_constants_are_pinned_like_a_sample_rate(tmp_path):
     path = accumulator(tmp_path / "vad.onnx", "state", "stateN", extra_const="sr")
-    with pytest.raises(rnnstream.SignatureError, match=r"inputs left are \['input', 'sr'\]"):
-        rnnstream.load(path)
+    guessed = rnnstream.load(path)  # a sample rate left out: 16000, recorded as a guess
+    assert guessed.signature.source["guessed"] == {"constants": {"sr": 16000}}
+    x = np.random.default_rng(4).standard_normal(F).astype(np.float32)
+    assert_close(guessed.stream().step(x), reference(x[None], 16000.0)[0])
     model = rnnstream.load(path, constants={"sr": 3})
+    assert "guessed" not in model.signature.source
     xs = np.random.default_rng(2).standard_normal((10, F)).astype(np.float32)
     s = model.stream()
     assert_close(np.stack([s.step(x) for x in xs]), reference(xs, 3.0))
@@ -115,11 +118,12 @@ def test_constants_are_pinned_like_a_sample_rate(tmp_path):
     assert_close(out[ids[2]], reference(xs, 3.0)[-1])
 
 
-def test_unconventional_names_need_a_state_map(tmp_path):
+def test_unconventional_names_are_paired_by_order_as_a_guess(tmp_path):
     path = accumulator(tmp_path / "odd.onnx", "memory_a", "memory_b")
-    with pytest.raises(rnnstream.SignatureError, match="state_map"):
-        rnnstream.load(path)
+    guessed = rnnstream.load(path)
+    assert guessed.signature.source["guessed"] == {"state_map": {"memory_a": "memory_b"}}
     model = rnnstream.load(path, state_map={"memory_a": "memory_b"})
+    assert "guessed" not in model.signature.source
     xs = np.random.default_rng(3).standard_normal((5, F)).astype(np.float32)
     s = model.stream()
     assert_close(np.stack([s.step(x) for x in xs]), reference(xs))

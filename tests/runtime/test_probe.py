@@ -17,6 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 import rnnstream
 from tests.runtime.graphs import save_token_rnn
 from tests.runtime.test_discover import accumulator, reference, rnn_time_major
+from tests.runtime.third_party import ort_loop as ort_steps
+from tests.runtime.third_party_audio import KWS_H, SILERO_H, kws_mel, silero_v5
 from tests.tolerances import assert_close
 
 F, H = 5, 4
@@ -300,3 +302,124 @@ def test_a_wrong_axes_override_is_a_signature_error(tmp_path, axes, message):
     path = rnn_time_major(tmp_path / "rnn.onnx")
     with pytest.raises(rnnstream.SignatureError, match=message):
         rnnstream.load(path, axes=axes)
+
+
+def refusing_everything(path: Path) -> Path:
+    """Silero-like, but the window must be 70001 samples (more than the probe tries): no run
+    succeeds, so the names decide."""
+    nodes = [
+        helper.make_node("Reshape", ["input", "window"], ["w"]),
+        helper.make_node("ReduceMean", ["w"], ["m"], axes=[1], keepdims=1),
+        helper.make_node("Mul", ["state", "half"], ["decayed"]),
+        helper.make_node("Add", ["decayed", "m"], ["stateN"]),
+        helper.make_node("ReduceMean", ["stateN"], ["output"], axes=[1], keepdims=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "refusing",
+        [
+            helper.make_tensor_value_info("input", f32, ["batch", "samples"]),
+            helper.make_tensor_value_info("state", f32, ["batch", H]),
+        ],
+        [
+            helper.make_tensor_value_info("output", f32, ["batch", 1]),
+            helper.make_tensor_value_info("stateN", f32, ["batch", H]),
+        ],
+        initializer=[
+            numpy_helper.from_array(np.array([0, 70001], np.int64), "window"),
+            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+        ],
+    )
+    return _save(graph, path)
+
+
+@pytest.mark.parametrize("rate, window", [(16000, 512), (8000, 256)])
+def test_a_fixed_window_is_probed_at_the_size_the_model_takes(tmp_path, rate, window):
+    path = silero_v5(tmp_path / "silero.onnx")
+    model = rnnstream.load(path, constants={"sr": rate})
+    assert model.signature.input.shape[1] == window
+    assert axes_of(model) == (
+        {"axis": 0, "by": "probe"},
+        {"axis": None, "by": "probe"},
+        [{"axis": 1, "by": "probe", "size": window}],
+    )
+    assert f"size 1 refused; ran with axis 1 at {window}" in model.signature.source["probe"]
+    rng = np.random.default_rng(rate)
+    windows = rng.uniform(-1, 1, (4, window)).astype(np.float32)
+    state = np.zeros((2, 1, SILERO_H), np.float32)
+    steps = [{"input": w[None], "sr": np.array(rate)} for w in windows]
+    want = [r["output"][0] for r in ort_steps(path, steps, {"state": state}, {"state": "stateN"})]
+    stream = model.stream()
+    assert_close(np.stack([stream.step(w) for w in windows]), np.stack(want))
+    batched = model.stream(batch=2)
+    out = [batched.step(np.stack([w, w])) for w in windows]
+    assert_close(np.stack([o[1] for o in out]), np.stack(want))
+
+
+def test_a_window_of_frames_flattened_by_a_reshape_is_found(tmp_path):
+    path = kws_mel(tmp_path / "kws.onnx")
+    model = rnnstream.load(path)
+    assert model.signature.input.shape == ("batch", 49, 40)
+    assert axes_of(model)[2] == [{"axis": 1, "by": "probe", "size": 49}]
+    features = np.random.default_rng(6).standard_normal((3, 49, 40)).astype(np.float32)
+    steps = [{"features": f[None]} for f in features]
+    zero = {"h0": np.zeros((1, 1, KWS_H), np.float32)}
+    want = [r["logits"][0] for r in ort_steps(path, steps, zero, {"h0": "hn"})]
+    stream = model.stream()
+    assert_close(np.stack([stream.step(f) for f in features]), np.stack(want))
+
+
+def test_when_no_size_runs_the_names_decide_and_say_why(tmp_path):
+    model = rnnstream.load(refusing_everything(tmp_path / "refusing.onnx"))
+    batch, time_axis, frames = axes_of(model)
+    failed = "name (probe failed: the model refuses size 1 and every size tried on its dynamic"
+    assert batch["axis"] == 0 and batch["by"].startswith(failed)
+    assert "requested shape:{1,70001}" in batch["by"]  # onnxruntime's reason, one short clause
+    assert "/onnxruntime_src/" not in batch["by"]
+    assert time_axis["axis"] is None and frames == [{"axis": 1, "by": batch["by"]}]
+    assert model.signature.source["probe"].startswith("not probed: the model refuses size 1")
+
+
+def overlapping_windows(path: Path) -> Path:
+    """A window of 300 samples scored with the previous one: ``concat[window_prev, audio] @ W``
+    (W is [600, 4]), ``window_next = audio``. onnxruntime's refusal ("MatMul dimension
+    mismatch") names no size: the state's fixed 300 is the hint that runs."""
+    nodes = [
+        helper.make_node("Concat", ["window_prev", "audio"], ["both"], axis=1),
+        helper.make_node("MatMul", ["both", "W"], ["mixed"]),
+        helper.make_node("Tanh", ["mixed"], ["score"]),
+        helper.make_node("Identity", ["audio"], ["window_next"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "overlap",
+        [
+            helper.make_tensor_value_info("audio", f32, ["batch", "samples"]),
+            helper.make_tensor_value_info("window_prev", f32, ["batch", 300]),
+        ],
+        [
+            helper.make_tensor_value_info("score", f32, ["batch", 4]),
+            helper.make_tensor_value_info("window_next", f32, ["batch", 300]),
+        ],
+        initializer=[
+            numpy_helper.from_array(
+                0.1 * np.random.default_rng(22).standard_normal((600, 4)).astype(np.float32), "W"
+            )
+        ],
+    )
+    return _save(graph, path)
+
+
+def test_a_window_is_found_from_the_fixed_sizes_of_the_other_tensors(tmp_path):
+    path = overlapping_windows(tmp_path / "overlap.onnx")
+    model = rnnstream.load(path)
+    assert model.signature.input.shape == ("batch", 300)
+    assert axes_of(model)[2] == [{"axis": 1, "by": "probe", "size": 300}]
+    windows = np.random.default_rng(9).standard_normal((3, 300)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    prev, want = np.zeros((1, 300), np.float32), []
+    for w in windows:
+        score, prev = session.run(None, {"audio": w[None], "window_prev": prev})
+        want.append(score[0])
+    stream = model.stream()
+    assert_close(stream.feed(windows), np.stack(want))
