@@ -339,7 +339,27 @@ def _time_conv(
         )
     tail = a.output.shape[time_dim] - steps
     frame = tuple(a.input.shape[d] for d in range(2, a.input.dim()) if d != time_dim)
-    return TimeConv(name, module.in_channels, context, lead, extra - lead, tail, time_dim, frame)
+    found = TimeConv(name, module.in_channels, context, lead, extra - lead, tail, time_dim, frame)
+    _check_plain_convolution(label, module, a, found, steps)
+    return found
+
+
+def _check_plain_convolution(
+    label: str, module: nn.Conv1d | nn.Conv2d, a: _Seen, tc: TimeConv, steps: int
+) -> None:
+    """Refuse a convolution whose output is not what its streaming stand-in computes from the
+    same input (a subclass whose ``forward`` does more than pad and trim)."""
+    streaming = StreamingConv(module, tc)
+    streaming.state_in = (a.input.new_zeros(a.input.shape[0], *tc.context_shape),)
+    with torch.no_grad():
+        got = _along(streaming(a.input), tc.time_dim, 0, steps)
+    want = _along(a.output, tc.time_dim, 0, steps)
+    if got.shape != want.shape or not torch.allclose(got, want, rtol=1e-4, atol=1e-5):
+        raise ExportError(
+            f"{label} computes more in its forward than a convolution with causal padding (an "
+            "activation or a scaling in a subclass?): the stream could not reproduce it; move "
+            "that work after the convolution, or export for whole-sequence use"
+        )
 
 
 def _pools_pointwise_in_time(module: nn.Module, a: _Seen, b: _Seen, time_dim: int) -> bool:

@@ -377,3 +377,21 @@ def test_a_whole_sequence_model_keeps_its_centred_convolution(tmp_path: Path) ->
     assert not report.signature.streamable
     assert report.parity is not None and report.parity.passed
     assert [s.input for s in report.signature.states] == ["h0", "c0"]
+
+
+class ActivatedCausalConv1d(nn.Conv1d):
+    """A subclass that pads causally and applies tanh inside its own forward."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(super().forward(F.pad(x, (2, 0))))
+
+
+def test_a_subclass_computing_more_than_a_convolution_is_refused_naming_it(
+    tmp_path: Path,
+) -> None:
+    model = Front(ActivatedCausalConv1d(6, 6, 3), _same)
+    with pytest.raises(rnnstream.ExportError) as info:
+        export(model, tmp_path / "m.onnx", batch_first=False)
+    message = str(info.value)
+    assert "ActivatedCausalConv1d 'front.0' computes more in its forward" in message
+    assert "whole-sequence use" in message
