@@ -9,7 +9,7 @@ import torch
 from protocol import Reference
 from torch import nn
 
-__all__ = ["StepNet", "example_inputs", "zero_state"]
+__all__ = ["LinearCellsStepNet", "StepNet", "example_inputs", "step_net", "zero_state"]
 
 
 class StepNet(nn.Module):
@@ -34,6 +34,53 @@ class StepNet(nn.Module):
         y, new = self.rnn(x.unsqueeze(1), hidden)
         new = new if isinstance(new, tuple) else (new,)
         return (self.head(y.squeeze(1)), *new)
+
+
+class LinearCellsStepNet(nn.Module):
+    """``StepNet`` with each layer's cell written out with ``nn.Linear`` (the same weights and
+    arithmetic as ``nn.LSTM``/``nn.GRU``): what a user rewrites to let a quantiser that takes
+    linear layers only (XNNPACK's, NNCF's) reach the recurrent weights."""
+
+    def __init__(self, reference: Reference) -> None:
+        super().__init__()
+        source = StepNet(reference)
+        self.cells = nn.ModuleList()
+        for layer in range(reference.num_layers):
+            pair = nn.ModuleList()
+            for kind in ("ih", "hh"):
+                weight = getattr(source.rnn, f"weight_{kind}_l{layer}")
+                linear = nn.Linear(weight.shape[1], weight.shape[0])
+                linear.weight.data.copy_(weight.data)
+                linear.bias.data.copy_(getattr(source.rnn, f"bias_{kind}_l{layer}").data)
+                pair.append(linear)
+            self.cells.append(pair)
+        self.head = source.head
+        self.lstm = reference.cell == "lstm"
+        self.eval()
+
+    def forward(self, x: torch.Tensor, *state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        new_h, new_c = [], []
+        for layer, (ih, hh) in enumerate(self.cells):
+            h = state[0][layer]
+            if self.lstm:
+                i, f, g, o = (ih(x) + hh(h)).chunk(4, dim=1)
+                c = torch.sigmoid(f) * state[1][layer] + torch.sigmoid(i) * torch.tanh(g)
+                x = torch.sigmoid(o) * torch.tanh(c)
+                new_c.append(c)
+            else:
+                x_r, x_z, x_n = ih(x).chunk(3, dim=1)
+                h_r, h_z, h_n = hh(h).chunk(3, dim=1)
+                reset, update = torch.sigmoid(x_r + h_r), torch.sigmoid(x_z + h_z)
+                n = torch.tanh(x_n + reset * h_n)
+                x = n + update * (h - n)
+            new_h.append(x)
+        new = (torch.stack(new_h), *([torch.stack(new_c)] if self.lstm else []))
+        return (self.head(x), *new)
+
+
+def step_net(reference: Reference, linear_cells: bool) -> nn.Module:
+    """The reference's step module, its cells written with ``nn.Linear`` if ``linear_cells``."""
+    return (LinearCellsStepNet if linear_cells else StepNet)(reference)
 
 
 def zero_state(reference: Reference) -> tuple[torch.Tensor, ...]:

@@ -3,7 +3,9 @@
 loaded with ``executorch.runtime`` and stepped with ``Method.execute`` (state carried as the
 output tensors). XNNPACK's thread pool (two threads by default) is reset to ``threads``. int8:
 XNNPACK's dynamic quantisation (``XNNPACKQuantizer``, symmetric per-channel int8 weights,
-activations quantised per call) through PT2E ``prepare_pt2e``/``convert_pt2e``."""
+activations quantised per call) through PT2E ``prepare_pt2e``/``convert_pt2e``: it takes linear
+layers only, so the ``nn.LSTM``/``nn.GRU`` weights stay float32 (the head alone is int8), and again
+on the cells rewritten with ``nn.Linear`` (``reference.LinearCellsStepNet``), all weights int8."""
 
 from __future__ import annotations
 
@@ -24,13 +26,13 @@ from executorch.extension.pybindings.portable_lib import (
 from executorch.runtime import Runtime
 from executorch.version import __version__ as executorch_version
 from protocol import Job, Method, Reference, attempt, serve
-from reference import StepNet, example_inputs, zero_state
+from reference import example_inputs, step_net, zero_state
 from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
 
-def lowered(reference: Reference, int8: bool, path: Path) -> str:
+def lowered(reference: Reference, int8: bool, linear_cells: bool, path: Path) -> str:
     """The step module as an XNNPACK-delegated ``.pte`` at ``path``; what it holds, in words."""
-    net, example = StepNet(reference), example_inputs(reference)
+    net, example = step_net(reference, linear_cells), example_inputs(reference)
     if int8:
         quantizer = XNNPACKQuantizer().set_global(
             get_symmetric_quantization_config(is_per_channel=True, is_dynamic=True)
@@ -61,10 +63,13 @@ def _delegation(program) -> str:
     return f"{delegated} XNNPACK delegate call(s); outside it: {', '.join(left) or 'nothing'}"
 
 
-def xnnpack_method(method: Method, reference: Reference, folder: Path) -> Method:
+def xnnpack_method(
+    method: Method, reference: Reference, linear_cells: bool, folder: Path
+) -> Method:
     def build():
-        path = folder / f"executorch-{method.cell}-{method.precision}.pte"
-        method.detail = lowered(reference, method.precision == "int8", path)
+        form = "-linear-cells" if linear_cells else ""
+        path = folder / f"executorch-{method.cell}-{method.precision}{form}.pte"
+        method.detail = lowered(reference, method.precision == "int8", linear_cells, path)
         program = Runtime.get().load_program(path)
 
         def start():
@@ -91,11 +96,17 @@ def main() -> None:
         raise SystemExit(f"XNNPACK kept {_threadpool_get_thread_count()} threads")
     version = executorch_version.split("+")[0]
     methods = {}
+    variants = (
+        ("float32", False, "f32"),
+        ("int8", False, "dynamic int8 (XNNPACKQuantizer; it leaves nn.LSTM/GRU f32)"),
+        ("int8", True, "dynamic int8, cells rewritten with nn.Linear (all weights int8)"),
+    )
     for cell, reference in job.references.items():
-        for precision, tag in (("float32", "f32"), ("int8", "dynamic int8 (XNNPACKQuantizer)")):
+        for precision, linear_cells, tag in variants:
             label = f"ExecuTorch {version} XNNPACK, {job.threads} thread, `execute`, {tag}"
-            methods[f"executorch-{precision}-{cell}"] = xnnpack_method(
-                Method(label, cell, precision), reference, job.folder
+            key = f"executorch-{precision}{'-linear-cells' if linear_cells else ''}-{cell}"
+            methods[key] = xnnpack_method(
+                Method(label, cell, precision), reference, linear_cells, job.folder
             )
     serve(job, methods)
 

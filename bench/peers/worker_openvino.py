@@ -4,8 +4,9 @@
 bf16), ``threads`` threads, latency hint, one stream, threads not pinned (pinned threads wait on
 a CPU shared with other work). Stepped two ways: the frame written into the request's own input
 tensor and ``infer()`` (its fast path), and ``infer({0: frame})`` (its convenient API). int8:
-the weights compressed by NNCF (``nncf.compress_weights``, INT8_ASYM), which takes the MatMul
-weights only (here the head; the LSTMSequence/GRUSequence weights stay float32, see ``detail``)."""
+the weights compressed by NNCF (``nncf.compress_weights``, INT8_ASYM), which takes MatMul weights
+only (the head; the LSTMSequence/GRUSequence weights stay float32, see ``detail``), and again on
+the cells rewritten with ``nn.Linear`` (``reference.LinearCellsStepNet``), all weights int8."""
 
 from __future__ import annotations
 
@@ -13,14 +14,15 @@ import numpy as np
 import openvino as ov
 from openvino.passes import MakeStateful, Manager
 from protocol import Job, Method, Reference, attempt, serve
-from reference import StepNet, example_inputs
+from reference import example_inputs, step_net
 
 
-def stateful_model(reference: Reference, int8: bool) -> tuple[ov.Model, str]:
+def stateful_model(reference: Reference, int8: bool, linear_cells: bool) -> tuple[ov.Model, str]:
     """The converted step model with its state pairs made internal, and what was quantised."""
     example = example_inputs(reference)
     shapes = [tuple(t.shape) for t in example]  # static: OpenVINO allocates the tensors once
-    model = ov.convert_model(StepNet(reference), example_input=example, input=shapes)
+    net = step_net(reference, linear_cells)
+    model = ov.convert_model(net, example_input=example, input=shapes)
     detail = "float32 weights"
     if int8:
         import nncf
@@ -95,15 +97,36 @@ def infer_dict(model: ov.CompiledModel):
 
 
 def openvino_method(
-    method: Method, core: ov.Core, reference: Reference, threads: int, path
+    method: Method, core: ov.Core, reference: Reference, threads: int, linear_cells: bool, path
 ) -> Method:
     """``method`` stepping its own compiled model through ``path`` (request_tensors/infer_dict)."""
 
     def build():
-        graph, method.detail = stateful_model(reference, method.precision == "int8")
+        int8 = method.precision == "int8"
+        graph, method.detail = stateful_model(reference, int8, linear_cells)
         return path(compiled(core, graph, threads))
 
     return attempt(method, build)
+
+
+VARIANTS = (  # key, precision, cells rewritten with nn.Linear, step path, label
+    ("request-float32", "float32", False, request_tensors, "request tensors, f32"),
+    ("dict-float32", "float32", False, infer_dict, "`infer(dict)`, f32"),
+    (
+        "request-int8",
+        "int8",
+        False,
+        request_tensors,
+        "request tensors, int8 weights (NNCF; it leaves LSTM/GRU sequence ops f32)",
+    ),
+    (
+        "request-int8-linear-cells",
+        "int8",
+        True,
+        request_tensors,
+        "request tensors, int8 weights, cells rewritten with nn.Linear (all weights int8)",
+    ),
+)
 
 
 def main() -> None:
@@ -112,15 +135,11 @@ def main() -> None:
     version = ov.get_version().split("-")[0]
     methods = {}
     for cell, reference in job.references.items():
-        for precision, tag in (("float32", "f32"), ("int8", "int8 weights (NNCF)")):
-            for key, path, how in (
-                ("request", request_tensors, "request tensors"),
-                ("dict", infer_dict, "`infer(dict)`"),
-            ):
-                method = Method(f"OpenVINO {version} stateful, {how}, {tag}", cell, precision)
-                methods[f"openvino-{key}-{precision}-{cell}"] = openvino_method(
-                    method, core, reference, job.threads, path
-                )
+        for key, precision, linear_cells, path, how in VARIANTS:
+            method = Method(f"OpenVINO {version} stateful, {how}", cell, precision)
+            methods[f"openvino-{key}-{cell}"] = openvino_method(
+                method, core, reference, job.threads, linear_cells, path
+            )
     serve(job, methods)
 
 

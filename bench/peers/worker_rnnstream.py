@@ -3,6 +3,8 @@ a process of its own that imports the runtime only (no torch)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from protocol import Job, Method, attempt, serve
 
 import rnnstream
@@ -14,7 +16,7 @@ def stream_step(path: str, cell: str, precision: str, threads: int) -> Method:
         return lambda: model.stream().step
 
     label = f"rnnstream {rnnstream.__version__} `Stream.step` {precision}"
-    return attempt(Method(label, cell, precision, detail=path), build)
+    return attempt(Method(label, cell, precision, detail=Path(path).name), build)
 
 
 def main() -> None:
