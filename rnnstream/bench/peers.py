@@ -20,6 +20,7 @@ float32 ``Stream.step`` on the same cell. Shared machines are noisy: read ratios
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -87,18 +88,24 @@ class Worker:
         return self._receive(TIME_TIMEOUT_S, "samples_us")["samples_us"]
 
     def close(self) -> None:
+        """Ask the worker to quit (kill it if it does not) and close its pipes."""
         if self._process.poll() is None:
             try:
                 self._send({"quit": True})
                 self._process.wait(timeout=30)
-            except (OSError, subprocess.TimeoutExpired):
+            except (WorkerError, subprocess.TimeoutExpired):
                 self._process.kill()
                 self._process.wait()
+        for pipe in (self._process.stdin, self._process.stdout):
+            with contextlib.suppress(OSError):
+                pipe.close()
 
     def _send(self, message: dict) -> None:
-        stdin = self._process.stdin
-        stdin.write((json.dumps(message) + "\n").encode())
-        stdin.flush()
+        try:
+            self._process.stdin.write((json.dumps(message) + "\n").encode())
+            self._process.stdin.flush()
+        except OSError as error:  # the worker has gone
+            raise WorkerError(f"{self.runtime} worker: {error}: {self._last_log_line()}") from None
 
     def _receive(self, timeout: float, key: str) -> dict:
         deadline = time.monotonic() + timeout
@@ -216,7 +223,7 @@ def write_references(
         exports[cell] = {}
         for precision in ("float32", "int8"):
             onnx_path = folder / f"rnnstream-{cell}-{precision}.onnx"
-            export(net, onnx_path, parity=ParitySettings(steps=200), precision=precision)
+            export(net, onnx_path, parity=ParitySettings(steps=CHECK_STEPS), precision=precision)
             exports[cell][precision] = str(onnx_path)
     return references, exports
 
@@ -282,23 +289,36 @@ def run(
     }
 
 
-def _time_rounds(workers, methods, steps, rounds, problems, say) -> None:
+def _time_rounds(
+    workers: dict[str, Worker],
+    methods: dict[str, dict],
+    steps: int,
+    rounds: int,
+    problems: dict[str, str],
+    say: Say,
+) -> None:
+    """Time every checked method ``rounds`` times, interleaved; a worker that fails takes its
+    methods out of the table (its error goes to ``problems``)."""
     timed = [m for m, r in methods.items() if r["ok"]]
     samples: dict[str, list[float]] = {m: [] for m in timed}
+    failed: set[str] = set()
     for round_ in range(rounds):
         say(f"round {round_ + 1}/{rounds}: {len(timed)} methods x {steps} steps")
-        for method in list(timed):
+        for method in timed:
             runtime = methods[method]["runtime"]
+            if runtime in failed:
+                continue
             try:
                 samples[method] += workers[runtime].time(method, steps)
             except WorkerError as error:
                 problems[runtime] = str(error)
-                timed = [m for m in timed if methods[m]["runtime"] != runtime]
+                failed.add(runtime)
     for method in timed:
-        methods[method] |= aggregate(samples[method])
-    for method, report in methods.items():
-        if report["ok"] and method not in timed:
+        report = methods[method]
+        if report["runtime"] in failed:
             report |= {"ok": False, "error": problems[report["runtime"]]}
+        else:
+            report |= aggregate(samples[method])
 
 
 def _machine() -> dict[str, str]:

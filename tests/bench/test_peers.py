@@ -163,6 +163,22 @@ def test_a_worker_that_dies_is_named_with_the_last_line_of_its_log(references, t
     assert str(tmp_path / "worker-torch.log") in str(caught.value)
 
 
+def test_a_worker_that_dies_between_rounds_takes_its_methods_out(references) -> None:
+    folder, refs, exports = references
+    job = _job({"gru": refs["gru"]}, {"gru": {"float32": exports["gru"]["float32"]}})
+    worker = Worker("rnnstream", sys.executable, job, folder)
+    methods = {m: {"runtime": "rnnstream", **r} for m, r in worker.ready().items()}
+    worker._process.kill()
+    worker._process.wait()
+    problems: dict[str, str] = {}
+    peers._time_rounds({"rnnstream": worker}, methods, 5, 2, problems, lambda _: None)
+    worker.close()
+    report = methods["rnnstream-float32-gru"]
+    assert not report["ok"] and "median_us" not in report
+    assert report["error"] == problems["rnnstream"]
+    assert problems["rnnstream"].startswith("rnnstream worker")
+
+
 def test_run_without_peers_checks_times_and_tabulates_rnnstream_and_pytorch(tmp_path) -> None:
     said = []
     report = peers.run(["gru"], [], 20, 2, tmp_path, tmp_path / "venvs", said.append, SMALL, 3)
