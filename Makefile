@@ -105,6 +105,17 @@ bench-precision: $(STAMP)
 bench-soak: $(STAMP)
 	$(BIN)/python -m rnnstream.bench.soak
 
+# rnnstream against ExecuTorch (XNNPACK) and OpenVINO per step, float32 and int8, each runtime in
+# its own process (rnnstream/bench/peers.py, bench/peers/). The first run builds a virtualenv per
+# peer under .peers/ (torch==2.13.0 and the peer, pinned by bench/peers/constraints.txt; several
+# minutes); later runs reuse them. ARGS=--quick for a short smoke run, ARGS='--json FILE'.
+.PHONY: bench-peers clean-peers
+bench-peers: $(STAMP)
+	$(BIN)/python -m rnnstream.bench.peers $(ARGS)
+
+clean-peers:
+	rm -rf --one-file-system .peers
+
 lint:
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
