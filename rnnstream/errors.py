@@ -12,6 +12,7 @@ __all__ = [
     "ExportError",
     "InputError",
     "ModelFileError",
+    "ModelMismatchError",
     "NotALanguageModelError",
     "ParityError",
     "RnnStreamError",
@@ -53,3 +54,12 @@ class ParityError(RnnStreamError):
 
 class CheckpointError(RnnStreamError):
     """A checkpoint cannot be loaded: missing, not safetensors (pickle is refused), mismatched."""
+
+
+class ModelMismatchError(RnnStreamError):
+    """A PyTorch model given to compare with a file is not the model the file was exported from."""
+
+    def __init__(self, file: str, reason: str) -> None:
+        super().__init__(f"the model is not the one exported as {file}: {reason}")
+        self.file = file
+        self.reason = reason

@@ -37,33 +37,15 @@ def load_torch_checkpoint(path: str | Path, exported_as: str | Path | None = Non
 
 
 def check_same_model(module: Any, checkpoint: str | Path, model_path: str | Path) -> None:
-    """Refuse the checkpoint of another model before parity runs: on a two-step input laid out
-    as MODEL's, PyTorch must run and return an output and states of MODEL's shapes."""
-    import numpy as np
-    import torch
-
+    """Refuse the checkpoint of another model before parity runs
+    (:func:`rnnstream.export.same_model.refuse_other_model`), naming the checkpoint."""
     import rnnstream
-    from rnnstream.export.parity import onnx_reference, torch_reference
+    from rnnstream.errors import ModelMismatchError
+    from rnnstream.export.same_model import refuse_other_model
 
-    runtime_model = rnnstream.load(model_path)
-    spec = runtime_model.signature.input
-    steps = {spec.batch_axis: 1, spec.time_axis: 2}
-    shape = [steps.get(axis, dim) for axis, dim in enumerate(spec.shape)]
-    if not all(isinstance(dim, int) for dim in shape):
-        return  # an input of unknown size: the parity measurement tells
-    x = np.zeros(shape, dtype=spec.dtype)
-    mismatch = f"{checkpoint} is not the model exported as {model_path}"
     try:
-        y, states = torch_reference(module, torch.from_numpy(x), spec.time_axis)
-    except (RuntimeError, ValueError, TypeError, IndexError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        refuse_other_model(module, rnnstream.load(model_path), str(model_path))
+    except ModelMismatchError as e:
         raise CheckpointError(
-            f"{mismatch}: it does not take {spec.name} {spec.dtype} {shape} ({reason})"
+            f"{checkpoint} is not the model exported as {model_path}: {e.reason}"
         ) from e
-    want_y, want_states = onnx_reference(runtime_model, x)
-    got = [y.shape, *(s.shape for s in states)]
-    want = [want_y.shape, *(s.shape for s in want_states)]
-    if got != want:
-        raise CheckpointError(
-            f"{mismatch}: on one input its output and states have shapes {got}, the file's {want}"
-        )

@@ -22,6 +22,7 @@ from rnnstream.export.parity import measure_parity, whole_sequence_errors
 from rnnstream.export.pinned import check_free_axes
 from rnnstream.export.quality import task_quality
 from rnnstream.export.quantize import quantize
+from rnnstream.export.same_model import refuse_other_model
 from rnnstream.export.settings import ParitySettings
 from rnnstream.export.splice import splice_recurrent
 from rnnstream.export.streaming_conv import TimeConv, find_time_convs
@@ -351,6 +352,7 @@ def verify(
     was_training = model.training
     model.eval()
     try:
+        refuse_other_model(model, runtime_model, str(onnx_path))
         x = inputs.sample(parity.batch, parity.steps, parity.seed)
         record = _measure(model, runtime_model, x, tolerance, parity)
         if not record.passed:
@@ -389,6 +391,8 @@ def quantize_file(
     if against is not None:
         against.eval()
     try:
+        if against is not None:
+            refuse_other_model(against, source_model, str(source))
         record = _measure(reference, runtime_model, x, tolerance, parity)
     finally:
         if was_training:

@@ -20,6 +20,7 @@ __all__ = [
     "onnx_reference",
     "torch_outputs",
     "torch_reference",
+    "unflatten_reference",
     "whole_sequence_errors",
 ]
 
@@ -118,7 +119,7 @@ def _to_batch_time(a: np.ndarray, batch_axis: int, time_axis: int | None) -> np.
     return a.swapaxes(0, 1)
 
 
-def _unflatten(
+def unflatten_reference(
     y: np.ndarray, out: TensorSpec, x_shape: tuple[int, ...], sig: Signature
 ) -> np.ndarray:
     """PyTorch's ``[T * B, ...]`` head (``view(-1, V)``) split as the graph splits it: into the
@@ -152,7 +153,9 @@ def measure_parity(
     else:
         ys_ref, states_ref = onnx_outputs(model, x.numpy())
     refs = {
-        out.name: _to_batch_time(_unflatten(y, out, x.shape, sig), out.batch_axis, out.time_axis)
+        out.name: _to_batch_time(
+            unflatten_reference(y, out, x.shape, sig), out.batch_axis, out.time_axis
+        )
         for out, y in zip(sig.outputs, ys_ref)
     }
     x_np = _to_batch_time(x.numpy(), sig.input.batch_axis, sig.input.time_axis)
@@ -216,7 +219,7 @@ def whole_sequence_errors(
     ys_ref, states_ref = torch_outputs(model, x, sig.input.time_axis)
     ys, states = onnx_outputs(onnx_model, x.numpy())
     errors = {
-        out.name: _errors(y, _unflatten(ref, out, x.shape, sig))
+        out.name: _errors(y, unflatten_reference(ref, out, x.shape, sig))
         for out, y, ref in zip(sig.outputs, ys, ys_ref)
     }
     for spec, got, ref in zip(sig.states, states, states_ref):
