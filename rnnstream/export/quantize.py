@@ -5,9 +5,11 @@ of the result is measured by :func:`rnnstream.export.quantize_file` or ``export(
 
 * ``int8``: onnxruntime's dynamic quantisation. Weights are stored as int8 (per output channel),
   activations are quantised to uint8 on the fly at each run. LSTM operators become
-  ``DynamicQuantizeLSTM``; GRU and RNN operators, which onnxruntime does not quantise, are first
-  rewritten as a Scan over MatMuls (:mod:`rnnstream.export.scan_cells`) whose weights quantise like
-  the linear layers'.
+  ``DynamicQuantizeLSTM``. GRU and RNN operators, which onnxruntime does not quantise, get an
+  int8 step path (:mod:`rnnstream.export.step_path`: one ``DynamicQuantizeMatMul`` per step, the
+  float operator over the same int8 weights for chunks); those it does not cover (bidirectional,
+  reverse) are rewritten as a Scan over MatMuls (:mod:`rnnstream.export.scan_cells`) whose
+  weights quantise like the linear layers'. Embedding tables are stored int8 per row.
 * ``float16``: every float initializer is stored as float16 and cast back to float32 where the
   graph reads it. onnxruntime folds the casts when it loads the model, so the file is half the
   size while every operator computes in float32: onnxruntime's CPU provider has no float16 kernels
@@ -130,7 +132,6 @@ def _int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
             per_channel=True,
             reduce_range=True,
             weight_type=QuantType.QInt8,
-            nodes_to_exclude=stepped,
             extra_options={"EnableSubgraph": True},
         )
         converted = onnx.load(str(out))

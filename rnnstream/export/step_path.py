@@ -8,7 +8,8 @@ Each forward ``GRU`` / ``RNN`` operator of an int8 graph becomes an ``If`` on th
   weights, the activation quantised once per layer), then the gate arithmetic.
 * ``T > 1`` (chunks, whole sequences): the float ``GRU`` / ``RNN`` operator over the *same* int8
   weights, dequantised by nodes that read only initializers, which onnxruntime folds into
-  constants when it loads the model: the file stores the weights once, in int8, and a chunk runs
+  constants when it loads the model (as it assembles the step's ``[W; R]`` from the stored ``W``
+  and ``R`` blocks): the file stores the weights once, in int8, and a chunk runs
   at float32's speed (onnxruntime has no quantised GRU or RNN operator; the Scan over MatMuls of
   :mod:`rnnstream.export.scan_cells` is slower per frame than float32 for a GRU).
 
@@ -77,13 +78,18 @@ class _Layer:
 
 @dataclass(frozen=True)
 class _Int8Weights:
-    """Names of the stacked projection's initializers: int8 ``[W; R]`` transposed, per-column
-    scales and zero points, and the bias."""
+    """Tensor names: the step's int8 ``[W; R]`` transposed, its per-column scales, zero points
+    and bias; and the stored blocks it is assembled from, ``W`` and ``R`` transposed with their
+    column scales (the chunk operator's weights)."""
 
     q: str
     scale: str
     zero: str
     bias: str
+    w_t: str
+    w_scale: str
+    r_t: str
+    r_scale: str
 
 
 def step_path_nodes(model: onnx.ModelProto) -> list[str]:
@@ -174,14 +180,7 @@ def _quantize_columns(w_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _emit(node: onnx.NodeProto, layer: _Layer, g: GraphBuilder) -> None:
     """``If(T == 1)``: the lean step, else the operator over the same (dequantised) weights."""
-    wr_t, bias = layer.stacked()
-    q, scale = _quantize_columns(wr_t)
-    weights = _Int8Weights(
-        q=g.const("WRq", q),
-        scale=g.const("WR_scale", scale),
-        zero=g.const("WR_zero", np.zeros_like(scale, dtype=np.int8)),
-        bias=g.const("WR_bias", bias),
-    )
+    weights = _int8_weights(layer, g)
     time = g.op("Shape", [node.input[0]], start=0, end=1)[0]
     is_step = g.op("Equal", [time, g.ints("one", [1])])[0]  # [1]: If takes one element
     chunk = _chunk_node(node, layer, g, weights)
@@ -191,6 +190,47 @@ def _emit(node: onnx.NodeProto, layer: _Layer, g: GraphBuilder) -> None:
         out=[name for name in node.output if name],
         then_branch=_step_branch(node, layer, g, weights),
         else_branch=_branch_graph(f"{g.prefix}_chunk", [chunk], [o for o in chunk.output if o]),
+    )
+
+
+def _int8_weights(layer: _Layer, g: GraphBuilder) -> _Int8Weights:
+    """The stacked projection quantised, stored as its x and h blocks (``W`` and ``R``
+    transposed, int8, with their column scales) and assembled by outer-graph nodes of
+    initializers only, which onnxruntime folds when it loads the model: a GRU's zero blocks are
+    not stored."""
+    wr_t, bias = layer.stacked()
+    q, scale = _quantize_columns(wr_t)
+    i, h = layer.inputs, layer.hidden
+    columns = np.arange(q.shape[1])
+    if layer.op_type == "GRU":  # x feeds z|r and x's n block, h feeds z|r and h's n block
+        x_cols, h_cols = columns[: 3 * h], np.r_[columns[: 2 * h], columns[3 * h :]]
+    else:
+        x_cols = h_cols = columns
+    wq, rq = g.const("Wq_t", q[:i, x_cols]), g.const("Rq_t", q[i:, h_cols])
+    if layer.op_type == "GRU":
+        zeros = {
+            rows: g.op(
+                "ConstantOfShape",
+                [g.ints("shape", [rows, h])],
+                value=helper.make_tensor("zero", TensorProto.INT8, [1], [0]),
+            )[0]
+            for rows in (i, h)
+        }
+        rq_zr, rq_n = g.op("Split", [rq, g.ints("sizes", [2 * h, h])], n_out=2, axis=1)
+        top = g.op("Concat", [wq, zeros[i]], axis=1)[0]
+        bottom = g.op("Concat", [rq_zr, zeros[h], rq_n], axis=1)[0]
+        stacked = g.op("Concat", [top, bottom], axis=0)[0]
+    else:
+        stacked = g.op("Concat", [wq, rq], axis=0)[0]
+    return _Int8Weights(
+        q=stacked,
+        scale=g.const("WR_scale", scale),
+        zero=g.const("WR_zero", np.zeros_like(scale, dtype=np.int8)),
+        bias=g.const("WR_bias", bias),
+        w_t=wq,
+        w_scale=g.const("W_scale", scale[x_cols]),
+        r_t=rq,
+        r_scale=g.const("R_scale", scale[h_cols]),
     )
 
 
@@ -225,27 +265,14 @@ def _step_branch(
 def _chunk_node(
     node: onnx.NodeProto, layer: _Layer, g: GraphBuilder, weights: _Int8Weights
 ) -> onnx.NodeProto:
-    """The float operator, for the chunk branch, over the step path's weights dequantised by
+    """The float operator, for the chunk branch, over the int8 weights dequantised by
     outer-graph nodes of initializers only (folded into constants at load)."""
-    i, h = layer.inputs, layer.hidden
-    wr_t = g.op("Cast", [weights.q], to=TensorProto.FLOAT)[0]
-    wr_t = g.op("Mul", [wr_t, weights.scale])[0]  # [I+H, N]
-    w_t = _block(g, wr_t, (0, i), (0, layer.r.shape[0]))
-    if layer.op_type == "GRU":  # h's columns: z|r, then n's own block after x's
-        rows = (i, i + h)
-        parts = [_block(g, wr_t, rows, (0, 2 * h)), _block(g, wr_t, rows, (3 * h, 4 * h))]
-        r_t = g.op("Concat", parts, axis=1)[0]
-    else:
-        r_t = _block(g, wr_t, (i, i + h), (0, h))
     first = g.ints("axis", [0])
-    w, r = (g.op("Unsqueeze", [g.op("Transpose", [t])[0], first])[0] for t in (w_t, r_t))
+    float_weights = []
+    for q, scale in ((weights.w_t, weights.w_scale), (weights.r_t, weights.r_scale)):
+        value = g.op("Mul", [g.op("Cast", [q], to=TensorProto.FLOAT)[0], scale])[0]
+        float_weights += g.op("Unsqueeze", [g.op("Transpose", [value])[0], first])
     outputs = [g.name(f"{tag}_chunk") if name else "" for tag, name in zip("yh", node.output)]
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    inputs = [node.input[0], w, r, *node.input[3:6]]
+    inputs = [node.input[0], *float_weights, *node.input[3:6]]
     return helper.make_node(node.op_type, inputs, outputs, g.name("chunk"), **attrs)
-
-
-def _block(g: GraphBuilder, matrix: str, rows: tuple[int, int], columns: tuple[int, int]) -> str:
-    """``matrix[rows[0]:rows[1], columns[0]:columns[1]]``."""
-    starts, ends = g.ints("start", [rows[0], columns[0]]), g.ints("end", [rows[1], columns[1]])
-    return g.op("Slice", [matrix, starts, ends, g.ints("axes", [0, 1])])[0]
