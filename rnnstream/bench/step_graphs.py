@@ -17,9 +17,12 @@ weights) and the gate arithmetic, with the projections as
   ``accuracy_level`` 4: int8 activations inside the kernel).
 
 Every variant is timed with the same bare ``session.run`` loop carrying its state (rounds
-interleaved, medians and p99 per step); today's exports are also timed on chunks of 64 frames (µs
-per frame). Each lean graph is checked against PyTorch over 64 steps (max abs error of ``y``).
-Shared machines are noisy: read the ratios within one run, not the absolute numbers.
+interleaved, medians and p99 per step); the exports are also timed through ``Stream.step`` and on
+chunks of 64 frames (µs per frame). The int8 exports are what ``rnnstream export --quantize int8``
+writes: ``DynamicQuantizeLSTM`` for LSTM layers, the step path of
+:mod:`rnnstream.export.step_path` for GRU and RNN layers. Each lean graph is checked against
+PyTorch over 64 steps (max abs error of ``y``). Shared machines are noisy: read the ratios within
+one run, not the absolute numbers.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import argparse
 import json
 import tempfile
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +44,7 @@ from rnnstream.bench.latency import measure
 from rnnstream.export import ParitySettings, export
 from rnnstream.export.layers import GraphBuilder
 from rnnstream.models import RecurrentNet, RecurrentNetConfig
+from rnnstream.runtime import load
 from rnnstream.runtime.model import session_options
 
 __all__ = ["LEAN_KINDS", "lean_step_graph", "main", "step_lean"]
@@ -241,6 +246,7 @@ def run(cells: list[str], steps: int, rounds: int) -> dict:
             rows[name] = {"size_bytes": path.stat().st_size}
             methods[f"{name}|step"] = (_stepper(session, _exported_feeds(session, x1)), 1)
             methods[f"{name}|chunk"] = (_stepper(session, _exported_feeds(session, x64)), 64)
+            methods[f"{name}|stream"] = (partial(load(path).stream().step, x1[0, 0]), 1)
         for kind in LEAN_KINDS:
             proto = lean_step_graph(net, kind).SerializeToString()
             session = _session(proto)
@@ -259,18 +265,25 @@ def run(cells: list[str], steps: int, rounds: int) -> dict:
 def table(report: dict) -> str:
     """The rows as a Markdown table, each step time also as a ratio to its cell's float32 export."""
     lines = [
-        "| variant | size KB | step µs (p99) | vs export f32 | chunk µs/frame | max abs err |",
-        "|---|---|---|---|---|---|",
+        "| variant | size KB | step µs (p99) | vs export f32 | Stream.step µs | vs export f32 "
+        "| chunk µs/frame | max abs err |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     rows = report["rows"]
     for name, row in rows.items():
-        base = rows[f"{name.split()[0]} export float32"]["step_median_us"]
+        base_row = rows[f"{name.split()[0]} export float32"]
+        base = base_row["step_median_us"]
         chunk = f"{row['chunk_median_us']:.1f}" if "chunk_median_us" in row else ""
+        stream = stream_ratio = ""
+        if "stream_median_us" in row:
+            stream = f"{row['stream_median_us']:.1f}"
+            stream_ratio = f"{base_row['stream_median_us'] / row['stream_median_us']:.2f}x"
         error = f"{row['max_abs_error']:.1e}" if "max_abs_error" in row else ""
         step = f"{row['step_median_us']:.1f} ({row['step_p99_us']:.0f})"
         ratio = f"{base / row['step_median_us']:.2f}x"
         size = f"{row['size_bytes'] / 1024:.0f}"
-        lines.append(f"| {name} | {size} | {step} | {ratio} | {chunk} | {error} |")
+        cells = [name, size, step, ratio, stream, stream_ratio, chunk, error]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

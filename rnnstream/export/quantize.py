@@ -5,9 +5,11 @@ of the result is measured by :func:`rnnstream.export.quantize_file` or ``export(
 
 * ``int8``: onnxruntime's dynamic quantisation. Weights are stored as int8 (per output channel),
   activations are quantised to uint8 on the fly at each run. LSTM operators become
-  ``DynamicQuantizeLSTM``; GRU and RNN operators, which onnxruntime does not quantise, are first
-  rewritten as a Scan over MatMuls (:mod:`rnnstream.export.scan_cells`) whose weights quantise like
-  the linear layers'.
+  ``DynamicQuantizeLSTM``. GRU and RNN operators, which onnxruntime does not quantise, get an
+  int8 step path (:mod:`rnnstream.export.step_path`: one ``DynamicQuantizeMatMul`` per step, the
+  float operator over the same int8 weights for chunks); those it does not cover (bidirectional,
+  reverse) are rewritten as a Scan over MatMuls (:mod:`rnnstream.export.scan_cells`) whose
+  weights quantise like the linear layers'. Embedding tables are stored int8 per row.
 * ``float16``: every float initializer is stored as float16 and cast back to float32 where the
   graph reads it. onnxruntime folds the casts when it loads the model, so the file is half the
   size while every operator computes in float32: onnxruntime's CPU provider has no float16 kernels
@@ -33,6 +35,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from rnnstream.errors import ExportError
 from rnnstream.export.scan_cells import rewrite_as_scan
+from rnnstream.export.step_path import add_step_paths, step_path_nodes
 from rnnstream.runtime import METADATA_KEY, Signature
 
 __all__ = ["PRECISIONS", "quantize"]
@@ -118,26 +121,66 @@ def _root_logger_muted() -> Iterator[None]:
 def _int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    float_nodes = rewrite_as_scan(model)
+    stepped = step_path_nodes(model)
+    float_nodes = rewrite_as_scan(model, skip=stepped)
     with tempfile.TemporaryDirectory(prefix="rnnstream-int8-") as tmp, _root_logger_muted():
         out = Path(tmp) / "int8.onnx"
         quantize_dynamic(
             model,
             out,
-            op_types_to_quantize=["MatMul", "LSTM", "Gather"],
+            op_types_to_quantize=["MatMul", "LSTM"],
             per_channel=True,
             reduce_range=True,
             weight_type=QuantType.QInt8,
             extra_options={"EnableSubgraph": True},
         )
         converted = onnx.load(str(out))
+    tables = _int8_tables(converted)
+    add_step_paths(converted)
     details = {
         "method": "onnxruntime.quantization.quantize_dynamic",
         "weights": "int8, symmetric, per output channel",
         "activations": "uint8, quantised at each run",
         "float_recurrent_nodes": float_nodes,
+        "step_paths": stepped,
+        "tables": "int8, symmetric, per row, dequantised when loaded" if tables else None,
     }
     return converted, details
+
+
+def _int8_tables(model: onnx.ModelProto) -> list[str]:
+    """Store the float tables read by top-level ``Gather`` nodes (embeddings) as int8 per row,
+    dequantised by a ``Cast`` and ``Mul`` of initializers that onnxruntime folds when it loads the
+    model: the file is int8-sized and each step gathers float rows.
+
+    (``quantize_dynamic``'s own ``Gather`` quantisation dequantises the gathered rows at every run
+    with a ``DequantizeLinear``, which onnxruntime 1.32's QDQ propagation crashes on when its
+    output reaches an ``If`` branch, as the step paths' do.) Returns the tables' names.
+    """
+    graph = model.graph
+    initializers = {init.name: init for init in graph.initializer}
+    tables = {
+        n.input[0]
+        for n in graph.node
+        if n.op_type == "Gather"
+        and n.input[0] in initializers
+        and initializers[n.input[0]].data_type == TensorProto.FLOAT
+        and len(initializers[n.input[0]].dims) == 2
+    }
+    casts = []
+    for name in sorted(tables):
+        init = initializers[name]
+        table = numpy_helper.to_array(init)
+        scale = np.maximum(np.abs(table).max(axis=1, keepdims=True), 1e-12) / 127
+        q = np.clip(np.round(table / scale), -127, 127).astype(np.int8)
+        init.CopyFrom(numpy_helper.from_array(q, f"{name}/int8"))
+        graph.initializer.append(numpy_helper.from_array(scale.astype(np.float32), f"{name}/scale"))
+        casts.append(helper.make_node("Cast", [init.name], [f"{name}/float"], to=TensorProto.FLOAT))
+        casts.append(helper.make_node("Mul", [f"{name}/float", f"{name}/scale"], [name]))
+    nodes = casts + list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return sorted(tables)
 
 
 def _float16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:

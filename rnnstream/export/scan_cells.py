@@ -10,6 +10,7 @@ operator computes, to rounding.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 
 import numpy as np
 import onnx
@@ -26,12 +27,13 @@ _RNN_ACTIVATIONS = {"Tanh", "Relu", "Sigmoid"}
 _MIN_OPSET = 13  # Split and Unsqueeze take their sizes and axes as inputs
 
 
-def rewrite_as_scan(model: onnx.ModelProto) -> list[str]:
+def rewrite_as_scan(model: onnx.ModelProto, skip: Collection[str] = ()) -> list[str]:
     """Replace (in place) every top-level GRU/RNN node of ``model`` by a Scan over MatMuls.
 
-    Nodes whose weights are not initializers or that use options the rewrite does not cover
-    (``sequence_lens``, ``layout=1``, ``clip``, other activations) are kept as they are, with a
-    warning. Returns the names of the nodes that were kept.
+    Nodes named in ``skip`` are left alone (another rewrite takes them). Nodes whose weights are
+    not initializers or that use options the rewrite does not cover (``sequence_lens``,
+    ``layout=1``, ``clip``, other activations) are kept as they are, with a warning. Returns the
+    names of the nodes that were kept.
     """
     graph = model.graph
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -43,7 +45,7 @@ def rewrite_as_scan(model: onnx.ModelProto) -> list[str]:
     kept: list[str] = []
     used: set[str] = set()
     for index, node in enumerate(graph.node):
-        if node.op_type not in _GATES or node.domain not in ("", "ai.onnx"):
+        if node.op_type not in _GATES or node.domain not in ("", "ai.onnx") or node.name in skip:
             new_nodes.append(node)
             continue
         reason = _unsupported(node, initializers)

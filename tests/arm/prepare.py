@@ -221,7 +221,7 @@ def lower_precision_cases(out: Path, models: dict) -> list[dict]:
     kernels differ between x86 and ARM.
     """
     cases = []
-    for name in ("lstm", "gru"):
+    for name in ("lstm", "gru", "rnn_tanh"):  # GRU and RNN step with the int8 step path
         module, x = models[name]
         path = out / f"{name}-int8.onnx"
         try:

@@ -77,6 +77,7 @@ def test_bench_script_writes_every_row(tmp_path: Path) -> None:
     for name, row in rows.items():
         assert row["size_bytes"] > 0 and row["step_median_us"] > 0, name
     assert rows["rnn_tanh export int8"]["chunk_median_us"] > 0
+    assert rows["rnn_tanh export int8"]["stream_median_us"] > 0
     assert rows["rnn_tanh lean nbits4"]["size_bytes"] < rows["rnn_tanh lean nbits8"]["size_bytes"]
     assert rows["rnn_tanh lean float32"]["max_abs_error"] < 1e-5
     assert "| rnn_tanh lean nbits4 |" in result.stdout

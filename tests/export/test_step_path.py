@@ -1,0 +1,286 @@
+"""The int8 step path (If on T == 1) of GRU and RNN layers: real torch against real onnxruntime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+from torch import nn
+
+import rnnstream
+from rnnstream.export import TOLERANCES, ParitySettings, export, quantize
+from rnnstream.export.step_path import add_step_paths, step_path_nodes
+from rnnstream.models import CharLM, CharLMConfig
+
+INT8 = TOLERANCES["int8"]
+
+
+@dataclass(frozen=True)
+class Case:
+    cell: str
+    input_size: int
+    hidden: int
+    layers: int
+    bias: bool
+    batch_first: bool
+    batch: int
+
+    @property
+    def id(self) -> str:
+        layout = "bf" if self.batch_first else "tm"
+        return (
+            f"{self.cell}-i{self.input_size}-h{self.hidden}-l{self.layers}-{layout}-b{self.batch}"
+        )
+
+
+CASES = [
+    Case("gru", 3, 7, 1, True, True, 1),
+    Case("gru", 5, 33, 2, False, False, 3),
+    Case("gru", 16, 64, 2, True, True, 2),
+    Case("rnn_tanh", 4, 17, 2, True, True, 3),
+    Case("rnn_tanh", 1, 1, 1, False, False, 1),
+    Case("rnn_relu", 2, 9, 1, True, False, 1),
+    Case("rnn_relu", 8, 31, 3, True, True, 2),
+]
+
+
+class Net(nn.Module):
+    """A recurrent layer and a linear head, as many real models are."""
+
+    def __init__(self, case: Case) -> None:
+        super().__init__()
+        kw = dict(
+            input_size=case.input_size,
+            hidden_size=case.hidden,
+            num_layers=case.layers,
+            bias=case.bias,
+            batch_first=case.batch_first,
+        )
+        if case.cell == "gru":
+            self.rnn = nn.GRU(**kw)
+        else:
+            self.rnn = nn.RNN(**kw, nonlinearity=case.cell.removeprefix("rnn_"))
+        self.head = nn.Linear(case.hidden, 3)
+
+    def forward(self, x: torch.Tensor, h0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, hn = self.rnn(x, h0)
+        return self.head(y), hn
+
+
+def _op_types(graph: onnx.GraphProto) -> list[str]:
+    ops = []
+    for node in graph.node:
+        ops.append(node.op_type)
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                ops += _op_types(attr.g)
+    return ops
+
+
+def _one_branch(model: onnx.ModelProto, branch: str) -> onnx.ModelProto:
+    """``model`` with every ``If`` replaced by the nodes of its ``branch``."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    nodes = []
+    for node in model.graph.node:
+        if node.op_type != "If":
+            nodes.append(node)
+            continue
+        body = next(a.g for a in node.attribute if a.name == branch)
+        nodes += body.node
+        nodes += [
+            helper.make_node("Identity", [o.name], [n]) for o, n in zip(body.output, node.output)
+        ]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    return model
+
+
+def _run(model: onnx.ModelProto, feeds: dict) -> list[np.ndarray]:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def _assert_int8_close(actual: np.ndarray, expected: np.ndarray) -> None:
+    """Within the int8 parity tolerance: atol, or rtol of the expected tensor's largest value."""
+    error = float(np.abs(actual - expected).max())
+    assert error <= max(INT8.atol, INT8.rtol * float(np.abs(expected).max())), error
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_int8_steps_and_chunks_match_pytorch(case: Case, tmp_path: Path) -> None:
+    torch.manual_seed(CASES.index(case))
+    net = Net(case).eval()
+    path = tmp_path / "m.onnx"
+    report = export(net, path, precision="int8", parity=ParitySettings(steps=200, batch=case.batch))
+    parity = report.parity
+    assert parity.passed is True and parity.precision == "int8"
+    for mode in ("step", "chunk"):
+        assert set(parity.errors[mode]) == {"y", "hn"}
+        for err in parity.errors[mode].values():
+            assert err.within(INT8.atol, INT8.rtol), (mode, err)
+    proto = onnx.load(path)
+    ops = _op_types(proto.graph)
+    assert ops.count("If") == case.layers and ops.count("DynamicQuantizeMatMul") >= case.layers
+    quantization = report.signature.source["quantization"]
+    assert len(quantization["step_paths"]) == case.layers
+    assert quantization["float_recurrent_nodes"] == []
+    int8 = [i for i in proto.graph.initializer if i.data_type == TensorProto.INT8]
+    assert len(int8) >= case.layers  # the stacked [W; R] of each layer, stored once
+
+    # Streams, independently of the parity machinery: a batch stepped, and fed in chunks of 7.
+    rng = np.random.default_rng(CASES.index(case))
+    frames = rng.standard_normal((case.batch, 40, case.input_size)).astype(np.float32)
+    x = torch.from_numpy(frames if case.batch_first else frames.transpose(1, 0, 2).copy())
+    with torch.no_grad():
+        y, _ = net(x, torch.zeros(case.layers, case.batch, case.hidden))
+    expected = y.numpy() if case.batch_first else y.numpy().transpose(1, 0, 2)  # [B, T, 3]
+    model = rnnstream.load(path)
+    stream = model.stream(batch=case.batch)
+    stepped = np.stack([stream.step(frames[:, t]) for t in range(40)], axis=1)
+    _assert_int8_close(stepped, expected)
+    chunked = model.stream(batch=case.batch)
+    fed = np.concatenate([chunked.feed(frames[:, t : t + 7]) for t in range(0, 40, 7)], axis=1)
+    _assert_int8_close(fed, expected)
+
+
+def test_one_step_runs_the_step_branch_and_a_chunk_the_operator(tmp_path: Path) -> None:
+    """The parity record's step mode measures the lean cell: at T == 1 the model computes what
+    its then-branch alone computes, at T > 1 what its else-branch (the GRU operator) computes."""
+    case = CASES[1]
+    torch.manual_seed(0)
+    export(Net(case).eval(), tmp_path / "m.onnx", precision="int8", parity=ParitySettings(steps=20))
+    proto = onnx.load(tmp_path / "m.onnx")
+    step_only, chunk_only = _one_branch(proto, "then_branch"), _one_branch(proto, "else_branch")
+    assert "GRU" not in _op_types(step_only.graph) and "GRU" in _op_types(chunk_only.graph)
+    rng = np.random.default_rng(0)
+    h0 = rng.standard_normal((case.layers, 3, case.hidden)).astype(np.float32)
+    for steps, alone in ((1, step_only), (5, chunk_only)):
+        feeds = {"x": rng.standard_normal((steps, 3, case.input_size)).astype(np.float32), "h0": h0}
+        for got, want in zip(_run(proto, feeds), _run(alone, feeds)):
+            np.testing.assert_array_equal(got, want)
+
+
+def _node_model(op: str, **attrs) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    hidden, size = 4, 3
+    dirs = 2 if attrs.get("direction") == "bidirectional" else 1
+    gates = 3 if op == "GRU" else 1
+    inits = [
+        numpy_helper.from_array(
+            rng.standard_normal((dirs, gates * hidden, n)).astype(np.float32), name
+        )
+        for name, n in (("W", size), ("R", hidden))
+    ]
+    node = helper.make_node(
+        op, ["X", "W", "R", "", "", "h0"], ["Y", "Y_h"], name="cell", hidden_size=hidden, **attrs
+    )
+    f32 = TensorProto.FLOAT
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [
+            helper.make_tensor_value_info("X", f32, ["T", "B", size]),
+            helper.make_tensor_value_info("h0", f32, [dirs, "B", hidden]),
+        ],
+        [
+            helper.make_tensor_value_info("Y", f32, ["T", dirs, "B", hidden]),
+            helper.make_tensor_value_info("Y_h", f32, [dirs, "B", hidden]),
+        ],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
+@pytest.mark.parametrize(
+    "op,attrs",
+    [
+        ("GRU", {"linear_before_reset": 1, "direction": "reverse"}),
+        ("GRU", {"linear_before_reset": 1, "direction": "bidirectional"}),
+        ("GRU", {"linear_before_reset": 0}),
+        ("GRU", {"linear_before_reset": 1, "activations": ["Sigmoid", "Relu"]}),
+        ("RNN", {"activations": ["Sigmoid"]}),
+        ("RNN", {"clip": 2.0}),
+        ("RNN", {"layout": 1}),
+        ("LSTM", {}),
+    ],
+)
+def test_operators_the_step_path_does_not_cover_are_left_alone(op, attrs) -> None:
+    if op == "LSTM":
+        model = _node_model("RNN")
+        model.graph.node[0].op_type = "LSTM"
+    else:
+        model = _node_model(op, **attrs)
+    before = model.SerializeToString()
+    assert step_path_nodes(model) == []
+    assert add_step_paths(model) == []
+    assert model.SerializeToString() == before
+
+
+@pytest.mark.parametrize("op,attrs", [("GRU", {"linear_before_reset": 1}), ("RNN", {})])
+def test_a_bare_operator_without_bias_gets_a_step_path(op, attrs) -> None:
+    model = _node_model(op, **attrs)
+    rng = np.random.default_rng(1)
+    h0 = rng.standard_normal((1, 2, 4)).astype(np.float32)
+    feeds = [{"X": rng.standard_normal((t, 2, 3)).astype(np.float32), "h0": h0} for t in (1, 6)]
+    expected = [_run(model, f) for f in feeds]
+    assert add_step_paths(model) == ["cell"]
+    onnx.checker.check_model(model, full_check=True)
+    assert {i.name for i in model.graph.initializer}.isdisjoint({"W", "R"})
+    for f, want in zip(feeds, expected):
+        for got, w in zip(_run(model, f), want):
+            _assert_int8_close(got, w)
+
+
+def test_state_snapshots_and_pool_rows_behave_as_before(tmp_path: Path) -> None:
+    """A restored state replays exactly; pool rows that join late match lone streams (up to the
+    int8 tolerance: activations are quantised with the range of the whole batch's run)."""
+    case = CASES[3]
+    torch.manual_seed(3)
+    export(Net(case).eval(), tmp_path / "m.onnx", precision="int8", parity=ParitySettings(steps=20))
+    model = rnnstream.load(tmp_path / "m.onnx")
+    rng = np.random.default_rng(3)
+    frames = rng.standard_normal((3, 12, case.input_size)).astype(np.float32)
+    stream = model.stream()
+    for t in range(5):
+        stream.step(frames[0, t])
+    snapshot = stream.state
+    first = [stream.step(frames[0, t]) for t in range(5, 12)]
+    stream.state = snapshot
+    np.testing.assert_array_equal(
+        np.stack(first), [stream.step(frames[0, t]) for t in range(5, 12)]
+    )
+
+    alone = []
+    for row in range(3):
+        s = model.stream()
+        alone.append(np.stack([s.step(frames[row, t]) for t in range(12)]))
+    pool = model.pool()
+    ids, outputs = {}, {row: [] for row in range(3)}
+    for t in range(12 + 4):
+        for row in range(3):
+            if t == 2 * row:
+                ids[row] = pool.open()
+        tick = {ids[r]: frames[r, t - 2 * r] for r in ids if 0 <= t - 2 * r < 12}
+        for stream_id, y in pool.step(tick).items():
+            row = next(r for r, i in ids.items() if i == stream_id)
+            outputs[row].append(y)
+    for row in range(3):
+        _assert_int8_close(np.stack(outputs[row]), alone[row])
+
+
+def test_char_lm_embedding_is_stored_int8_and_gathers_float_rows(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    lm = CharLM(CharLMConfig(cell="gru", num_layers=2, hidden_size=24, embed_size=8)).eval()
+    float32 = tmp_path / "lm.onnx"
+    export(lm, float32, parity=ParitySettings(steps=20))
+    proto = quantize(float32, "int8")
+    tables = [i for i in proto.graph.initializer if i.name.endswith("/int8")]
+    assert [t.data_type for t in tables] == [TensorProto.INT8]
+    assert list(tables[0].dims) == [lm.config.vocab_size, 8]
+    assert "DequantizeLinear" not in _op_types(proto.graph)
