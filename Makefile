@@ -82,10 +82,10 @@ demo-crnn-model: $(STAMP)
 	$(BIN)/rnnstream export rnnstream/assets/crnn-mackey-glass.safetensors \
 		-o rnnstream/assets/crnn-mackey-glass.onnx
 
-# The demo model at int8 and fp16 (a few minutes): parity and bpc measured against PyTorch.
+# The demo model at int8, int4 and fp16 (a few minutes): parity and bpc measured against PyTorch.
 .PHONY: demo-model-quantized
 demo-model-quantized: $(STAMP)
-	for p in int8 fp16; do \
+	for p in int8 int4 fp16; do \
 		$(BIN)/rnnstream quantize rnnstream/assets/charlm-stdlib.onnx --$$p \
 			--against rnnstream/assets/charlm-stdlib.safetensors \
 			-o rnnstream/assets/charlm-stdlib.$$p.onnx || exit 1; \
@@ -94,13 +94,18 @@ demo-model-quantized: $(STAMP)
 # Benchmarks (rnnstream/bench/; not part of `make test`): per-step latency of the reference model
 # (= `rnnstream bench`, about a minute), and float32 / int8 / float16 of the demo model side by side
 # (several minutes; rewrites the committed rnnstream/bench/precision.json), and a soak of a million
-# steps of one stream and of a 64-stream pool with joins and leaves (memory and latency per window).
-.PHONY: bench bench-precision bench-soak
+# steps of one stream and of a 64-stream pool with joins and leaves (memory and latency per window);
+# every cell kind x precision (float32, float16, int8, int4) and the demo model in one table
+# (several minutes; rewrites rnnstream/bench/precisions.json).
+.PHONY: bench bench-precision bench-precisions bench-soak
 bench: $(STAMP)
 	$(BIN)/python -m rnnstream.bench.latency
 
 bench-precision: $(STAMP)
 	$(BIN)/python -m rnnstream.bench.precision
+
+bench-precisions: $(STAMP)
+	$(BIN)/python -m rnnstream.bench.precisions
 
 bench-soak: $(STAMP)
 	$(BIN)/python -m rnnstream.bench.soak

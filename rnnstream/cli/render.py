@@ -102,8 +102,10 @@ def print_info(model_path: str, model: Any, cost: dict | None, as_json: bool) ->
         )
         return
     origin = "rnnstream signature" if sig.kind != "discovered" else "discovered from the graph"
+    block = sig.source.get("quantization", {}).get("block_size")
+    precision = f"{sig.precision} (blocks of {block})" if block else sig.precision
     click.echo(
-        f"{model_path}: kind {sig.kind} ({origin}), precision {sig.precision}, "
+        f"{model_path}: kind {sig.kind} ({origin}), precision {precision}, "
         f"{'streamable' if sig.streamable else 'NOT streamable (whole sequences only)'}"
     )
     for a in session.get_inputs():

@@ -17,6 +17,7 @@ from rnnstream.errors import ExportError, ParityError
 from rnnstream.export.forward_args import StateArguments, state_arguments
 from rnnstream.export.graphcost import graph_cost
 from rnnstream.export.heads import Heads, find_heads
+from rnnstream.export.int4 import check_block_size
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentSpec
 from rnnstream.export.parity import measure_parity, whole_sequence_errors
 from rnnstream.export.pinned import check_free_axes
@@ -292,6 +293,7 @@ def export(
     description: ModelDescription | None = None,
     parity: ParitySettings = DEFAULT_PARITY,
     precision: str = "float32",
+    block_size: int | None = None,
 ) -> ExportReport:
     """Export ``model`` to ``path`` as a streamable ONNX model and prove parity with PyTorch.
 
@@ -302,13 +304,15 @@ def export(
     ``y1``, ...); and the signature (with the parity record) is stored in the file. Its
     kind, vocabulary, BOS/EOS and labels come from ``description``, else from the model itself
     (:func:`~rnnstream.models.describe_model`). Parity runs as ``parity`` says (see
-    :class:`ParitySettings`). ``precision`` ``"int8"`` or ``"float16"`` writes a quantised model
+    :class:`ParitySettings`). ``precision`` ``"int8"``, ``"int4"`` (``block_size`` weights per
+    scale, default 32) or ``"float16"`` writes a quantised model
     (see :func:`rnnstream.export.quantize`), whose parity record also scores the task metric (bits
     per character for a char LM) next to PyTorch's. Raises :class:`ParityError` (nothing is
     written) when the errors exceed the precision's tolerance
     (:data:`~rnnstream.export.tolerance.TOLERANCES`; ``parity.atol`` overrides its absolute part).
     """
     tolerance = _tolerance(tolerance_for(precision), parity)
+    check_block_size(precision, block_size)
     description = description if description is not None else describe_model(model)
     start = time.perf_counter()
     was_training = model.training
@@ -322,7 +326,7 @@ def export(
         proto = to_onnx(model, inputs, description=description, output_names=output_names)
         if precision != "float32":
             log.info("converting to %s", precision)
-            proto = quantize(proto, precision)
+            proto = quantize(proto, precision, block_size=block_size)
         runtime_model = load(proto.SerializeToString())
         x = inputs.sample(parity.batch, parity.steps, parity.seed)
         record = _measure(model, runtime_model, x, tolerance, parity)
@@ -371,18 +375,20 @@ def quantize_file(
     *,
     against: nn.Module | None = None,
     parity: ParitySettings = DEFAULT_PARITY,
+    block_size: int | None = None,
 ) -> ExportReport:
     """Write ``source`` (a float32 rnnstream export) at ``precision`` to ``path``, with parity.
 
     Parity and the task metric are measured against ``against`` (the PyTorch model) when given,
     else against the float32 source file itself, whose own parity with PyTorch is kept in the
     record (``reference_parity``). Raises :class:`ParityError` (nothing is written) beyond the
-    precision's tolerance.
+    precision's tolerance. ``block_size``: int4's weights per scale (default 32).
     """
     start = time.perf_counter()
     tolerance = _tolerance(tolerance_for(precision), parity)
+    check_block_size(precision, block_size)
     source_model = load(source)
-    proto = quantize(source, precision)
+    proto = quantize(source, precision, block_size=block_size)
     runtime_model = load(proto.SerializeToString())
     sig = runtime_model.signature
     reference: nn.Module | Model = source_model if against is None else against

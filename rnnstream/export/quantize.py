@@ -1,4 +1,4 @@
-"""Lower-precision versions of an exported model: dynamic int8 and float16 weights.
+"""Lower-precision versions of an exported model: dynamic int8, weight-only int4, float16.
 
 ``quantize`` converts the graph and carries the signature over with ``precision`` set; the parity
 of the result is measured by :func:`rnnstream.export.quantize_file` or ``export(precision=...)``.
@@ -10,6 +10,8 @@ of the result is measured by :func:`rnnstream.export.quantize_file` or ``export(
   float operator over the same int8 weights for chunks); those it does not cover (bidirectional,
   reverse) are rewritten as a Scan over MatMuls (:mod:`rnnstream.export.scan_cells`) whose
   weights quantise like the linear layers'. Embedding tables are stored int8 per row.
+* ``int4``: weight-only 4-bit ``MatMulNBits`` for every linear weight, the recurrent layers
+  rewritten as explicit cells first (:mod:`rnnstream.export.int4`).
 * ``float16``: every float initializer is stored as float16 and cast back to float32 where the
   graph reads it. onnxruntime folds the casts when it loads the model, so the file is half the
   size while every operator computes in float32: onnxruntime's CPU provider has no float16 kernels
@@ -34,22 +36,27 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
 from rnnstream.errors import ExportError
+from rnnstream.export.int4 import DEFAULT_BLOCK_SIZE, check_block_size, to_int4
 from rnnstream.export.scan_cells import rewrite_as_scan
 from rnnstream.export.step_path import add_step_paths, step_path_nodes
 from rnnstream.runtime import METADATA_KEY, Signature
 
 __all__ = ["PRECISIONS", "quantize"]
 
-PRECISIONS = ("float32", "float16", "int8")
+PRECISIONS = ("float32", "float16", "int8", "int4")
 _FP16_MAX = float(np.finfo(np.float16).max)
 
 
-def quantize(source: str | Path | bytes | onnx.ModelProto, precision: str) -> onnx.ModelProto:
+def quantize(
+    source: str | Path | bytes | onnx.ModelProto, precision: str, *, block_size: int | None = None
+) -> onnx.ModelProto:
     """``source`` (a float32 model exported by rnnstream) converted to ``precision``.
 
-    ``precision`` is ``"int8"`` or ``"float16"``. The signature and other metadata carry over with
-    the precision set and no parity record (parity is measured on the result, not inherited).
+    ``precision`` is ``"int8"``, ``"int4"`` or ``"float16"``; ``block_size`` (int4 only, default
+    32) is the number of weights sharing one scale. The signature and other metadata carry over
+    with the precision set and no parity record (parity is measured on the result, not inherited).
     """
+    check_block_size(precision, block_size)
     if precision not in PRECISIONS[1:]:
         raise ExportError(f"precision must be one of {PRECISIONS[1:]}, got {precision!r}")
     data = _read(source)
@@ -65,6 +72,10 @@ def quantize(source: str | Path | bytes | onnx.ModelProto, precision: str) -> on
         raise ExportError(f"the model is already {signature.precision}; start from float32")
     if precision == "int8":
         converted, details = _int8(model)
+    elif precision == "int4":
+        converted, details = to_int4(
+            model, DEFAULT_BLOCK_SIZE if block_size is None else block_size
+        )
     else:
         converted, details = _float16(model)
     details["onnxruntime"] = onnxruntime.__version__

@@ -36,10 +36,20 @@ class Tolerance:
 # (random-weight models: 0.017 and 0.00055); the bits per character rose by at most 0.0004 and
 # 0.00001. The limits leave 2-4x headroom on the errors; the bpc limits are what a user would
 # still call the same model (0.6% and 0.06% of the demo model's 1.59 validation bpc).
+#
+# int4 (weight-only 4-bit, blocks of 32; rnnstream.export.int4), measured before choosing: the demo
+# model's validation bpc rose from 1.4917 (PyTorch) to 1.5212 (+0.0296, 100,000 characters), and
+# its file is 6.2x smaller. Element by element, a trained LM's int4 state drifts from PyTorch's over
+# a 1000-step random stream: logits within 0.16-0.18 of their largest magnitude, but single units
+# of h, which saturate at +-1, 0.56-0.81 apart (seeds 0-2); random-weight 2x256 LSTM/GRU/RNN
+# models stayed within 0.05-0.15. So for int4 the relative bound (1.0) only catches a broken graph
+# (a unit of h can differ by up to 2), and the task metric is the real limit: +0.05 bpc (3% of the
+# demo's bpc, 1.7x the measured rise).
 TOLERANCES: dict[str, Tolerance] = {
     "float32": Tolerance(atol=1e-5, rtol=1e-6),
     "float16": Tolerance(atol=1e-5, rtol=5e-3, max_bpc_increase=0.001),
     "int8": Tolerance(atol=1e-5, rtol=0.15, max_bpc_increase=0.01),
+    "int4": Tolerance(atol=1e-5, rtol=1.0, max_bpc_increase=0.05),
 }
 
 

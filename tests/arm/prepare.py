@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import json
 import platform
 import shutil
@@ -214,25 +215,30 @@ def demo_case(out: Path) -> tuple[list[dict], dict]:
 
 
 def lower_precision_cases(out: Path, models: dict) -> list[dict]:
-    """int8 models made by this tree's export, and the lower-precision models in the assets.
+    """int8 and int4 models made by this tree's export, and the lower-precision models in the
+    assets.
 
     Each is compared with the float32 PyTorch model it came from (x86 onnxruntime for a shipped
     file of unknown origin) to the tolerance recorded for its precision: onnxruntime's quantised
     kernels differ between x86 and ARM.
     """
+    notes = {
+        "int8": "dynamic quantisation, against the float32 PyTorch model",
+        "int4": "4-bit MatMulNBits weights, against the float32 PyTorch model",
+    }
     cases = []
-    for name in ("lstm", "gru", "rnn_tanh"):  # GRU and RNN step with the int8 step path
+    # GRU and RNN int8 step with the int8 step path; int4 runs every layer as a Scan
+    for precision, name in itertools.product(("int8", "int4"), ("lstm", "gru", "rnn_tanh")):
         module, x = models[name]
-        path = out / f"{name}-int8.onnx"
+        path = out / f"{name}-{precision}.onnx"
         try:
-            export(module, path, parity=ParitySettings(steps=STEPS), precision="int8")
+            export(module, path, parity=ParitySettings(steps=STEPS), precision=precision)
         except Exception as e:  # the row fails; the other models still run on ARM
-            print(f"  {name} int8: FAILED to export on x86: {type(e).__name__}: {e}")
-            cases.append({"name": f"{name} int8", "fail": f"x86 export failed: {e}"})
+            print(f"  {name} {precision}: FAILED to export on x86: {type(e).__name__}: {e}")
+            cases.append({"name": f"{name} {precision}", "fail": f"x86 export failed: {e}"})
             continue
-        tol = tolerance("int8", rnnstream.load(path).signature.parity)
-        note = "dynamic quantisation, against the float32 PyTorch model"
-        cases.append(write_case(f"{name} int8", path, x, out, module, tol, note))
+        tol = tolerance(precision, rnnstream.load(path).signature.parity)
+        cases.append(write_case(f"{name} {precision}", path, x, out, module, tol, notes[precision]))
     for source in sorted(ASSETS.glob("*.onnx")):
         sig = rnnstream.load(source).signature
         if sig.precision == "float32":

@@ -108,7 +108,11 @@ config-mistyped | export {tmp}/typed-config.safetensors |  | CheckpointError
 pickle-checkpoint | export {tmp}/pickled.pt |  | pickle
 export-atol-nan | export {frames_ckpt} --atol nan |  | --atol
 export-both-precisions | export {frames_ckpt} --fp16 --quantize int8 |  | exclude
-quantize-no-precision | quantize {frames} |  | --int8 or --fp16
+quantize-no-precision | quantize {frames} |  | --int8, --int4 or --fp16
+quantize-int4-odd-block | quantize {frames} --int4 --block-size 24 |  | int4 block size must be
+quantize-int4-zero-block | quantize {frames} --int4 --block-size 0 |  | int4 block size must be
+quantize-int8-block | quantize {frames} --int8 --block-size 32 |  | applies to int4 only
+export-float32-block | export {frames_ckpt} --block-size 64 |  | applies to int4 only
 quantize-other-model | quantize {frames} --int8 --against {lm_ckpt} |  | not the model
 quantize-missing-folder | quantize {frames} --int8 -o {tmp}/no/q.onnx |  | does not
 bench-other-model | bench {frames} --against {lm_ckpt} |  | is not the model

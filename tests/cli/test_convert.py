@@ -113,7 +113,7 @@ def test_quantize_command(cli, charlm_checkpoint, tmp_path):
     default_out = path.with_suffix(".fp16.onnx")
     assert f"wrote {default_out}" in result.output and "parity PASSED (float16" in result.output
     assert rnnstream.load(default_out).signature.precision == "float16"
-    assert "--int8 or --fp16" in cli("-q", "quantize", str(path), ok=False).output
+    assert "--int8, --int4 or --fp16" in cli("-q", "quantize", str(path), ok=False).output
 
 
 def test_export_and_verify_commands_use_the_precision_tolerance(cli, charlm_checkpoint, tmp_path):

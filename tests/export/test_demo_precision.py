@@ -1,4 +1,4 @@
-"""The shipped demo model at int8 and float16: fresh, streaming, within the tolerances."""
+"""The shipped demo model at int8, int4 and float16: fresh, streaming, within the tolerances."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import rnnstream
-from rnnstream.assets import DEMO_FP16_ONNX, DEMO_INT8_ONNX, DEMO_ONNX
+from rnnstream.assets import DEMO_FP16_ONNX, DEMO_INT4_ONNX, DEMO_INT8_ONNX, DEMO_ONNX
 from rnnstream.export import TOLERANCES
 from rnnstream.export.quality import char_lm_tokens, stream_bits_per_token
 
@@ -18,7 +18,8 @@ pytestmark = pytest.mark.skipif(
     reason=f"the demo model {DEMO_ONNX.name} is not built yet (make demo-model)",
 )
 
-FILES = {"int8": DEMO_INT8_ONNX, "float16": DEMO_FP16_ONNX}
+FILES = {"int8": DEMO_INT8_ONNX, "int4": DEMO_INT4_ONNX, "float16": DEMO_FP16_ONNX}
+SIZE_RATIOS = {"int8": 3.5, "int4": 6.0, "float16": 1.9}  # at least this much smaller than float32
 
 
 @pytest.mark.parametrize("precision", sorted(FILES))
@@ -31,7 +32,7 @@ def test_demo_model_at_lower_precision_is_shipped_and_fresh(precision: str) -> N
     assert sig.source["quantization"]["float32_sha256"] == source, (
         f"{path.name} was made from another {DEMO_ONNX.name}: run `make demo-model-quantized`"
     )
-    assert path.stat().st_size < DEMO_ONNX.stat().st_size / (3.5 if precision == "int8" else 1.9)
+    assert path.stat().st_size < DEMO_ONNX.stat().st_size / SIZE_RATIOS[precision]
 
 
 @pytest.mark.parametrize("precision", sorted(FILES))

@@ -176,7 +176,7 @@ def test_float16_casts_are_folded_when_loaded(lm, tmp_path) -> None:
 def test_quantize_refuses_what_it_cannot_convert(lm, tmp_path) -> None:
     _, path = lm
     with pytest.raises(ExportError, match="precision"):
-        quantize(path, "int4")
+        quantize(path, "int3")
     with pytest.raises(ExportError, match="already int8"):
         quantize(quantize(path, "int8"), "float16")
     bare = onnx.load(path)
