@@ -192,6 +192,10 @@ def _decide_axes(
 
     batch, batch_by = pick("batch", name_batch, given_frames | {given.get("time")})
     time_axis, time_by = pick("time", name_time, given_frames | {batch})
+    if time_axis is None and time_by != "given" and len(x.shape) >= 3:
+        # [1, 1, F] or [batch, 1, F]: exported with one time step fixed; a step is one run
+        ones = [a for a, d in enumerate(x.shape) if d == 1 and a != batch and a not in given_frames]
+        time_axis, time_by = (ones[0], "shape, fixed at 1") if ones else (None, time_by)
     all_given = "batch" in given and "time" in given  # the other axes can only be frames
     frames = []
     for axis, d in enumerate(x.shape):
@@ -200,7 +204,12 @@ def _decide_axes(
         by = "probe" if axis in probe.roles else by_names
         by = "given" if all_given or axis in given_frames else by
         window = probe.windows.get(axis) if by == "probe" else None
-        frames.append({"axis": axis, "by": by, **({"size": window} if window else {})})
+        frame: dict[str, object] = {"axis": axis, "by": by}
+        if window:
+            frame["size"] = window
+        if by == "probe" and axis in probe.mixed:
+            frame["mixed"] = True
+        frames.append(frame)
     origins = {
         "batch": {"axis": batch, "by": batch_by},
         "time": {"axis": time_axis, "by": time_by},
@@ -270,15 +279,13 @@ def discover_signature(
         if name in pairs.values():
             continue
         dims = _dims(arg)
-        output_specs.append(
-            TensorSpec(
-                name,
-                numpy_dtype(arg),
-                dims,
-                _output_axis(probe, name, dims, x_dims, x_batch),
-                _output_axis(probe, name, dims, x_dims, time_axis),
-            )
-        )
+        out_batch = _output_axis(probe, name, dims, x_dims, x_batch)
+        out_time = _output_axis(probe, name, dims, x_dims, time_axis)
+        # An axis seen following the input's is as dynamic as it, whatever size the graph
+        # declares there (torch.onnx.export(dynamo=True) keeps the example's [batch, 3, 3])
+        follows = {out_batch: x_batch, out_time: time_axis}
+        dims = tuple(x_dims[follows[a]] if a in follows else d for a, d in enumerate(dims))
+        output_specs.append(TensorSpec(name, numpy_dtype(arg), dims, out_batch, out_time))
     return Signature(
         input=TensorSpec(x_arg.name, numpy_dtype(x_arg), x_dims, x_batch, time_axis),
         outputs=tuple(output_specs),

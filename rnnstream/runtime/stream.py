@@ -110,11 +110,11 @@ class Stream:
     def feed(self, chunk: object) -> Output:
         """T time steps in one run: ``[T, F...]`` (``[B, T, F...]`` when batched) → ``[T, ...]``.
 
-        A model without a time axis (one window per run, like Silero VAD) runs the T steps one
-        after the other; every step is checked before the first runs, and a failing run puts
-        the state back as it was before the chunk.
+        A model without a time axis (one window per run, like Silero VAD) or with one fixed at 1
+        runs the T steps one after the other; every step is checked before the first runs, and a
+        failing run puts the state back as it was before the chunk.
         """
-        if not self._input.has_time:
+        if not self._input.takes_chunks:
             return self._feed_steps(chunk)
         x = self._input.convert(chunk, self._rows, self._single, time=True)
         return self._run(x, step=False)
