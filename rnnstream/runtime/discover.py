@@ -286,6 +286,9 @@ def discover_signature(
         follows = {out_batch: x_batch, out_time: time_axis}
         dims = tuple(x_dims[follows[a]] if a in follows else d for a, d in enumerate(dims))
         output_specs.append(TensorSpec(name, numpy_dtype(arg), dims, out_batch, out_time))
+    if all(isinstance(d, int) for d in x_arg.shape):  # nothing probed: say what a step is
+        frame = [d for a, d in enumerate(x_dims) if a not in (x_batch, time_axis)]
+        probe.note += f"; sizes fixed at export: a step takes {frame}"
     return Signature(
         input=TensorSpec(x_arg.name, numpy_dtype(x_arg), x_dims, x_batch, time_axis),
         outputs=tuple(output_specs),

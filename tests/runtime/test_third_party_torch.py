@@ -98,6 +98,7 @@ class Case:
     axes: str  # what info shows for the stream input
     pairs: dict[str, str]
     pool: str = ""  # "" when a pool batches it, else the start of its refusal
+    probe: str = "  probe   "  # what info's probe line says
     dynamo: bool = False
     tokens: bool = False
 
@@ -116,6 +117,7 @@ CASES = {
         "batch axis 0 (name), time axis 1 (shape, fixed at 1)",
         {"h0": "hn", "c0": "cn"},
         pool="has a fixed batch (input 'x' [1, 1, 6] at axis 0)",
+        probe="no dynamic input axis to probe; sizes fixed at export: a step takes [6]",
     ),
     # dynamic_axes on the batch only: one time step per run, any number of rows
     "batch_only": Case(
@@ -279,6 +281,7 @@ def test_loads_without_help_and_streams_like_an_onnxruntime_loop(name, exported,
     text = cli("-q", "info", str(path)).output
     assert f"stream input {model.signature.input.name}: {case.axes}\n" in text
     assert "  size    " in text  # the graph's cost, external weights included
+    assert case.probe in text
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -333,3 +336,38 @@ def test_a_bidirectional_layer_takes_whole_chunks(tmp_path, cli):
     for chunk in chunks:
         y, state = session.run(None, {"x": chunk[None], "h0": state})
     assert_close(got, y[0], KERNELS)
+
+
+class Gru(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn, self.head = nn.GRU(F, H, batch_first=True), nn.Linear(H, 2)
+
+    def forward(self, x, h):
+        y, h = self.rnn(x, h)
+        return self.head(y), h
+
+
+def test_an_example_batch_fixed_at_export_is_one_window_per_step(tmp_path, cli):
+    """``torch.onnx.export(model, (x[2, 3, F], h))`` with no names and no dynamic axes: nothing
+    can be probed, so a step is the whole fixed input, and info says so."""
+    path = tmp_path / "gru.onnx"
+    torch.manual_seed(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Gru().eval(), (torch.randn(2, 3, F), torch.zeros(1, 2, H)), str(path))
+    text = cli("-q", "info", str(path)).output
+    assert "no dynamic input axis to probe; sizes fixed at export: a step takes [2, 3, 6]" in text
+    assert "(paired by order: a guess; --state IN=OUT says)" in text
+    model = rnnstream.load(path)
+    stream = model.stream()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x_name, h_name = (a.name for a in session.get_inputs())
+    state = np.zeros((1, 2, H), np.float32)
+    rng = np.random.default_rng(6)
+    for _ in range(3):
+        x = rng.uniform(-1, 1, (2, 3, F)).astype(np.float32)
+        y, state = session.run(None, {x_name: x, h_name: state})
+        assert_close(stream.step(x), y, KERNELS)
+    with pytest.raises(InputError, match=r"expected shape \[2, 3, 6\], got \[6\]"):
+        stream.step(np.zeros(F, np.float32))
