@@ -192,6 +192,10 @@ def _decide_axes(
 
     batch, batch_by = pick("batch", name_batch, given_frames | {given.get("time")})
     time_axis, time_by = pick("time", name_time, given_frames | {batch})
+    folded = [a for a, r in probe.roles.items() if r == "time" and a != time_axis]
+    if batch is None and time_by == "probe" and name_batch in folded:
+        # the model folds these rows into time steps (a traced view(1, -1, F)): held at 1
+        batch, batch_by = name_batch, "name, held at 1: its rows fold into time steps"
     if time_axis is None and time_by != "given" and len(x.shape) >= 3:
         # [1, 1, F] or [batch, 1, F]: exported with one time step fixed; a step is one run
         ones = [a for a, d in enumerate(x.shape) if d == 1 and a != batch and a not in given_frames]
@@ -260,6 +264,12 @@ def discover_signature(
         probe = probe_axes(session, x_arg.name, pairs, constants)
     state_dims = {d for name in pairs for d in _dims(inputs[name]) if isinstance(d, str)}
     x_batch, time_axis, origins = _decide_axes(x_named, state_dims, probe, given)
+    if origins["time"]["by"] == "probe":  # type: ignore[index]
+        for axis, role in probe.roles.items():  # a second axis acting as time is held at 1
+            if role == "time" and axis != time_axis:
+                x_dims = tuple(1 if a == axis else d for a, d in enumerate(x_dims))
+                for follows in probe.follows.values():
+                    follows.pop(axis, None)
     for frame in origins["frame"]:  # type: ignore[union-attr]
         if "size" in frame:  # a fixed window: a step takes exactly that many
             x_dims = tuple(frame["size"] if a == frame["axis"] else d for a, d in enumerate(x_dims))

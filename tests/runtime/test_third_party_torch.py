@@ -44,6 +44,18 @@ class LstmHeads(nn.Module):
         return self.scores(y), self.value(y), h, c
 
 
+class FoldedBatch(nn.Module):
+    """A traced ``x.view(1, -1, F)``: rows of a larger batch become time steps."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn, self.head = nn.GRU(F, H, batch_first=True), nn.Linear(H, 2)
+
+    def forward(self, x, h0):
+        y, hn = self.rnn(x.view(1, -1, F), h0)
+        return self.head(y), hn
+
+
 class TokensTimeMajor(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -147,6 +159,20 @@ CASES = {
         "batch axis 0 (name), time axis 1 (probe)",
         {"h0": "hn", "c0": "cn"},
         pool="has a fixed batch (state 'h0' [2, 1, 5] at axis 1)",
+    ),
+    # dynamic_axes name a batch the graph folds into time: held at 1, never silently mixed
+    "batch_folded_into_time": Case(
+        FoldedBatch,
+        lambda: (torch.randn(1, 3, F), torch.zeros(1, 1, H)),
+        {
+            "input_names": ["x", "h0"],
+            "output_names": ["y", "hn"],
+            **_dynamic({"x": {0: "batch", 1: "time"}, "h0": {1: "batch"}, "hn": {1: "batch"}}),
+        },
+        "BTF",
+        "batch axis 0 (name, held at 1: its rows fold into time steps), time axis 1 (probe)",
+        {"h0": "hn"},
+        pool="has a fixed batch (input 'x' [1, 'time', 6] at axis 0)",
     ),
     "tokens_time_major": Case(
         TokensTimeMajor,
@@ -291,6 +317,8 @@ def test_a_pool_batches_the_rows_or_says_why_not(name, exported):
     if case.pool:
         with pytest.raises(SignatureError, match=re.escape(case.pool)):
             model.pool()
+        with pytest.raises(SignatureError, match="fixed batch of 1; cannot hold 2 rows"):
+            model.stream(batch=2)
         return
     names = [o.name for o in model.signature.outputs]
     rows = [_frames(case, 4, seed=2), _frames(case, 4, seed=3)]
