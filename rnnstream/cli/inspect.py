@@ -25,11 +25,12 @@ def info(model_path: str, as_json: bool, states: dict, consts: dict, axes: dict)
 
 
 def _graph_cost(model_path: str) -> dict | None:
-    """Parameters and multiply-adds from the graph itself, when onnx is installed."""
+    """Parameters and multiply-adds from the graph itself, when onnx is installed (weights stored
+    as external data, as torch.onnx.export(dynamo=True) writes them, are read from their file)."""
     try:
         import onnx
 
         from rnnstream.export.graphcost import graph_cost
     except ImportError:
         return None
-    return graph_cost(onnx.load(model_path, load_external_data=False))
+    return graph_cost(onnx.load(model_path))

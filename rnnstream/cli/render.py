@@ -77,7 +77,8 @@ def _axes_line(sig: Any) -> str:
 
     def how(decision: dict) -> str:  # a failed probe's reason is on the probe line
         by = "name, probe failed" if decision["by"].startswith("name (probe") else decision["by"]
-        return by + (f", fixed {decision['size']}" if "size" in decision else "")
+        by += f", fixed {decision['size']}" if "size" in decision else ""
+        return by + (", steps mixed: a step is a whole chunk" if decision.get("mixed") else "")
 
     parts = [
         f"{role} axis {'none' if decided[role]['axis'] is None else decided[role]['axis']} "

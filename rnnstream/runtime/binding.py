@@ -32,7 +32,11 @@ class PingPongState:
         self._batch_axes = [(s.input, s.batch_axis) for s in sig.states if s.batch_axis is not None]
         self.buffers = [runner.zero_state(rows), runner.zero_state(rows)]
         self.turn = 0
-        step_shapes = [_step_shape(o.shape, o.batch_axis, o.time_axis, rows) for o in sig.outputs]
+        declared = {o.name: o.shape for o in self._session.get_outputs()}
+        step_shapes = [
+            _step_shape(o.shape, declared.get(o.name), o.batch_axis, o.time_axis, rows)
+            for o in sig.outputs
+        ]
         self._step_outputs: list[np.ndarray] | None = None
         if all(shape is not None for shape in step_shapes):
             self._step_outputs = [
@@ -97,16 +101,24 @@ def _wrap(array: np.ndarray) -> ort.OrtValue:
 
 
 def _step_shape(
-    shape: tuple, batch_axis: int | None, time_axis: int | None, rows: int
+    shape: tuple,
+    declared: list | None,
+    batch_axis: int | None,
+    time_axis: int | None,
+    rows: int,
 ) -> tuple[int, ...] | None:
-    """The output's shape for one step of ``rows`` sequences, or None if a dimension is unknown."""
+    """The output's shape for one step of ``rows`` sequences, or None if a dimension is unknown
+    or the graph declares another fixed size there (an exporter's stale shape, such as
+    ``[batch, 3, 3]`` from a 3-step example: onnxruntime refuses a bound output that contradicts
+    it, but allocates a fresh one)."""
     concrete = []
     for axis, d in enumerate(shape):
-        if axis == batch_axis:
-            d = rows
-        elif axis == time_axis:
-            d = 1
-        if not isinstance(d, int):
+        step = {batch_axis: rows, time_axis: 1}.get(axis, d)
+        if not isinstance(step, int):
             return None
-        concrete.append(d)
+        concrete.append(step)
+    if declared is not None and any(
+        isinstance(d, int) and d != step for d, step in zip(declared, concrete)
+    ):
+        return None
     return tuple(concrete)

@@ -192,6 +192,14 @@ def _decide_axes(
 
     batch, batch_by = pick("batch", name_batch, given_frames | {given.get("time")})
     time_axis, time_by = pick("time", name_time, given_frames | {batch})
+    folded = [a for a, r in probe.roles.items() if r == "time" and a != time_axis]
+    if batch is None and time_by == "probe" and name_batch in folded:
+        # the model folds these rows into time steps (a traced view(1, -1, F)): held at 1
+        batch, batch_by = name_batch, "name, held at 1: its rows fold into time steps"
+    if time_axis is None and time_by != "given" and len(x.shape) >= 3:
+        # [1, 1, F] or [batch, 1, F]: exported with one time step fixed; a step is one run
+        ones = [a for a, d in enumerate(x.shape) if d == 1 and a != batch and a not in given_frames]
+        time_axis, time_by = (ones[0], "shape, fixed at 1") if ones else (None, time_by)
     all_given = "batch" in given and "time" in given  # the other axes can only be frames
     frames = []
     for axis, d in enumerate(x.shape):
@@ -200,7 +208,12 @@ def _decide_axes(
         by = "probe" if axis in probe.roles else by_names
         by = "given" if all_given or axis in given_frames else by
         window = probe.windows.get(axis) if by == "probe" else None
-        frames.append({"axis": axis, "by": by, **({"size": window} if window else {})})
+        frame: dict[str, object] = {"axis": axis, "by": by}
+        if window:
+            frame["size"] = window
+        if by == "probe" and axis in probe.mixed:
+            frame["mixed"] = True
+        frames.append(frame)
     origins = {
         "batch": {"axis": batch, "by": batch_by},
         "time": {"axis": time_axis, "by": time_by},
@@ -251,6 +264,12 @@ def discover_signature(
         probe = probe_axes(session, x_arg.name, pairs, constants)
     state_dims = {d for name in pairs for d in _dims(inputs[name]) if isinstance(d, str)}
     x_batch, time_axis, origins = _decide_axes(x_named, state_dims, probe, given)
+    if origins["time"]["by"] == "probe":  # type: ignore[index]
+        for axis, role in probe.roles.items():  # a second axis acting as time is held at 1
+            if role == "time" and axis != time_axis:
+                x_dims = tuple(1 if a == axis else d for a, d in enumerate(x_dims))
+                for follows in probe.follows.values():
+                    follows.pop(axis, None)
     for frame in origins["frame"]:  # type: ignore[union-attr]
         if "size" in frame:  # a fixed window: a step takes exactly that many
             x_dims = tuple(frame["size"] if a == frame["axis"] else d for a, d in enumerate(x_dims))
@@ -270,15 +289,16 @@ def discover_signature(
         if name in pairs.values():
             continue
         dims = _dims(arg)
-        output_specs.append(
-            TensorSpec(
-                name,
-                numpy_dtype(arg),
-                dims,
-                _output_axis(probe, name, dims, x_dims, x_batch),
-                _output_axis(probe, name, dims, x_dims, time_axis),
-            )
-        )
+        out_batch = _output_axis(probe, name, dims, x_dims, x_batch)
+        out_time = _output_axis(probe, name, dims, x_dims, time_axis)
+        # An axis seen following the input's is as dynamic as it, whatever size the graph
+        # declares there (torch.onnx.export(dynamo=True) keeps the example's [batch, 3, 3])
+        follows = {out_batch: x_batch, out_time: time_axis}
+        dims = tuple(x_dims[follows[a]] if a in follows else d for a, d in enumerate(dims))
+        output_specs.append(TensorSpec(name, numpy_dtype(arg), dims, out_batch, out_time))
+    if all(isinstance(d, int) for d in x_arg.shape):  # nothing probed: say what a step is
+        frame = [d for a, d in enumerate(x_dims) if a not in (x_batch, time_axis)]
+        probe.note += f"; sizes fixed at export: a step takes {frame}"
     return Signature(
         input=TensorSpec(x_arg.name, numpy_dtype(x_arg), x_dims, x_batch, time_axis),
         outputs=tuple(output_specs),

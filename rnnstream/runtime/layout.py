@@ -71,6 +71,8 @@ class InputLayout:
         model = _labels(spec)
         self.frame_shape = tuple(d for d, label in zip(spec.shape, model) if label.startswith("f"))
         self.has_time = spec.time_axis is not None
+        # A time axis fixed at 1 takes one step per run: a chunk runs step by step
+        self.takes_chunks = self.has_time and spec.shape[spec.time_axis] != 1
         self.has_batch = spec.batch_axis is not None
         features = [label for label in model if label.startswith("f")]
         caller = ["b", "t", *features]

@@ -32,7 +32,7 @@ def session_options(threads: int, optimized_cache: str | None = None) -> ort.Ses
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # a failed run is raised as one InputError, not also logged
     if optimized_cache:
         opts.optimized_model_filepath = optimized_cache
     return opts

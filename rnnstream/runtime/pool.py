@@ -34,8 +34,9 @@ class StreamPool:
     run one after another; for runs in parallel, give each thread a pool or a stream of its own).
 
     A model without a batch axis (states of one sequence, e.g. ``h`` fixed at ``[1, 1, H]``) has
-    no rows to share: the pool refuses it with a :class:`SignatureError` rather than running one
-    call per stream per tick, which would hide the cost; use one :class:`Stream` per sequence.
+    no rows to share, nor has one whose states were exported with a fixed batch (``[2, 1, H]``):
+    the pool refuses both with a :class:`SignatureError` rather than running one call per stream
+    per tick, which would hide the cost; use one :class:`Stream` per sequence.
     """
 
     def __init__(self, model: Model, check_finite: bool = True) -> None:
@@ -47,6 +48,15 @@ class StreamPool:
                 f"{model.name} has no batch axis (its states hold one sequence): a pool cannot "
                 "batch its streams; make one model.stream() per sequence instead"
             )
+        tensors = [("input", sig.input.name, sig.input.shape, sig.input.batch_axis)]
+        tensors += [("state", s.input, s.shape, s.batch_axis) for s in sig.states]
+        for what, name, shape, axis in tensors:
+            if isinstance(shape[axis], int):
+                raise SignatureError(
+                    f"{model.name} has a fixed batch ({what} {name!r} {list(shape)} at axis "
+                    f"{axis}): a pool cannot batch its streams; make one model.stream() per "
+                    "sequence instead"
+                )
         self.model = model
         self._runner = runner
         self._input = InputLayout(sig.input, check_finite, sig.num_tokens)

@@ -9,7 +9,9 @@ and 3 while the others stay at 1, and watched:
 - **time**: one run over 2 units equals two runs of 1 with the state carried, and some output
   follows the axis (one output per step);
 - **frame**: the model takes sizes 1, 2 and 3 and no output or state changes shape (one step
-  consumes a window of any length).
+  consumes a window of any length); or an output follows the axis but one run over 2 units
+  differs from two runs of 1 (a bidirectional or look-ahead layer mixes the steps): one step is
+  then a whole chunk (``Probe.mixed``), never split.
 
 Integer inputs are token ids when the model refuses ids from some value up (an embedding of that
 many rows): that count is found by doubling and halving (``Probe.num_tokens``, about 2 log2 V
@@ -66,6 +68,7 @@ class Probe:
     follows: dict[str, dict[int, int]] = field(default_factory=dict)  # output -> {input: axis}
     state_batch: dict[str, int] = field(default_factory=dict)  # state input -> its batch axis
     windows: dict[int, int] = field(default_factory=dict)  # frame axis -> the one size it takes
+    mixed: set[int] = field(default_factory=set)  # frame axes whose steps the model mixes
     num_tokens: int | None = None  # integer input: the first id the model refuses
     failed: str = ""  # why no run succeeded (then the names decide)
     note: str = ""
@@ -232,29 +235,31 @@ class _Prober:
             probe.follows.setdefault(name, {})[axis] = k
         return True
 
-    def is_time(self, axis: int, x: np.ndarray, probe: Probe) -> bool:
-        """One run over 2 units equals two runs of 1 with the state carried."""
+    def time_verdict(self, axis: int, x: np.ndarray, probe: Probe) -> str:
+        """ "time" when one run over 2 units equals two runs of 1 with the state carried and some
+        output follows the axis; "mixed" when an output follows it but the two differ (the model
+        mixes its steps: bidirectional, look-ahead); "" otherwise."""
         whole = self.run(x, self.zero_states(1))
         first = self.run(np.take(x, [0], axis=axis), self.zero_states(1))
         if whole is None or first is None:
-            return False
+            return ""
         second = self.run(np.take(x, [1], axis=axis), first[1])
         if second is None:
-            return False
-        if not all(_close(whole[1][n], second[1][n]) for n in self.pairs):
-            return False
+            return ""
+        same = all(_close(whole[1][n], second[1][n]) for n in self.pairs)
         output_axes = {}
         for name, y, y0, y1 in zip(self.outputs, whole[0], first[0], second[0]):
             k = _grown_axis(y.shape, y0.shape, 2)
             if k is not None:
-                if not _close(y, np.concatenate([y0, y1], axis=k)):
-                    return False
+                same = same and _close(y, np.concatenate([y0, y1], axis=k))
                 output_axes[name] = k
         if not output_axes:
-            return False
+            return ""
+        if not same:
+            return "mixed"
         for name, k in output_axes.items():
             probe.follows.setdefault(name, {})[axis] = k
-        return True
+        return "time"
 
     def find_sizes(self, dynamic: list[int], hints: list[int]) -> Run | None:
         """The first run that succeeds with one dynamic axis at a hinted size (the last axes
@@ -373,8 +378,11 @@ def probe_axes(
             x = prober.frames({axis: 2})
             if states_grow and prober.is_batch(axis, x, probe):
                 probe.roles[axis] = "batch"
-            elif prober.is_time(axis, x, probe):
+            elif (verdict := prober.time_verdict(axis, x, probe)) == "time":
                 probe.roles[axis] = "time"
+            elif verdict == "mixed":  # not time: one step takes a whole chunk of any length
+                probe.roles[axis] = "frame"
+                probe.mixed.add(axis)
             elif prober.is_frame(axis, base):
                 probe.roles[axis] = "frame"
         if time.perf_counter() - start + _TOKEN_RUNS * one_run <= budget:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from rnnstream.errors import InputError
+from rnnstream.errors import InputError, SignatureError
 from rnnstream.runtime.layout import InputLayout, as_array
 from rnnstream.runtime.runner import Output
 
@@ -36,6 +36,12 @@ class Stream:
                 raise InputError(f"batch must be None or an integer >= 1, got {batch!r}")
             batch = int(batch)
         sig = model.signature
+        rows = 1 if batch is None else batch
+        fixed = None if sig.input.batch_axis is None else sig.input.shape[sig.input.batch_axis]
+        if isinstance(fixed, int) and fixed != rows:
+            raise SignatureError(
+                f"input {sig.input.name!r} has a fixed batch of {fixed}; cannot hold {rows} rows"
+            )
         self.model = model
         self.batch = batch
         self._runner = runner
@@ -110,11 +116,11 @@ class Stream:
     def feed(self, chunk: object) -> Output:
         """T time steps in one run: ``[T, F...]`` (``[B, T, F...]`` when batched) → ``[T, ...]``.
 
-        A model without a time axis (one window per run, like Silero VAD) runs the T steps one
-        after the other; every step is checked before the first runs, and a failing run puts
-        the state back as it was before the chunk.
+        A model without a time axis (one window per run, like Silero VAD) or with one fixed at 1
+        runs the T steps one after the other; every step is checked before the first runs, and a
+        failing run puts the state back as it was before the chunk.
         """
-        if not self._input.has_time:
+        if not self._input.takes_chunks:
             return self._feed_steps(chunk)
         x = self._input.convert(chunk, self._rows, self._single, time=True)
         return self._run(x, step=False)

@@ -10,6 +10,8 @@ was.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -360,9 +362,9 @@ def test_a_chunk_of_windows_is_checked_whole_before_any_runs(tmp_path):
     assert_close(stream.feed(windows)[1], one.feed(windows[1]), KERNELS)
 
 
-def test_a_run_failing_mid_chunk_puts_the_state_back(tmp_path):
+def _table_model(path: Path) -> Path:
     """Windows whose loudest sample picks a row of a 4-row table: a sample of 10 passes every
-    check and fails in onnxruntime (index out of range) on the third window of the chunk."""
+    check and fails in onnxruntime (index out of range)."""
     from onnx import TensorProto, helper
 
     f32 = TensorProto.FLOAT
@@ -374,14 +376,18 @@ def test_a_run_failing_mid_chunk_puts_the_state_back(tmp_path):
         helper.make_node("ReduceMean", ["stateN"], ["level"], axes=[1], keepdims=1),
     ]
     table = np.arange(4 * tp.H, dtype=np.float32).reshape(4, tp.H)
-    path = tp.save_graph(
-        tmp_path / "table.onnx",
+    return tp.save_graph(
+        path,
         nodes,
         [tp.value_info("audio", f32, ["batch", 16]), tp.value_info("state", f32, ["batch", tp.H])],
         [tp.value_info("level", f32, ["batch", 1]), tp.value_info("stateN", f32, ["batch", tp.H])],
         {"table": table},
     )
-    stream = rnnstream.load(path).stream()
+
+
+def test_a_run_failing_mid_chunk_puts_the_state_back(tmp_path):
+    """A sample of 10 fails in onnxruntime on the third window of the chunk."""
+    stream = rnnstream.load(_table_model(tmp_path / "table.onnx")).stream()
     windows = np.random.default_rng(8).uniform(0, 1, (4, 16)).astype(np.float32)
     stream.feed(windows[:2])
     before = stream.state
@@ -389,3 +395,19 @@ def test_a_run_failing_mid_chunk_puts_the_state_back(tmp_path):
     with pytest.raises(InputError, match=r"onnxruntime rejected the run: .*Gather"):
         stream.feed(windows)
     _same_state(before, stream.state)
+
+
+def test_a_run_onnxruntime_fails_is_one_stderr_line_in_a_real_process(tmp_path):
+    """onnxruntime's own log line is not printed on top of the one-line error."""
+    path = _table_model(tmp_path / "table.onnx")
+    frames = tmp_path / "audio.csv"
+    frames.write_text(",".join(["0.5"] * 15 + ["10"]) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "rnnstream.cli", "-q", "stream", str(path), str(frames)],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    stderr = proc.stderr.decode()
+    assert proc.returncode == 1 and stderr.count("\n") == 1, stderr
+    assert "onnxruntime rejected the run: " in stderr and "Gather" in stderr
