@@ -148,9 +148,19 @@ def _check_exportable(model: nn.Module) -> None:
             f"{type(model).__name__} mixes recurrent layers ({recurrent[0][0]!r}) with cells "
             f"({cells[0][0]!r}); a model exports with one or the other"
         )
+    for name, module in model.named_modules():
+        if isinstance(module, torch.jit.ScriptModule):
+            raise ExportError(
+                f"submodule {name or '(the model)'!r} is compiled with torch.jit.script/trace, "
+                "which torch.export cannot trace; export the model built from plain nn.Modules "
+                "(script it after export if you need to)"
+            )
     for name, param in model.named_parameters():
         if param.dtype != torch.float32:
-            raise ExportError(f"parameter {name!r} is {param.dtype}; export needs float32 weights")
+            raise ExportError(
+                f"parameter {name!r} is {param.dtype}; export needs float32 weights: call "
+                "model.float() first (and drop any .double()/.half() casts in forward)"
+            )
 
 
 def to_onnx(
