@@ -81,10 +81,10 @@ def state_arguments(model: nn.Module, example: torch.Tensor) -> StateArguments:
             "the exporter supplies state arguments only to recurrent layers and cells"
         )
     groups = [_state_shapes(m) for _, m in modules]
-    if find_recurrent(model):
-        batch_axes = [0 if RecurrentSpec.of(modules[0][1]).batch_first else 1]
-    else:  # a cell loop's layout is its own: the batch is the axis its cells receive
-        batch_axes = [0, 1] if example.shape[0] != example.shape[1] else [0]
+    # the layer's layout first, then the other (the forward may transpose its input, and a cell
+    # loop's layout is its own): the batch is the axis that makes the state fit
+    first = 0 if not find_recurrent(model) or RecurrentSpec.of(modules[0][1]).batch_first else 1
+    batch_axes = [first, 1 - first] if example.shape[0] != example.shape[1] else [first]
     failures = []
     for batch_axis in batch_axes:
         batch = example.shape[batch_axis]
@@ -123,16 +123,20 @@ def state_arguments(model: nn.Module, example: torch.Tensor) -> StateArguments:
 def _runs_on_one_step_of_one_sequence(
     model: nn.Module, example: torch.Tensor, required: list[str], groups: list[list[Shape]]
 ) -> bool:
-    """Whether the forward, failing on ``example``, runs on one step of one sequence."""
-    single = example[:1, :1]
-    for template in _candidates(model, required, groups, batch=1):
-        try:
-            with torch.no_grad():
-                model(single, *template)
-        except Exception:  # a user's forward can raise anything: it does not run there either
-            continue
-        return True
-    return False
+    """Whether the forward, failing on ``example``, runs on one step of one sequence but on
+    neither two steps of one sequence nor one step of two."""
+
+    def runs(x: torch.Tensor) -> bool:
+        for template in _candidates(model, required, groups, batch=1):
+            try:
+                with torch.no_grad():
+                    model(x, *template)
+            except Exception:  # a user's forward can raise anything: not with this structure
+                continue
+            return True
+        return False
+
+    return runs(example[:1, :1]) and not runs(example[:1, :2]) and not runs(example[:2, :1])
 
 
 def _required_parameters(model: nn.Module) -> list[str]:

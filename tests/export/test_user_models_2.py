@@ -3,9 +3,10 @@
 sb3-contrib's RecurrentPPO (state and ``episode_starts`` passed in), DeepAR-style forecasters
 with distribution heads, a seq2seq encoder, a GRU speech enhancer's mask, DeepSpeech's Conv2d
 front-end over ``[batch, channels, time, freq]``, ``proj_size``, ``nn.Sequential`` with a
-``SelectItem``, ``hx=`` as a keyword, state returned as a list, namedtuple and dataclass outputs.
-Each streams like PyTorch (the same check as :mod:`tests.export.test_user_models`) or is refused
-in at most three lines naming the cause and the fix.
+``SelectItem``, ``hx=`` as a keyword, inputs transposed before the recurrent layer, state
+returned as a list, namedtuple and dataclass outputs, a learned h0, ``self.hidden``. Each
+streams like PyTorch (the same check as :mod:`tests.export.test_user_models`) or is refused in
+at most three lines naming the cause and the fix.
 """
 
 from __future__ import annotations
@@ -226,6 +227,32 @@ class DilatedCausalConvLSTM(nn.Module):
         return self.lstm(y.transpose(1, 2))[0]
 
 
+class PermutedIntoTimeMajor(nn.Module):
+    """A batch-first input permuted into a time-major LSTM and back (the layer alone would say
+    time-major)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x.permute(1, 0, 2))
+        return self.fc(out.permute(1, 0, 2))
+
+
+class TransposedIntoBatchFirst(nn.Module):
+    """A time-major input (``forward(x, hidden)``) transposed into a batch-first GRU."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 5, batch_first=True)
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor) -> tuple:
+        out, hidden = self.gru(x.transpose(0, 1), hidden)
+        return out.transpose(0, 1), hidden
+
+
 CASES = [
     Case(
         "recurrent_ppo_optional_state_and_episode_starts",
@@ -275,6 +302,14 @@ CASES = [
         tokens=15,
     ),
     Case("fpad_dilated_causal_conv", DilatedCausalConvLSTM, lambda m, x: [m(x)], features=4),
+    Case("permuted_into_time_major", PermutedIntoTimeMajor, lambda m, x: [m(x)], features=4),
+    Case(
+        "transposed_into_batch_first",
+        TransposedIntoBatchFirst,
+        lambda m, x: [m(x, torch.zeros(1, x.shape[1], 5))[0]],
+        features=4,
+        batch_first=False,
+    ),
 ]
 
 
@@ -368,6 +403,31 @@ class ChannelFrames(nn.Module):
         return self.gru(x.squeeze(1))[0]
 
 
+class LearnedInitialState(nn.Module):
+    """A GRU started from a learned ``nn.Parameter`` h0, expanded to the batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 6, batch_first=True)
+        self.h0 = nn.Parameter(torch.randn(1, 1, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x, self.h0.expand(-1, x.size(0), -1).contiguous())[0]
+
+
+class StatefulAttribute(nn.Module):
+    """Old tutorials' ``out, self.hidden = self.lstm(x, self.hidden)``: state kept between calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+        self.hidden = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, self.hidden = self.lstm(x, self.hidden)
+        return out
+
+
 @pytest.mark.parametrize(
     ("make", "example", "message"),
     [
@@ -415,6 +475,21 @@ class ChannelFrames(nn.Module):
             "runs on any length of axis 2: if time is that axis ([batch, channels, time, ...]), "
             "export a wrapper whose forward(x) calls the model on x.transpose(1, 2)",
         ),
+        (
+            LearnedInitialState,
+            None,
+            "'gru' starts from a non-zero state the forward makes (a learned h0, or one computed "
+            "from an input or another layer); a stream starts every sequence from zeros.\nMake "
+            "the initial state an argument (forward(x, hidden)) and set each new stream's state "
+            "to it (Stream.state), or train from zeros.",
+        ),
+        (
+            StatefulAttribute,
+            None,
+            "StatefulAttribute stores self.hidden during forward, keeping state between calls; a "
+            "stream carries the state itself.\nReturn the state instead (forward(x, "
+            "hidden=None) -> (y, hidden))",
+        ),
     ],
     ids=[
         "episode_starts_required",
@@ -423,6 +498,8 @@ class ChannelFrames(nn.Module):
         "jit_scripted_submodule",
         "float64_head",
         "channels_before_time",
+        "learned_initial_state",
+        "state_kept_on_the_module",
     ],
 )
 def test_held_out_model_is_refused_in_a_short_message(
