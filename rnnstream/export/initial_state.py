@@ -47,6 +47,8 @@ def refuse_carried_state(
     try:
         with torch.no_grad():
             arguments.call(model, example)
+    except Exception:  # a user's forward can raise anything: find_heads names the failure
+        return
     finally:
         for hook in hooks:
             hook.remove()

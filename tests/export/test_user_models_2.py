@@ -428,6 +428,25 @@ class StatefulAttribute(nn.Module):
         return out
 
 
+class FeedbackCellLoop(nn.Module):
+    """A GRUCell fed each frame and its own last prediction: its cell's input size (5) is not the
+    frame's (4), so the exporter's guessed input is wrong."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = nn.GRUCell(4 + 1, 6)
+        self.out = nn.Linear(6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, y = x.new_zeros(x.size(0), 6), x.new_zeros(x.size(0), 1)
+        ys = []
+        for t in range(x.size(1)):
+            h = self.cell(torch.cat([x[:, t], y], -1), h)
+            y = self.out(h)
+            ys.append(y)
+        return torch.cat(ys, 1)
+
+
 @pytest.mark.parametrize(
     ("make", "example", "message"),
     [
@@ -490,6 +509,12 @@ class StatefulAttribute(nn.Module):
             "stream carries the state itself.\nReturn the state instead (forward(x, "
             "hidden=None) -> (y, hidden))",
         ),
+        (
+            FeedbackCellLoop,
+            None,
+            "FeedbackCellLoop.forward fails on a random input of shape [2, 3, 5] (RuntimeError: "
+            "input has inconsistent input_size: got 6 expected 5).\nPass example=",
+        ),
     ],
     ids=[
         "episode_starts_required",
@@ -500,6 +525,7 @@ class StatefulAttribute(nn.Module):
         "channels_before_time",
         "learned_initial_state",
         "state_kept_on_the_module",
+        "cell_loop_input_guessed_wrong",
     ],
 )
 def test_held_out_model_is_refused_in_a_short_message(
