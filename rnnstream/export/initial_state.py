@@ -7,7 +7,9 @@ model break that, and both would only show as a failed parity check:
   ``nn.Parameter`` h0, one computed from a conditioning input, or a decoder started from an
   encoder's final state);
 - the state stored on the module between calls (``out, self.hidden = self.lstm(x, self.hidden)``),
-  so that PyTorch's second call does not start where the first did.
+  so that PyTorch's second call does not start where the first did: an attribute set during the
+  forward to a state a recurrent layer returned (weights recomputed by a hook, as the legacy
+  ``weight_norm`` does, are not state).
 
 Each is refused naming the layer or the attribute, and what to do instead.
 """
@@ -42,8 +44,16 @@ def refuse_carried_state(
 
         return record
 
+    returned: set[int] = set()
+
+    def keep_returned(module: nn.Module, _args: object, out: object) -> None:
+        state = out if isinstance(module, nn.RNNCellBase) else out[1]
+        state = state if isinstance(state, tuple) else (state,)
+        returned.update(t.untyped_storage().data_ptr() for t in state)
+
     modules = find_recurrent(model) or find_cells(model)
     hooks = [m.register_forward_pre_hook(recorder(n), with_kwargs=True) for n, m in modules]
+    hooks += [m.register_forward_hook(keep_returned) for _, m in modules]
     try:
         with torch.no_grad():
             arguments.call(model, example)
@@ -54,7 +64,9 @@ def refuse_carried_state(
             hook.remove()
     after = _stored_tensors(model)
     for where, value in after.items():
-        if before.get(where) is not value:
+        items = value if isinstance(value, (tuple, list)) else (value,)
+        memory = {t.untyped_storage().data_ptr() for t in items if isinstance(t, torch.Tensor)}
+        if before.get(where) is not value and memory & returned:
             raise ExportError(
                 f"{type(model).__name__} stores {where} during forward, keeping state between "
                 "calls; a stream carries the state itself.\nReturn the state instead "
