@@ -2,12 +2,12 @@
 
 from rnnstream.export.exporter import (
     ExportReport,
-    InputSpec,
     export,
     quantize_file,
     to_onnx,
     verify,
 )
+from rnnstream.export.layout import InputSpec
 from rnnstream.export.parity import measure_parity
 from rnnstream.export.quantize import PRECISIONS, quantize
 from rnnstream.export.settings import EVAL_TOKENS, ParitySettings

@@ -17,8 +17,10 @@ from rnnstream.errors import ExportError, ParityError
 from rnnstream.export.forward_args import StateArguments, state_arguments
 from rnnstream.export.graphcost import graph_cost
 from rnnstream.export.heads import Heads, find_heads
+from rnnstream.export.initial_state import refuse_carried_state
 from rnnstream.export.int4 import check_block_size
 from rnnstream.export.layers import RECURRENT_TYPES, RecurrentSpec
+from rnnstream.export.layout import InputSpec, batch_first_seen_by_layer, guess_input
 from rnnstream.export.parity import measure_parity, whole_sequence_errors
 from rnnstream.export.pinned import check_free_axes
 from rnnstream.export.quality import task_quality
@@ -42,34 +44,6 @@ VERIFY_PARITY = ParitySettings(seed=1)  # verify's default: another stream than 
 GENERIC = ModelDescription()
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """What the model's input ``x`` is: float frames or int64 token ids, and its layout."""
-
-    dtype: torch.dtype
-    feature_shape: tuple[int, ...]
-    batch_first: bool
-    token_range: int | None = None
-
-    def sample(self, batch: int, steps: int, seed: int) -> torch.Tensor:
-        """A random input of ``batch`` sequences of ``steps`` steps in the model's layout."""
-        gen = torch.Generator().manual_seed(seed)
-        lead = (batch, steps) if self.batch_first else (steps, batch)
-        if self.token_range is not None:
-            return torch.randint(0, self.token_range, lead + self.feature_shape, generator=gen)
-        return torch.randn(lead + self.feature_shape, generator=gen)
-
-    def tensor_spec(self) -> TensorSpec:
-        lead = ("batch", "time") if self.batch_first else ("time", "batch")
-        return TensorSpec(
-            name="x",
-            dtype="int64" if self.token_range is not None else "float32",
-            shape=lead + self.feature_shape,
-            batch_axis=0 if self.batch_first else 1,
-            time_axis=1 if self.batch_first else 0,
-        )
 
 
 @dataclass(frozen=True)
@@ -99,42 +73,21 @@ def infer_input(
 ) -> InputSpec:
     """Work out the input's dtype, feature shape and layout from ``example`` or the model.
 
-    The layout is the first recurrent module's; a cell-loop model's is its ``batch_first``
-    attribute or its config's (batch first when it has neither).
+    The layout is the first recurrent module's, unless the forward transposes the input before
+    it (:mod:`rnnstream.export.layout`); a cell-loop model's is its ``batch_first`` attribute or
+    its config's (batch first when it has neither).
     """
-    recurrent = find_recurrent(model)
-    if batch_first is None and recurrent:
-        batch_first = recurrent[0][1].batch_first
-    if batch_first is None:
-        config = getattr(model, "config", None)
-        batch_first = getattr(model, "batch_first", getattr(config, "batch_first", True))
-    embeddings = [m for m in model.modules() if isinstance(m, nn.Embedding)]
-    if example is None and callable(getattr(model, "example_input", None)):
-        example = model.example_input()
-    if example is not None:
-        if example.dim() < 2:
-            raise ExportError(
-                f"example must have batch and time axes, got shape {list(example.shape)}"
-            )
-        if example.is_floating_point():
-            return InputSpec(torch.float32, tuple(example.shape[2:]), batch_first)
-        vocab = embeddings[0].num_embeddings if embeddings else int(example.max()) + 1
-        return InputSpec(torch.int64, tuple(example.shape[2:]), batch_first, vocab)
-    for name, m in model.named_modules():
-        if isinstance(m, (nn.Conv2d, nn.Conv3d)):
-            raise ExportError(
-                f"{type(m).__name__} {name!r} comes before anything that tells the model's frame "
-                "shape: pass example= (a tensor shaped like the model's real input)"
-            )
-        if isinstance(m, nn.Embedding):
-            return InputSpec(torch.int64, (), batch_first, m.num_embeddings)
-        if isinstance(m, nn.Linear):
-            return InputSpec(torch.float32, (m.in_features,), batch_first)
-        if isinstance(m, nn.Conv1d):  # a convolutional front-end: frames of in_channels
-            return InputSpec(torch.float32, (m.in_channels,), batch_first)
-        if isinstance(m, (*RECURRENT_TYPES, nn.RNNCellBase)):
-            return InputSpec(torch.float32, (m.input_size,), batch_first)
-    raise ExportError("cannot tell the model's input; pass example=")
+    spec = guess_input(model, example, batch_first)
+    if batch_first is not None or not find_recurrent(model):
+        return spec
+    seen = batch_first_seen_by_layer(
+        model, spec.sample(2, 3, seed=0), spec.batch_first, _call_from_zero_state
+    )
+    return replace(spec, batch_first=seen)
+
+
+def _call_from_zero_state(model: nn.Module, x: torch.Tensor) -> object:
+    return state_arguments(model, x).call(model, x)
 
 
 def _check_exportable(model: nn.Module) -> None:
@@ -149,9 +102,19 @@ def _check_exportable(model: nn.Module) -> None:
             f"{type(model).__name__} mixes recurrent layers ({recurrent[0][0]!r}) with cells "
             f"({cells[0][0]!r}); a model exports with one or the other"
         )
+    for name, module in model.named_modules():
+        if isinstance(module, torch.jit.ScriptModule):
+            raise ExportError(
+                f"submodule {name or '(the model)'!r} is compiled with torch.jit.script/trace, "
+                "which torch.export cannot trace; export the model built from plain nn.Modules "
+                "(script it after export if you need to)"
+            )
     for name, param in model.named_parameters():
         if param.dtype != torch.float32:
-            raise ExportError(f"parameter {name!r} is {param.dtype}; export needs float32 weights")
+            raise ExportError(
+                f"parameter {name!r} is {param.dtype}; export needs float32 weights: call "
+                "model.float() first (and drop any .double()/.half() casts in forward)"
+            )
 
 
 def to_onnx(
@@ -165,6 +128,7 @@ def to_onnx(
     _check_exportable(model)
     example = inputs.sample(2, 3, seed=0)
     arguments = state_arguments(model, example)
+    refuse_carried_state(model, example, arguments)
     heads = find_heads(model, example, arguments, output_names, inputs.batch_first)
     if find_recurrent(model):
         convs = _streaming_convs(model, inputs)

@@ -3,14 +3,14 @@ h, c)``, ``forward(obs, state)`` with one entry per recurrent layer.
 
 The exporter supplies such arguments itself, to recurrent layers (``nn.LSTM``/``GRU``/``RNN``)
 and to a cell loop's cells (``nn.LSTMCell``/``GRUCell``/``RNNCell``) alike. It builds a zero
-state of the structure the model wants (``model.init_hidden(batch)`` when there is one, else the
-states as one tensor per argument, one layer or cell per argument, or one tuple/list of them),
-runs the model once with a forward-pre-hook on every layer or cell, and finds by identity which
-argument tensor reached which one's ``h`` or ``c`` (through indexing, ``.detach()``,
-``.contiguous()``, a ``repackage_hidden`` helper: anything that keeps the tensor's memory). While
-tracing, each such argument is the graph's state input of its layer, so the file has the usual
-state inputs and outputs and the stream starts from zeros; PyTorch's reference is called with
-zeros of that same structure. Arguments with a default are left to it (``forward(x,
+state of the structure the model wants (``model.init_hidden(batch)`` when there is one taking a
+batch size, else the states as one tensor per argument, one layer or cell per argument, or one
+tuple/list of them), runs the model once with a forward-pre-hook on every layer or cell, and finds
+by identity which argument tensor reached which one's ``h`` or ``c`` (through indexing,
+``.detach()``, ``.contiguous()``, a ``repackage_hidden`` helper: anything that keeps the tensor's
+memory). While tracing, each such argument is the graph's state input of its layer, so the file
+has the usual state inputs and outputs and the stream starts from zeros; PyTorch's reference is
+called with zeros of that same structure. Arguments with a default are left to it (``forward(x,
 hidden=None)``). A required argument that turns out to be the lengths the model packs its input
 with is refused with its fix (:mod:`rnnstream.export.packed`).
 """
@@ -81,18 +81,18 @@ def state_arguments(model: nn.Module, example: torch.Tensor) -> StateArguments:
             "the exporter supplies state arguments only to recurrent layers and cells"
         )
     groups = [_state_shapes(m) for _, m in modules]
-    if find_recurrent(model):
-        batch_axes = [0 if RecurrentSpec.of(modules[0][1]).batch_first else 1]
-    else:  # a cell loop's layout is its own: the batch is the axis its cells receive
-        batch_axes = [0, 1] if example.shape[0] != example.shape[1] else [0]
+    # the layer's layout first, then the other (the forward may transpose its input, and a cell
+    # loop's layout is its own): the batch is the axis that makes the state fit
+    first = 0 if not find_recurrent(model) or RecurrentSpec.of(modules[0][1]).batch_first else 1
+    batch_axes = [first, 1 - first] if example.shape[0] != example.shape[1] else [first]
     failures = []
     for batch_axis in batch_axes:
         batch = example.shape[batch_axis]
-        for label, template in _candidates(model, required, groups, batch):
+        for template in _candidates(model, required, groups, batch):
             try:
                 received = _run_with_hooks(model, example, template, modules)
             except Exception as e:  # a user's forward can raise anything: try the next structure
-                failures.append(f"{label}: {first_line(e)}")
+                failures.append(first_line(e))
                 continue
             targets = _map(template, received, required, model)
             shapes = tuple(shape for group in groups for shape in group)
@@ -101,11 +101,42 @@ def state_arguments(model: nn.Module, example: torch.Tensor) -> StateArguments:
         packing = packing_argument_refusal(model, example, required[0], modules, batch_axes[0] == 0)
         if packing is not None:
             raise packing
+    name, arguments = type(model).__name__, _quoted(required)
+    subject = arguments if len(required) == 1 else f"one of {arguments}"
+    failures = failures or [f"its layers have no state structure of {len(required)} arguments"]
+    if _runs_on_one_step_of_one_sequence(model, example, required, groups):
+        raise ExportError(
+            f"{name}.forward runs only on one step of one sequence, not on a random input of "
+            f"shape {list(example.shape)} ({failures[0]}): its code pins the batch and time axes "
+            "to 1 (e.g. view(1, 1, -1)).\nA streamed model takes any number of both: reshape "
+            "with x.size(0) and x.size(1), or leave the input's shape to the layer."
+        )
     raise ExportError(
-        f"{type(model).__name__}.forward requires {_quoted(required)}, and no zero state the "
-        f"exporter tried works ({'; '.join(dict.fromkeys(failures))}); give the model an "
-        "init_hidden(batch_size) method returning the zero state"
+        f"{name}.forward requires {arguments} besides the input; the exporter passes recurrent "
+        f"state there, and the model fails on its layers' zero state ({failures[0]}).\nIf "
+        f"{subject} is not recurrent state, fix its value in a wrapper module whose forward "
+        "takes only the input; if it is, give the model an init_hidden(batch_size) method "
+        "returning the zero state."
     )
+
+
+def _runs_on_one_step_of_one_sequence(
+    model: nn.Module, example: torch.Tensor, required: list[str], groups: list[list[Shape]]
+) -> bool:
+    """Whether the forward, failing on ``example``, runs on one step of one sequence but on
+    neither two steps of one sequence nor one step of two."""
+
+    def runs(x: torch.Tensor) -> bool:
+        for template in _candidates(model, required, groups, batch=1):
+            try:
+                with torch.no_grad():
+                    model(x, *template)
+            except Exception:  # a user's forward can raise anything: not with this structure
+                continue
+            return True
+        return False
+
+    return runs(example[:1, :1]) and not runs(example[:1, :2]) and not runs(example[:2, :1])
 
 
 def _required_parameters(model: nn.Module) -> list[str]:
@@ -134,12 +165,12 @@ def _zero_states(shapes: tuple[Shape, ...] | list[Shape], batch: int) -> list[to
 
 def _candidates(
     model: nn.Module, required: list[str], groups: list[list[Shape]], batch: int
-) -> Iterator[tuple[str, tuple[object, ...]]]:
-    """Zero-state argument structures to try, each with a label for the error message."""
+) -> Iterator[tuple[object, ...]]:
+    """Zero-state argument structures to try."""
     init_hidden = getattr(model, "init_hidden", None)
-    if callable(init_hidden) and len(required) == 1:
+    if callable(init_hidden) and len(required) == 1 and _takes_an_argument(init_hidden):
         try:
-            yield "init_hidden(batch)", (init_hidden(batch),)
+            yield (init_hidden(batch),)
         except Exception as e:  # the user's helper: say how it failed
             raise ExportError(
                 f"{type(model).__name__}.init_hidden({batch}) failed: {first_line(e)}"
@@ -151,12 +182,22 @@ def _candidates(
         flat += zeros
         per_layer.append(tuple(zeros) if len(zeros) > 1 else zeros[0])
     if len(required) == len(flat):
-        yield "one state tensor per argument", tuple(flat)
+        yield tuple(flat)
     if len(required) == len(per_layer):
-        yield "one recurrent layer's state per argument", tuple(per_layer)
+        yield tuple(per_layer)
     if len(required) == 1 and len(per_layer) > 1:
-        yield "a tuple of the layers' states", (tuple(per_layer),)
-        yield "a list of the layers' states", (list(per_layer),)
+        yield (tuple(per_layer),)
+        yield (list(per_layer),)
+
+
+def _takes_an_argument(function: Callable) -> bool:
+    """Whether ``function`` can be called with one positional argument (a batch size): a
+    tutorial's ``init_hidden()`` builds a state of batch 1, so the exporter builds its own."""
+    try:
+        inspect.signature(function).bind(1)
+    except TypeError:
+        return False
+    return True
 
 
 def _run_with_hooks(

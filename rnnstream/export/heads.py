@@ -1,17 +1,19 @@
 """A forward's output heads apart from its recurrent state, with their names.
 
 A model may return several heads besides its state (an RL policy's ``mu, log_std, value,
-hidden``; a tagger's logits and an auxiliary score), in a tuple, a list or a dict, nested or not.
-Every one is exported. A returned tensor is the recurrent state, not a head, when it is (or views
-the memory of) a state that a recurrent layer or cell of the model returned during the same
-forward. Heads are named by ``output_names`` when given, else by their dict keys, else ``y`` (one
-head) or ``y0``, ``y1``, ... (several). A head that flattens time and batch into one axis
+hidden``; a tagger's logits and an auxiliary score), in a tuple, a list, a dict, a namedtuple or a
+dataclass (``ModelOutput(logits=..., hidden=...)``), nested or not. Every one is exported. A
+returned tensor is the recurrent state, not a head, when it is (or views the memory of) a state
+that a recurrent layer or cell of the model returned during the same forward. Heads are named by
+``output_names`` when given, else by their dict keys or namedtuple/dataclass fields, else ``y``
+(one head) or ``y0``, ``y1``, ... (several). A head that flattens time and batch into one axis
 (``view(-1, V)``) has its order recorded, and the traced graph splits it back
 (:mod:`rnnstream.export.flattened`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -127,9 +129,9 @@ def find_heads(
     elif len(places) == 1:
         names = ("y",)
     else:
-        keys = [re.fullmatch(r"output\['(\w+)'\]", p) for p in places]
+        keys = [re.fullmatch(r"output(?:\['(\w+)'\]|\.(\w+))", p) for p in places]
         names = (
-            tuple(k.group(1) for k in keys)
+            tuple(k.group(1) or k.group(2) for k in keys)
             if all(keys)
             else tuple(f"y{i}" for i in range(len(places)))
         )
@@ -155,12 +157,19 @@ def find_heads(
 
 
 def output_tensors(value: object, where: str) -> Iterator[tuple[str, torch.Tensor]]:
-    """Every tensor in a nest of tuples, lists and dicts, with its place (``output[1]['a']``)."""
+    """Every tensor in a nest of tuples, lists, dicts and dataclasses, with its place
+    (``output[1]['a']``, ``output.logits``)."""
     if isinstance(value, torch.Tensor):
         yield where, value
+    elif isinstance(value, tuple) and hasattr(value, "_fields"):  # a namedtuple
+        for field, item in zip(value._fields, value):
+            yield from output_tensors(item, f"{where}.{field}")
     elif isinstance(value, (tuple, list)):
         for i, item in enumerate(value):
             yield from output_tensors(item, f"{where}[{i}]")
     elif isinstance(value, dict):
         for key, item in value.items():
             yield from output_tensors(item, f"{where}[{key!r}]")
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            yield from output_tensors(getattr(value, field.name), f"{where}.{field.name}")

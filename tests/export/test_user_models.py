@@ -367,7 +367,7 @@ class Case:
     call: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]]
     names: tuple[str, ...] = ("y",)
     tokens: int | None = None
-    features: int | None = 0  # None: no feature axis ([batch, time] floats)
+    features: int | tuple[int, ...] | None = 0  # None: no feature axis ([batch, time] floats)
     batch_first: bool = True
     example: bool = False  # export with example= (the input cannot be guessed)
 
@@ -483,7 +483,10 @@ def _input(case: Case, seed: int) -> torch.Tensor:
     lead = (BATCH, STEPS) if case.batch_first else (STEPS, BATCH)
     if case.tokens is not None:
         return torch.randint(0, case.tokens, lead, generator=gen)
-    features = () if case.features is None else (case.features,)
+    if case.features is None:
+        features: tuple[int, ...] = ()
+    else:
+        features = (case.features,) if isinstance(case.features, int) else case.features
     return torch.randn(*lead, *features, generator=gen)
 
 
@@ -493,6 +496,11 @@ def _by_name(result: object, names: tuple[str, ...]) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_user_model_exports_and_streams_like_pytorch(case: Case, tmp_path: Path) -> None:
+    export_and_stream_like_pytorch(case, tmp_path)
+
+
+def export_and_stream_like_pytorch(case: Case, tmp_path: Path) -> None:
+    """Export ``case``'s model, then stream it step by step and in chunks against PyTorch."""
     torch.manual_seed(sum(map(ord, case.name)))
     model = case.make().eval()
     example = _input(case, seed=0) if case.example else None
