@@ -42,7 +42,9 @@ from onnx import TensorProto, helper
 
 from rnnstream.bench.latency import measure
 from rnnstream.export import ParitySettings, export
+from rnnstream.export.int4 import pack_nbits
 from rnnstream.export.layers import GraphBuilder
+from rnnstream.export.step_path import quantize_columns
 from rnnstream.models import RecurrentNet, RecurrentNetConfig
 from rnnstream.runtime import load
 from rnnstream.runtime.model import session_options
@@ -55,48 +57,25 @@ NBITS_BLOCK = 32
 MS_DOMAIN = "com.microsoft"
 
 
-def _column_int8(w_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``w_t`` [K, N] as symmetric int8 with one scale per output column, in 7 bits (±63) as
-    ``quantize_dynamic(reduce_range=True)`` does: uint8 x int8 products summed in pairs would
-    saturate int16 in the x86 kernels without VNNI at full range."""
-    scale = np.maximum(np.abs(w_t).max(axis=0), 1e-12) / 63
-    q = np.clip(np.round(w_t / scale), -63, 63).astype(np.int8)
-    return q, scale.astype(np.float32)
-
-
-def _nbits(w: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
-    """``w`` [N, K] packed for ``MatMulNBits``: [N, K/block, block*bits/8] uint8 and scales."""
-    n, k = w.shape
-    if k % NBITS_BLOCK:
-        raise ValueError(f"K={k} is not a multiple of the block size {NBITS_BLOCK}")
-    blocks = w.reshape(n, k // NBITS_BLOCK, NBITS_BLOCK)
-    levels = 2 ** (bits - 1)  # zero point: the default, 2^(bits-1)
-    scale = np.maximum(np.abs(blocks).max(axis=2), 1e-12) / (levels - 1)
-    q = np.clip(np.round(blocks / scale[..., None]) + levels, 0, 2 * levels - 1).astype(np.uint8)
-    if bits == 4:
-        q = q[..., 0::2] | (q[..., 1::2] << 4)
-    return q, scale.astype(np.float32).reshape(-1)
-
-
 def _linear(g: GraphBuilder, a: str, w: np.ndarray, bias: np.ndarray, kind: str) -> str:
     """``a @ w.T + bias`` for ``w`` [N, K], its weights stored as ``kind`` says."""
     n, k = w.shape
     if kind == "float32":
         return g.op("Gemm", [a, g.const("w", w.T), g.const("b", bias)])[0]
     if kind == "dqmm":
-        q, scale = _column_int8(w.T)
+        q, scale = quantize_columns(w.T)
         zero = g.const("wzp", np.zeros(n, np.int8))
         ins = [a, g.const("wq", q), g.const("ws", scale), zero, g.const("b", bias)]
         return g.op("DynamicQuantizeMatMul", ins, domain=MS_DOMAIN)[0]
     if kind == "mmint":
-        q, scale = _column_int8(w.T)
+        q, scale = quantize_columns(w.T)
         aq, a_scale, a_zero = g.op("DynamicQuantizeLinear", [a], n_out=3)
         acc = g.op("MatMulInteger", [aq, g.const("wq", q), a_zero])[0]
         acc = g.op("Cast", [acc], to=TensorProto.FLOAT)[0]
         scaled = g.op("Mul", [acc, g.op("Mul", [a_scale, g.const("ws", scale)])[0]])[0]
         return g.op("Add", [scaled, g.const("b", bias)])[0]
     bits = {"nbits8": 8, "nbits4": 4}[kind]
-    packed, scales = _nbits(w, bits)
+    packed, scales = pack_nbits(w, bits, NBITS_BLOCK)
     attrs = {"K": k, "N": n, "bits": bits, "block_size": NBITS_BLOCK, "accuracy_level": 4}
     ins = [a, g.const("wq", packed), g.const("ws", scales)]
     y = g.op("MatMulNBits", ins, domain=MS_DOMAIN, **attrs)[0]

@@ -33,7 +33,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from rnnstream.export.layers import GraphBuilder
 
-__all__ = ["add_step_paths", "step_path_nodes"]
+__all__ = ["add_step_paths", "quantize_columns", "step_path_nodes"]
 
 MS_DOMAIN = "com.microsoft"
 _INT8_LIMIT = 63  # 7-bit weights: see the module docstring
@@ -171,7 +171,7 @@ def _eligible(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -
     return _Layer(node.op_type, w[0], r[0], b[:gh], b[gh:], activation)
 
 
-def _quantize_columns(w_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def quantize_columns(w_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``w_t`` [K, N] as symmetric 7-bit int8 with one scale per output column."""
     scale = np.maximum(np.abs(w_t).max(axis=0), 1e-12) / _INT8_LIMIT
     q = np.clip(np.round(w_t / scale), -_INT8_LIMIT, _INT8_LIMIT).astype(np.int8)
@@ -199,7 +199,7 @@ def _int8_weights(layer: _Layer, g: GraphBuilder) -> _Int8Weights:
     initializers only, which onnxruntime folds when it loads the model: a GRU's zero blocks are
     not stored."""
     wr_t, bias = layer.stacked()
-    q, scale = _quantize_columns(wr_t)
+    q, scale = quantize_columns(wr_t)
     i, h = layer.inputs, layer.hidden
     columns = np.arange(q.shape[1])
     if layer.op_type == "GRU":  # x feeds z|r and x's n block, h feeds z|r and h's n block

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from rnnstream.bench.step_graphs import _nbits, _session, lean_step_graph, step_lean
+from rnnstream.bench.step_graphs import _session, lean_step_graph, step_lean
 from rnnstream.export.tolerance import TOLERANCES
 from rnnstream.models import RecurrentNet, RecurrentNetConfig
 from tests.tolerances import PARITY, assert_close
@@ -46,18 +46,6 @@ def test_int8_lean_steps_stay_within_the_int8_bound(cell: str, kind: str) -> Non
     session = _session(lean_step_graph(net, kind).SerializeToString())
     error = np.abs(step_lean(session, xs) - expected).max()
     assert error / np.abs(expected).max() <= TOLERANCES["int8"].rtol
-
-
-@pytest.mark.parametrize("bits", [4, 8])
-def test_nbits_packing_round_trips_within_half_a_level(bits: int) -> None:
-    w = np.random.default_rng(2).standard_normal((8, 64)).astype(np.float32)
-    packed, scales = _nbits(w, bits)
-    if bits == 4:  # low nibble first
-        packed = np.stack([packed & 0xF, packed >> 4], axis=-1).reshape(8, 2, 32)
-    levels = 2 ** (bits - 1)
-    blocks = scales.reshape(8, 2, 1)
-    restored = ((packed.astype(np.float32) - levels) * blocks).reshape(8, 64)
-    assert np.all(np.abs(restored - w) <= blocks.repeat(32, axis=2).reshape(8, 64) / 2 + 1e-7)
 
 
 def test_bench_script_writes_every_row(tmp_path: Path) -> None:
