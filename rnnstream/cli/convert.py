@@ -175,8 +175,8 @@ def quantize(
 
     \b
     --int8  onnxruntime's dynamic quantisation: int8 weights (LSTM as DynamicQuantizeLSTM; GRU
-            and RNN rewritten as a Scan over MatMuls so that their weights quantise too),
-            activations quantised at each run. About 4x smaller.
+            and RNN step with one int8 MatMul over [x, h] and run chunks on the float operator
+            over the same int8 weights), activations quantised at each run. About 4x smaller.
     --int4  4-bit weights in blocks of --block-size (com.microsoft MatMulNBits; every recurrent
             layer rewritten as an explicit cell, the head and embedding 4-bit too). About 6x
             smaller; its tolerance is mostly the bits per character (+0.05).
