@@ -116,14 +116,24 @@ def print_info(model_path: str, model: Any, cost: dict | None, as_json: bool) ->
     click.echo(f"  stream input {sig.input.name}: {_axes_line(sig)}")
     if sig.source.get("probe"):
         click.echo(f"  probe   {sig.source['probe']}")
-    guessed = sig.source.get("guessed", {})
+    guessed, paired = sig.source.get("guessed", {}), sig.source.get("paired", {})
+    how = {
+        "shape": " (paired by shape, a guess: the one output of its dtype and shape; "
+        "--state IN=OUT says)",
+        "order": " (paired by order: a guess; --state IN=OUT says)",
+        "probe": " (paired by a probe: carried, two steps equal one run of two)",
+    }
     for s in sig.states:
-        guess = " (paired by order: a guess; --state IN=OUT says)" * (
-            s.input in guessed.get("state_map", {})
-        )
+        guess = how.get(paired.get(s.input, ""), "")
         click.echo(
             f"  state   {s.input} -> {s.output}: {s.dtype} {list(s.shape)}, "
             f"batch axis {s.batch_axis}{guess}"
+        )
+    for spec in sig.lengths:
+        rows = "one per batch row" if spec.shape else "one value"
+        click.echo(
+            f"  lengths {spec.name}: {spec.dtype} {list(spec.shape)}, filled by the runtime ({rows}"
+            f"): the size of axis {spec.counts} of {sig.input.name} (1 per step, T per chunk)"
         )
     for name, value in model.constants.items():
         guess = f" (a guess; --const {name}=... says)" * (name in guessed.get("constants", {}))

@@ -42,7 +42,23 @@ class PingPongState:
             self._step_outputs = [
                 np.zeros(shape, dtype=o.dtype) for shape, o in zip(step_shapes, sig.outputs)
             ]
+        # Lengths inputs: bound once for steps when a step's count is fixed (a time axis: 1),
+        # else bound on each run from the input
+        self._length_feeds = runner.length_feeds if runner.lengths else None
+        x_spec = sig.input
+        step_counts = [
+            1 if s.counts == x_spec.time_axis else x_spec.shape[s.counts] for s in runner.lengths
+        ]
+        self._step_lengths_vary = not all(isinstance(n, int) for n in step_counts)
         self._step = [self._bind(runner, k, self._step_outputs) for k in range(2)]
+        if runner.lengths and not self._step_lengths_vary:
+            rows_fed = 1 if x_spec.batch_axis is None else rows
+            self._bound_lengths = []  # kept alive: the bindings share their memory
+            for s, count in zip(runner.lengths, step_counts):
+                value = np.full((rows_fed,) if s.shape else (), count, s.dtype)
+                self._bound_lengths.append(value)
+                for io in self._step:
+                    io.bind_cpu_input(s.name, value)
         self._chunk = [self._bind(runner, k, None) for k in range(2)]
 
     def _bind(self, runner: Runner, k: int, outputs: list[np.ndarray] | None) -> ort.IOBinding:
@@ -82,6 +98,9 @@ class PingPongState:
         fixed = step and self._step_outputs is not None
         io = (self._step if fixed else self._chunk)[self.turn]
         io.bind_cpu_input(self._input_name, x)
+        if self._length_feeds is not None and (not fixed or self._step_lengths_vary):
+            for name, value in self._length_feeds(x).items():
+                io.bind_cpu_input(name, value)
         if not fixed:  # a fresh output each run: chunk lengths differ
             for name in self._output_names:
                 io.bind_output(name)

@@ -1,10 +1,17 @@
 """A signature for an ONNX model that has none: state pairs from names, axes from probing.
 
 Stateful models from elsewhere (Silero VAD, sherpa-onnx, hand-made exports) name their state
-inputs and outputs by a handful of conventions; a pair must also agree in dtype and shape. Where
-the names tell nothing (tf2onnx's ``state_h:0 -> Identity_1:0``), the inputs after the first are
-paired in order with the last outputs when dtypes and shapes agree, recorded as a guess
+inputs and outputs by a handful of conventions; a pair must also agree in dtype and shape, and
+a run must return the output in the state's shape (else the load is refused). Where the names
+tell nothing (tf2onnx's ``state_h:0 -> Identity_1:0``), the inputs after the first are paired by
+evidence (:mod:`pairing`): shapes, then which assignment carries the state through two steps
+(``signature.source["paired"]``), then the order, recorded as a guess
 (``signature.source["guessed"]``); ``state_map={"state": "stateN"}`` says it for sure.
+
+Frame counts (sherpa-onnx's ``x_lens``; ``lengths``, ``seq_lens``, ``input_lengths``,
+``speech_lengths``, ``ilens``): an int32/int64 input of shape ``[rows]`` or ``[]`` named so is
+filled by the runtime with the size of the stream input's axis it counts (the time axis: 1 per
+step, T per chunk), per batch row (``signature.lengths``); pinning it is refused.
 
 Scalar inputs are settings, never the stream's input: they are pinned with ``constants``; a
 sample rate left out (``sr``, ``sample_rate``) is pinned to 16000 and recorded as a guess
@@ -25,9 +32,11 @@ import numpy as np
 import onnxruntime as ort
 
 from rnnstream.errors import SignatureError
-from rnnstream.runtime.dtypes import numpy_dtype
-from rnnstream.runtime.probe import Probe, probe_axes
-from rnnstream.runtime.signature import Dim, Signature, StateSpec, TensorSpec
+from rnnstream.runtime.dtypes import arg_dims, numpy_dtype
+from rnnstream.runtime.lengths import check_lengths, lengths_fill, lengths_inputs, place_lengths
+from rnnstream.runtime.pairing import Evidence, compatible
+from rnnstream.runtime.probe import Fill, Probe, probe_axes
+from rnnstream.runtime.signature import DTYPES, Dim, Signature, StateSpec, TensorSpec
 
 __all__ = ["AXIS_ROLES", "discover_signature", "guessed_constants", "state_output_candidates"]
 
@@ -44,6 +53,8 @@ _PAIR_RULES: list[tuple[str, str]] = [
     (r"^past_(.*)$", r"present_\1"),  # past_key -> present_key
     (r"^past$", r"present"),
     (r"^cached_(.*)$", r"new_cached_\1"),  # sherpa-onnx streaming encoders
+    (r"^cache_(.*)$", r"new_cache_\1"),
+    (r"^(.*)_len$", r"\1_next_len"),  # NeMo: cache_last_channel_len -> ..._next_len
     (r"^(.*)$", r"\1N"),  # state -> stateN (Silero VAD)
     (r"^(.*)$", r"\1n"),  # h -> hn
     (r"^(.*)$", r"\1_out"),  # h -> h_out
@@ -83,18 +94,6 @@ def guessed_constants(
         and _RATE_NAMES.match(arg.name)
         and np.dtype(numpy_dtype(arg)).kind in "iu"
     }
-
-
-def _dims(arg: ort.NodeArg) -> tuple[Dim, ...]:
-    return tuple(d if isinstance(d, int) else (d or "?") for d in arg.shape)
-
-
-def _compatible(a: ort.NodeArg, b: ort.NodeArg) -> bool:
-    if numpy_dtype(a) != numpy_dtype(b) or len(a.shape) != len(b.shape):
-        return False
-    return all(
-        not (isinstance(x, int) and isinstance(y, int)) or x == y for x, y in zip(a.shape, b.shape)
-    )
 
 
 _TIME_NAMES = re.compile(r"time|seq|len|frame|step|^t$|^T$", re.IGNORECASE)
@@ -245,25 +244,67 @@ def discover_signature(
     axes: AxesSpec | None = None,
     guessed: Mapping[str, np.ndarray] | None = None,
 ) -> Signature:
-    """Pair state inputs with outputs (``state_map`` first, then names, then order and shape),
+    """Pair state inputs with outputs (``state_map`` first, then names, then the evidence of
+    shapes and runs, then order: :mod:`pairing`),
     and decide the input's axes (``axes`` first, then probing with ``constants`` fed, then
     names). ``guessed`` are the constants among ``constants`` that were guessed, to record."""
     inputs = {a.name: a for a in session.get_inputs()}
     outputs = {a.name: a for a in session.get_outputs()}
+    _check_dtypes(inputs, outputs)
     constants = constants or {}
     pairs = _state_pairs(inputs, outputs, state_map or {}, constants)
-    by_order = {} if len(pairs) else _pairs_by_order(inputs, outputs, constants)
-    pairs.update(by_order)
-    x_arg = inputs[_model_input(inputs, outputs, pairs, constants)]
-    x_dims = _dims(x_arg)
+    length_args = lengths_inputs(inputs, pairs, constants)
+    set_aside = {**constants, **dict.fromkeys(a.name for a in length_args)}
+
+    def placed(x_arg: ort.NodeArg) -> tuple[dict, list, Fill | None]:
+        """The given axes and the lengths inputs placed on stream input ``x_arg``."""
+        x_dims = arg_dims(x_arg)
+        given = _given_axes(axes or {}, TensorSpec(x_arg.name, numpy_dtype(x_arg), x_dims, None))
+        name_batch = _input_axes(x_dims, set())[0]
+        lengths = [place_lengths(a, x_dims, given, name_batch, _TIME_NAMES) for a in length_args]
+        return given, lengths, (lengths_fill(lengths) if lengths else None)
+
+    unpaired = [
+        n for n, a in inputs.items() if n not in pairs and n not in set_aside and not _is_setting(a)
+    ]
+
+    def time_axes(x_arg: ort.NodeArg, states: list[str]) -> list[int]:
+        """The input's axes worth trying as time: the one the names give, then the dynamic."""
+        x_dims = arg_dims(x_arg)
+        state_dims = {d for n in states for d in arg_dims(inputs[n]) if isinstance(d, str)}
+        by_name = _input_axes(x_dims, state_dims)[1]
+        dynamic = [a for a, d in enumerate(x_dims) if isinstance(d, str)]
+        return list(dict.fromkeys(a for a in [by_name, *dynamic] if a is not None))
+
+    found, how = {}, ""
+    if len(unpaired) > 1:  # the first is the stream input, the others states the names miss
+        x_arg = inputs[unpaired[0]]
+        evidence = Evidence(session, x_arg, constants, placed(x_arg)[2])
+        free = [o for o in outputs if o not in pairs.values()]
+        found, how = evidence.pair(
+            unpaired[1:], free, list(pairs), time_axes(x_arg, [*pairs, *unpaired[1:]])
+        )
+        pairs.update(found)
+    x_arg = inputs[_model_input(inputs, outputs, pairs, set_aside)]
+    x_dims = arg_dims(x_arg)
     x_named = TensorSpec(x_arg.name, numpy_dtype(x_arg), x_dims, None)
-    given = _given_axes(axes or {}, x_named)
+    given, lengths, fill = placed(x_arg)
+    if not state_map:  # the user's pairs are the user's word
+        Evidence(session, x_arg, constants, fill).check_named(
+            {n: o for n, o in pairs.items() if n not in found},
+            list(pairs),
+            time_axes(x_arg, list(pairs)),
+        )
     if "batch" in given and "time" in given:
         probe = Probe(note="not probed: batch and time axes given")
     else:
-        probe = probe_axes(session, x_arg.name, pairs, constants)
-    state_dims = {d for name in pairs for d in _dims(inputs[name]) if isinstance(d, str)}
+        probe = probe_axes(session, x_arg.name, pairs, constants, lengths=fill)
+        if probe.unsupported:
+            raise SignatureError(_unsupported(x_arg, [inputs[n] for n in pairs], probe.unsupported))
+    state_dims = {d for name in pairs for d in arg_dims(inputs[name]) if isinstance(d, str)}
     x_batch, time_axis, origins = _decide_axes(x_named, state_dims, probe, given)
+    for spec, rows in lengths:
+        check_lengths(spec, rows, x_named, x_batch, time_axis)
     if origins["time"]["by"] == "probe":  # type: ignore[index]
         for axis, role in probe.roles.items():  # a second axis acting as time is held at 1
             if role == "time" and axis != time_axis:
@@ -279,8 +320,8 @@ def discover_signature(
             input=name_in,
             output=name_out,
             dtype=numpy_dtype(inputs[name_in]),
-            shape=_dims(inputs[name_in]),
-            batch_axis=_state_batch_axis(_dims(inputs[name_in]), probed.get(name_in), x_batch),
+            shape=arg_dims(inputs[name_in]),
+            batch_axis=_state_batch_axis(arg_dims(inputs[name_in]), probed.get(name_in), x_batch),
         )
         for name_in, name_out in pairs.items()
     )
@@ -288,7 +329,7 @@ def discover_signature(
     for name, arg in outputs.items():
         if name in pairs.values():
             continue
-        dims = _dims(arg)
+        dims = arg_dims(arg)
         out_batch = _output_axis(probe, name, dims, x_dims, x_batch)
         out_time = _output_axis(probe, name, dims, x_dims, time_axis)
         # An axis seen following the input's is as dynamic as it, whatever size the graph
@@ -305,14 +346,38 @@ def discover_signature(
         states=states,
         kind="discovered",
         num_tokens=probe.num_tokens,
+        lengths=tuple(spec for spec, _ in lengths),
         source={
             "discovered": True,
             "state_map": dict(pairs),
             "constants": sorted(constants),
             "axes": origins,
             "probe": probe.note,
-            **_guesses(by_order, guessed or {}),
+            **({"paired": dict.fromkeys(found, how)} if found else {}),
+            **_guesses(found if how != "probe" else {}, guessed or {}),
         },
+    )
+
+
+def _check_dtypes(inputs: dict[str, ort.NodeArg], outputs: dict[str, ort.NodeArg]) -> None:
+    """Every input and output has a dtype numpy holds (bfloat16 and float8 do not)."""
+    for what, args in (("input", inputs), ("output", outputs)):
+        for name, arg in args.items():
+            if numpy_dtype(arg) not in DTYPES:
+                raise SignatureError(
+                    f"{what} {name!r} is {arg.type}, which numpy (and so this runtime) cannot "
+                    f"hold; export the model with float32 or float16 inputs and outputs (one of "
+                    f"{sorted(DTYPES)})"
+                )
+
+
+def _unsupported(x: ort.NodeArg, states: list[ort.NodeArg], reason: str) -> str:
+    """Why a model whose types onnxruntime has no kernel for is refused, naming its tensors."""
+    tensors = [f"input {x.name!r} is {numpy_dtype(x)}"]
+    tensors += [f"state {a.name!r} is {numpy_dtype(a)}" for a in states]
+    return (
+        f"{', '.join(tensors)}, and onnxruntime cannot run the model in these types: {reason}; "
+        "export it in float32"
     )
 
 
@@ -330,7 +395,7 @@ def _state_pairs(
         if name_out not in outputs:
             raise SignatureError(f"state_map: {name_out!r} is not an output ({sorted(outputs)})")
         a, b = inputs[name_in], outputs[name_out]
-        if not _compatible(a, b):
+        if not compatible(a, b):
             raise SignatureError(
                 f"state_map: {name_in!r} ({numpy_dtype(a)} {a.shape}) and "
                 f"{name_out!r} ({numpy_dtype(b)} {b.shape}) differ in dtype or shape"
@@ -343,7 +408,7 @@ def _state_pairs(
             if (
                 candidate in outputs
                 and candidate not in pairs.values()
-                and _compatible(arg, outputs[candidate])
+                and compatible(arg, outputs[candidate])
             ):
                 pairs[name_in] = candidate
                 break
@@ -358,23 +423,6 @@ def _guesses(by_order: dict[str, str], constants: Mapping[str, np.ndarray]) -> d
     if constants:
         guessed["constants"] = {name: value.tolist() for name, value in constants.items()}
     return {"guessed": guessed} if guessed else {}
-
-
-def _pairs_by_order(
-    inputs: dict[str, ort.NodeArg],
-    outputs: dict[str, ort.NodeArg],
-    constants: Mapping[str, object],
-) -> dict[str, str]:
-    """When no name pairs anything: the inputs after the first (settings aside) with the last
-    outputs, in order (exporters put the new states after the model's own outputs), when each
-    pair agrees in dtype and shape; else nothing."""
-    states = [a for n, a in inputs.items() if n not in constants and not _is_setting(a)][1:]
-    if not states or len(outputs) <= len(states):
-        return {}
-    tail = list(outputs.values())[-len(states) :]
-    if not all(_compatible(arg, out) for arg, out in zip(states, tail)):
-        return {}
-    return {arg.name: out.name for arg, out in zip(states, tail)}
 
 
 def _model_input(

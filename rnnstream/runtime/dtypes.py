@@ -1,10 +1,11 @@
-"""The numpy dtype of an onnxruntime input or output (onnxruntime names them "tensor(float)")."""
+"""The numpy dtype of an onnxruntime input or output (onnxruntime names them "tensor(float)"),
+and its dimensions."""
 
 from __future__ import annotations
 
 import onnxruntime as ort
 
-__all__ = ["numpy_dtype"]
+__all__ = ["arg_dims", "numpy_dtype"]
 
 _ONNX_TYPES = {
     "tensor(float)": "float32",
@@ -21,3 +22,9 @@ _ONNX_TYPES = {
 def numpy_dtype(arg: ort.NodeArg) -> str:
     """The numpy dtype name of an onnxruntime input or output."""
     return _ONNX_TYPES.get(arg.type, arg.type)
+
+
+def arg_dims(arg: ort.NodeArg) -> tuple[int | str, ...]:
+    """The dimensions of an onnxruntime input or output: sizes, and names for dynamic axes
+    (``"?"`` for an anonymous one)."""
+    return tuple(d if isinstance(d, int) else (d or "?") for d in arg.shape)

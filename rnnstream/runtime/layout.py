@@ -8,6 +8,7 @@ that the per-step path only does what the call needs.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -134,6 +135,12 @@ class InputLayout:
         Booleans are neither frames nor token ids (only a boolean input takes them), and floats
         are no token ids.
         """
+        if isinstance(x, Mapping):
+            raise InputError(
+                f"input {self.name!r}: expected its frames as one array, got a dict with keys "
+                f"{sorted(map(str, x))}; the stream feeds the model's other inputs (states, "
+                "lengths, constants) itself"
+            )
         arr = as_array(x, f"input {self.name!r}")
         kind, want = arr.dtype.kind, self.dtype.kind
         if kind not in "biuf" or (kind == "b") != (want == "b") or (want in "iu" and kind == "f"):

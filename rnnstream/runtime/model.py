@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -23,6 +24,11 @@ from rnnstream.runtime.validate import check_signature
 __all__ = ["Model", "load"]
 
 log = logging.getLogger(__name__)
+
+# onnxruntime's refusal of a graph whose types it has no kernel for (a bfloat16 LSTM on CPU)
+_NO_KERNEL_TYPE = re.compile(
+    r"Type 'tensor\((\w+)\)' of (?:input|output) parameter \((.*?)\) of operator \((\w+)\)"
+)
 
 
 def session_options(threads: int, optimized_cache: str | None = None) -> ort.SessionOptions:
@@ -176,6 +182,13 @@ def load(
         )
     except Exception as e:  # onnxruntime raises its own untyped errors for bad files
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        kernel = _NO_KERNEL_TYPE.search(first_line)
+        if kernel:
+            dtype, tensor, op = kernel.groups()
+            raise ModelFileError(
+                f"{name}: onnxruntime has no {op} kernel taking {dtype} (tensor {tensor!r}); "
+                "export the model in float32 (or float16)"
+            ) from e
         raise ModelFileError(f"{name} is not a loadable ONNX model: {first_line}") from e
     meta = session.get_modelmeta().custom_metadata_map
     pinned = _constants(session, constants or {})

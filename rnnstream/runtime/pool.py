@@ -175,8 +175,10 @@ class StreamPool:
                     self._input.convert_step(inputs[stream_id], 1, True)
                 except InputError as e:
                     raise InputError(f"stream {stream_id}: {e}") from e
+            shapes = ", ".join(f"{i}: {list(np.shape(inputs[i]))}" for i in ids)
             raise InputError(
-                f"input {self._input.name!r}: the frames of streams {ids} do not stack into a batch"
+                f"input {self._input.name!r}: the frames of streams {ids} do not stack into a "
+                f"batch (shapes {shapes}); one tick takes frames of one length"
             ) from None
 
     def _zero_row(self, row: int) -> None:

@@ -24,10 +24,12 @@ when it refuses a run (a Reshape's requested shape), numbers in the axis's dim_p
 the pinned sample rate (32, 16, 10, 20, 30 ms), the fixed sizes of the model's inputs and
 outputs, and common window sizes, each tried until one runs.
 An axis that only runs at one size is a **frame** axis of that fixed size (``Probe.windows``).
-When no size runs, ``Probe.failed`` says why and the names decide.
+When no size runs, ``Probe.failed`` says why and the names decide; when onnxruntime has no
+kernel for the model's types (a float64 GRU), ``Probe.unsupported`` says so and loading fails.
 
 An axis that fits none stays undecided and the names decide. Pinned constants (a sample rate)
-are fed in every run. A model whose probe would take more than the budget (100 ms) is not probed,
+are fed in every run, and lengths inputs (``x_lens``) hold the size of the axis they count. A
+model whose probe would take more than the budget (100 ms) is not probed,
 and the probe's note says so.
 """
 
@@ -36,7 +38,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -58,6 +60,7 @@ _RATE_NAMES = re.compile(r"^(sr|fs|sample_?rate|sampling_?rate|rate)$", re.IGNOR
 _RATE_WINDOWS_MS = (32, 16, 10, 20, 30, 36, 64)  # 32 ms = Silero's 512 samples at 16 kHz
 
 Run = tuple[list[np.ndarray], dict[str, np.ndarray]]  # outputs, new states by state input
+Fill = Callable[[np.ndarray], dict[str, np.ndarray]]  # the lengths inputs for an input
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Probe:
     mixed: set[int] = field(default_factory=set)  # frame axes whose steps the model mixes
     num_tokens: int | None = None  # integer input: the first id the model refuses
     failed: str = ""  # why no run succeeded (then the names decide)
+    unsupported: str = ""  # onnxruntime has no kernel for the model's types (float64 GRU)
     note: str = ""
 
 
@@ -81,6 +85,11 @@ def _reason(error: str) -> str:
     text = re.sub(r"^\s*\S+\.(h|cc|cpp):\d+ .*? was false\.\s*", "", text)
     text = text.strip()
     return text if len(text) <= 160 else text[:157] + "..."
+
+
+_NO_KERNEL = re.compile(
+    r"does not support|not supported|NOT_IMPLEMENTED|Could not find an implementation", re.I
+)
 
 
 def _message_sizes(error: str) -> list[int]:
@@ -124,10 +133,13 @@ def size_hints(
 
 
 def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal up to rounding: 1e-4 relative for float32/64, 16 ulps (1.6e-2) for float16, whose
+    one-step and two-step kernels round differently."""
     if a.shape != b.shape:
         return False
     scale = max(1.0, float(np.abs(b).max())) if b.size else 1.0
-    return bool(np.allclose(a, b, rtol=1e-4, atol=1e-5 * scale))
+    rtol = 16 * float(np.finfo(np.float16).eps) if b.dtype == np.float16 else 1e-4
+    return bool(np.allclose(a, b, rtol=rtol, atol=rtol * 0.1 * scale))
 
 
 def _grown_axis(big: tuple[int, ...], small: tuple[int, ...], size: int) -> int | None:
@@ -147,8 +159,10 @@ class _Prober:
         input_name: str,
         pairs: Mapping[str, str],
         constants: Mapping[str, np.ndarray],
+        lengths: Fill | None,
     ) -> None:
         args = {a.name: a for a in session.get_inputs()}
+        self.lengths = lengths
         self.session = session
         self.input = args[input_name]
         self.pairs = dict(pairs)
@@ -189,6 +203,8 @@ class _Prober:
         if time.perf_counter() > self.deadline:
             raise TimeoutError
         feeds = {self.input.name: x, **states, **self.constants}
+        if self.lengths is not None:
+            feeds.update(self.lengths(x))
         try:
             results = self.session.run(self.fetch, feeds, self.options)
         except Exception as e:  # onnxruntime's own error types: the model refuses these sizes
@@ -329,9 +345,11 @@ def probe_axes(
     pairs: Mapping[str, str],
     constants: Mapping[str, np.ndarray],
     budget: float = BUDGET_SECONDS,
+    lengths: Fill | None = None,
 ) -> Probe:
-    """Decide the role of each dynamic axis of ``input_name`` by running ``session``."""
-    prober = _Prober(session, input_name, pairs, constants)
+    """Decide the role of each dynamic axis of ``input_name`` by running ``session``
+    (``lengths`` gives the lengths inputs for each input tried)."""
+    prober = _Prober(session, input_name, pairs, constants, lengths)
     dynamic = [a for a, d in enumerate(prober.input.shape) if not isinstance(d, int)]
     probe = Probe()
     if not dynamic:
@@ -339,6 +357,10 @@ def probe_axes(
         return probe
     start = time.perf_counter()
     base = prober.run(prober.frames({}), prober.zero_states(1))
+    if base is None and _NO_KERNEL.search(prober.last_error):
+        probe.unsupported = _reason(prober.last_error)
+        probe.note = f"not probed: {probe.unsupported}"
+        return probe
     if base is None:
         prober.deadline = start + _HARD_STOP * budget
         first_error = prober.last_error

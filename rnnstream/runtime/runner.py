@@ -3,6 +3,7 @@
 ``Stream`` and ``StreamPool`` only decide where the state lives between runs. Everything else is
 here, once: the session with its input, output and state names, the pinned constants, the zero
 state, the IOBinding state buffers, onnxruntime's errors as an ``InputError`` naming the model,
+the inputs it fills itself (frame counts such as ``x_lens``: :meth:`Runner.length_feeds`),
 and the one outputs layout of every streaming call (a model with one output gives an array, a
 model with several gives ``{name: array}``).
 """
@@ -44,6 +45,8 @@ class Runner:
         self.state_names = [s.input for s in signature.states]
         # What every plain run fetches: the model's outputs, then the new states in state order.
         self.fetch_names = self.output_names + [s.output for s in signature.states]
+        self.lengths = signature.lengths
+        self._batch_axis = signature.input.batch_axis
         self._layouts = [OutputLayout(o) for o in signature.outputs]
         self._one_output = len(self._layouts) == 1
 
@@ -66,8 +69,20 @@ class Runner:
         """Bound state buffers for ``rows`` sequences that run steps and chunks in place."""
         return PingPongState(self, rows)
 
+    def length_feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The lengths inputs for ``x`` (in the model's layout): each the size of the axis it
+        counts, once per batch row (or once, for a scalar lengths input)."""
+        rows = 1 if self._batch_axis is None else x.shape[self._batch_axis]
+        return {
+            s.name: np.full((rows,) if s.shape else (), x.shape[s.counts], s.dtype)
+            for s in self.lengths
+        }
+
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """One plain run: the outputs, then the new states (``fetch_names``' order)."""
+        """One plain run: the outputs, then the new states (``fetch_names``' order); the lengths
+        inputs are filled from the input in ``feeds``."""
+        if self.lengths:
+            feeds = {**feeds, **self.length_feeds(feeds[self.input_name])}
         try:
             return self.session.run(self.fetch_names, {**feeds, **self.constants})
         except Exception as e:  # onnxruntime's own error types

@@ -12,7 +12,7 @@ from typing import Any
 from rnnstream.errors import SignatureError
 from rnnstream.runtime.parity_record import ParityRecord
 
-__all__ = ["METADATA_KEY", "Signature", "StateSpec", "TensorSpec"]
+__all__ = ["METADATA_KEY", "LengthsSpec", "Signature", "StateSpec", "TensorSpec"]
 
 METADATA_KEY = "rnnstream.signature"
 FORMAT_VERSION = 1
@@ -160,6 +160,38 @@ class StateSpec:
 
 
 @dataclass(frozen=True)
+class LengthsSpec:
+    """An input the runtime fills with how many frames each row of a call holds (sherpa-onnx's
+    ``x_lens``): the size of the stream input's axis ``counts`` (1 per step, T per chunk),
+    one value per batch row (``shape`` ``[rows]``) or one in all (``shape`` ``[]``)."""
+
+    name: str
+    dtype: str  # int32 or int64
+    shape: tuple[Dim, ...]
+    counts: int  # the axis of the stream input whose size it carries
+
+    @classmethod
+    def from_dict(cls, d: object, field_name: str = "lengths[0]") -> LengthsSpec:
+        """Parse ``d``; a malformed value is a :class:`SignatureError` naming ``field_name.key``."""
+        d = _object(d, field_name)
+        dtype = _dtype(_required(d, "dtype", f"{field_name}.dtype"), f"{field_name}.dtype")
+        if dtype not in ("int32", "int64"):
+            raise _malformed(f"{field_name}.dtype", f"expected int32 or int64, got {dtype!r}")
+        shape = _shape(_required(d, "shape", f"{field_name}.shape"), f"{field_name}.shape")
+        if len(shape) > 1:
+            raise _malformed(f"{field_name}.shape", f"expected [] or [rows], got {list(shape)}")
+        counts = _required(d, "counts", f"{field_name}.counts")
+        if not _is_int(counts) or counts < 0:
+            raise _malformed(f"{field_name}.counts", f"expected an axis, got {counts!r}")
+        return cls(
+            name=_name(_required(d, "name", f"{field_name}.name"), f"{field_name}.name"),
+            dtype=dtype,
+            shape=shape,
+            counts=counts,
+        )
+
+
+@dataclass(frozen=True)
 class Signature:
     """What a model takes and returns, which inputs and outputs pair up as state, and extras."""
 
@@ -176,11 +208,14 @@ class Signature:
     precision: str = "float32"
     parity: ParityRecord | None = None
     cost: dict[str, int] | None = None  # parameters and multiply-adds per step (batch 1)
+    lengths: tuple[LengthsSpec, ...] = ()  # inputs the runtime fills with frame counts
     source: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = {"format": FORMAT_VERSION, **asdict(self)}
         d["parity"] = self.parity.to_dict() if self.parity else None
+        if not self.lengths:
+            del d["lengths"]
         return {k: v for k, v in d.items() if v is not None}
 
     def to_json(self) -> str:
@@ -215,8 +250,19 @@ class Signature:
             not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)
         ):
             raise _malformed("labels", f"expected a list of strings or null, got {labels!r}")
+        lengths = d.get("lengths", [])
+        if not isinstance(lengths, list):
+            raise _malformed("lengths", f"expected a list, got {lengths!r}")
+        x = TensorSpec.from_dict(_required(d, "input", "input"), "input")
+        parsed = [LengthsSpec.from_dict(v, f"lengths[{i}]") for i, v in enumerate(lengths)]
+        for i, spec in enumerate(parsed):
+            if spec.counts >= len(x.shape):
+                raise _malformed(
+                    f"lengths[{i}].counts",
+                    f"{spec.counts} is not an axis of input {x.name!r} {list(x.shape)}",
+                )
         return cls(
-            input=TensorSpec.from_dict(_required(d, "input", "input"), "input"),
+            input=x,
             outputs=tuple(TensorSpec.from_dict(o, f"outputs[{i}]") for i, o in enumerate(outputs)),
             states=tuple(StateSpec.from_dict(s, f"states[{i}]") for i, s in enumerate(states)),
             kind=_name(d.get("kind", "generic"), "kind"),
@@ -229,6 +275,7 @@ class Signature:
             precision=_name(d.get("precision", "float32"), "precision"),
             parity=ParityRecord.from_dict(parity) if parity else None,
             cost=_optional(d.get("cost"), "cost", dict, "an object"),
+            lengths=tuple(parsed),
             source=_object(d.get("source", {}), "source"),
         )
 

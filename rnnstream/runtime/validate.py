@@ -63,7 +63,14 @@ def check_signature(
                     f"dimension {axis} is {d!r}: a state's dimensions other than its batch axis "
                     "must be fixed sizes",
                 )
-    covered = {sig.input.name, *state_inputs, *constants}
+    for i, spec in enumerate(sig.lengths):
+        field = f"lengths[{i}]"
+        if spec.name == sig.input.name or spec.name in state_inputs or spec.name in constants:
+            raise _mismatch(
+                f"{field}.name", f"{spec.name!r} is also the input, a state or a constant"
+            )
+        _agree(field, "name", spec.name, spec.dtype, spec.shape, inputs, "an input")
+    covered = {sig.input.name, *state_inputs, *constants, *(s.name for s in sig.lengths)}
     uncovered = sorted(set(inputs) - covered)
     if uncovered:
         raise _mismatch(

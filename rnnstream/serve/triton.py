@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from rnnstream.errors import ExportError, InputError
+from rnnstream.errors import ExportError, InputError, SignatureError
 from rnnstream.runtime import load
 from rnnstream.serve.triton_config import Batching, ort_config, python_config, render_pbtxt
 
@@ -68,6 +68,13 @@ def write_triton_repository(
     _write_config(python_dir, python_config(name, model.signature, batching))
     if not ort:
         return TritonRepository(root, python_dir, None, None)
+    if model.signature.lengths:
+        counts = ", ".join(repr(spec.name) for spec in model.signature.lengths)
+        raise SignatureError(
+            f"{model_path}: the {name}_ort model would need each client to send {counts} (frame "
+            f"counts the python backend fills itself); serve {name} alone (ort=False, CLI: "
+            "--no-ort)"
+        )
     try:
         from rnnstream.export.batch_first import batch_first_signature, write_batch_first
     except ImportError as e:

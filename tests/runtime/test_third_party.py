@@ -39,6 +39,7 @@ class Case:
     axes: str  # what info shows for the stream input
     constants: dict = field(default_factory=dict)
     guessed: dict = field(default_factory=dict)
+    paired: dict = field(default_factory=dict)  # states paired by evidence, and which
 
 
 def _one(name: str) -> Callable[[np.ndarray], dict]:
@@ -104,7 +105,7 @@ CASES = {
         {"state_h:0": "Identity_1:0", "state_c:0": "Identity_2:0"},
         "Identity:0",
         "batch axis 0 (probe), time axis 1 (probe)",
-        guessed={"state_map": {"state_h:0": "Identity_1:0", "state_c:0": "Identity_2:0"}},
+        paired={"state_h:0": "probe", "state_c:0": "probe"},  # h and c alike: carried
     ),
     "torch_h0_c0": Case(
         tp.torch_lstm,
@@ -141,7 +142,7 @@ CASES = {
         {"hidden": "getitem_1"},
         "getitem",
         "batch axis 1 (probe), time axis 0 (probe)",
-        guessed={"state_map": {"hidden": "getitem_1"}},
+        paired={"hidden": "probe"},  # getitem is [1, 1, H] too at one step: carrying tells
     ),
     **{
         f"batch_{name}": Case(
@@ -202,6 +203,7 @@ def loaded(request, tmp_path) -> tuple[Case, Path, rnnstream.Model]:
 def test_loads_without_help_and_steps_like_an_onnxruntime_loop(loaded):
     case, path, model = loaded
     assert model.signature.source.get("guessed", {}) == case.guessed
+    assert model.signature.source.get("paired", {}) == case.paired
     assert {s.input: s.output for s in model.signature.states} == case.pairs
     frames = _frames(case, 6, seed=1)
     stream = model.stream()

@@ -386,7 +386,7 @@ def test_an_example_batch_fixed_at_export_is_one_window_per_step(tmp_path, cli):
         torch.onnx.export(Gru().eval(), (torch.randn(2, 3, F), torch.zeros(1, 2, H)), str(path))
     text = cli("-q", "info", str(path)).output
     assert "no dynamic input axis to probe; sizes fixed at export: a step takes [2, 3, 6]" in text
-    assert "(paired by order: a guess; --state IN=OUT says)" in text
+    assert "h -> getitem_1: float32 [1, 2, 5], batch axis None (paired by shape, a guess" in text
     model = rnnstream.load(path)
     stream = model.stream()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
