@@ -365,9 +365,9 @@ def _check_dtypes(inputs: dict[str, ort.NodeArg], outputs: dict[str, ort.NodeArg
         for name, arg in args.items():
             if numpy_dtype(arg) not in DTYPES:
                 raise SignatureError(
-                    f"{what} {name!r} is {arg.type}, which numpy (and so this runtime) cannot "
-                    f"hold; export the model with float32 or float16 inputs and outputs (one of "
-                    f"{sorted(DTYPES)})"
+                    f"{what} {name!r} is {arg.type}, a type this runtime does not stream "
+                    f"(numpy has no bfloat16 or float8); export the model with inputs and "
+                    f"outputs of {sorted(DTYPES)}"
                 )
 
 

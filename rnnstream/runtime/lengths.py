@@ -57,7 +57,8 @@ def place_lengths(
     time_names: re.Pattern,
 ) -> tuple[LengthsSpec, int | None]:
     """The lengths input ``arg`` and the input axis giving its rows: the axis of the stream
-    input named like its dimension (else the given or name-decided batch); the axis it counts
+    input named like its dimension (else the given batch, else an axis fixed at 1 for a count
+    fixed at ``[1]``, else the batch the names give); the axis it counts
     is the given time axis, else a dynamic one named like time (``time_names``), else the first
     other axis. ``name_batch`` is the batch axis the names give."""
     dims = arg_dims(arg)
@@ -66,6 +67,8 @@ def place_lengths(
         rows = x_dims.index(dims[0])
     elif "batch" in given:
         rows = given["batch"]  # type: ignore[assignment]
+    elif dims == (1,) and 1 in x_dims:  # exported for a batch of one: [1] beside [1, T, F]
+        rows = x_dims.index(1)
     elif dims:
         rows = name_batch
     counts = given.get("time")

@@ -14,6 +14,7 @@ feeds the counts itself.
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from collections.abc import Callable
@@ -483,3 +484,49 @@ def test_triton_serves_counts_from_the_python_backend_only(exported, tmp_path):
         write_triton_repository(path, tmp_path / "repo", name="enc", ort=True)
     written = write_triton_repository(path, tmp_path / "repo2", name="enc", ort=False)
     assert (written.python / "config.pbtxt").is_file() and written.ort is None
+
+
+COUNT_NAMES = ["lengths", "seq_lens", "input_lengths", "speech_lengths", "length", "ilens"]
+
+
+@pytest.mark.parametrize("count", COUNT_NAMES)
+def test_counts_are_found_by_the_names_projects_give_them(count, tmp_path):
+    """ESPnet's ``ilens``/``speech_lengths``, NeMo's ``length``, fairseq-style
+    ``input_lengths``: the icefall encoder re-exported under each name."""
+    case = CASES["icefall_lstm_x_lens"]
+    inputs = ["x", count, "h", "c"]
+    dynamic = {(count if k == "x_lens" else k): v for k, v in case.dynamic.items()}
+    path = _export(case.module, case.example, (inputs, case.names[1]), dynamic, tmp_path / "m.onnx")
+    model = rnnstream.load(path)
+    assert [(s.name, s.counts) for s in model.signature.lengths] == [(count, 1)]
+    frames = _frames(4, seed=7)
+    loop = OrtLoop(path, case.pairs)
+    want = loop.run({"x": frames[None], count: np.array([4])})
+    assert_close(model.stream().feed(frames)["encoder_out"], want["encoder_out"][0], KERNELS)
+
+
+def test_a_count_exported_for_a_batch_of_one_counts_time(tmp_path):
+    """``x_lens`` fixed at ``[1]`` beside ``x`` ``[1, T, F]`` (only T dynamic): its one row is
+    the batch of one, and it counts T."""
+    case = CASES["icefall_lstm_x_lens"]
+    dynamic = {"x": {1: "T"}, "encoder_out": {1: "T"}}
+    path = _export(case.module, case.example, case.names, dynamic, tmp_path / "one.onnx")
+    model = rnnstream.load(path)
+    assert [(s.name, s.shape, s.counts) for s in model.signature.lengths] == [("x_lens", (1,), 1)]
+    frames = _frames(5, seed=8)
+    want = OrtLoop(path, case.pairs).run({"x": frames[None], "x_lens": np.array([5])})
+    assert_close(model.stream().feed(frames)["encoder_out"], want["encoder_out"][0], KERNELS)
+
+
+def test_the_command_line_streams_a_file_with_counts(exported, tmp_path, cli):
+    path = exported("icefall_lstm_x_lens")
+    frames = _frames(5, seed=9)
+    np.save(tmp_path / "frames.npy", frames)
+    lines = [
+        json.loads(line)
+        for line in cli("-q", "stream", str(path), str(tmp_path / "frames.npy")).output.splitlines()
+        if line.strip()
+    ]
+    want = rnnstream.load(path).stream().feed(frames)
+    assert [line["encoder_out_lens"] for line in lines] == [1] * 5
+    assert_close(np.array([line["encoder_out"] for line in lines]), want["encoder_out"], KERNELS)

@@ -55,10 +55,23 @@ class TwoGrus(nn.Module):
         return y, b, a
 
 
-def _export(module: nn.Module, states: list, names: tuple, path: Path) -> Path:
+class GruStateFirst(nn.Module):
+    """``forward(x, h) -> (h, y)``: the new state before the sequence."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(F, H, batch_first=True)
+
+    def forward(self, x, h):
+        y, h = self.rnn(x, h)
+        return h, y
+
+
+def _export(module: nn.Module, states: list, names: tuple, path: Path, sequence: int = 0) -> Path:
+    """``module`` exported batch-first; ``outputs[sequence]`` is the sequence output."""
     inputs, outputs = names
-    dynamic = {inputs[0]: {0: "batch", 1: "time"}, outputs[0]: {0: "batch", 1: "time"}}
-    dynamic |= {n: {1: "batch"} for n in [*inputs[1:], *outputs[1:]]}
+    dynamic = {inputs[0]: {0: "batch", 1: "time"}, outputs[sequence]: {0: "batch", 1: "time"}}
+    dynamic |= {n: {1: "batch"} for n in [*inputs[1:], *outputs] if n not in dynamic}
     torch.manual_seed(0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -84,11 +97,12 @@ def _loop(path: Path, frames: np.ndarray, pairs: dict[str, str]) -> list[np.ndar
         a.name: np.zeros([1 if isinstance(d, str) else d for d in a.shape], np.float32)
         for a in args[1:]
     }
+    sequence = next(n for n in names if n not in pairs.values())
     ys = []
     for frame in frames:
         out = dict(zip(names, session.run(None, {args[0].name: frame[None, None], **states})))
         states = {i: out[o] for i, o in pairs.items()}
-        ys.append(out[names[0]].reshape(-1))
+        ys.append(out[sequence].reshape(-1))
     return ys
 
 
@@ -117,6 +131,14 @@ EVIDENCE = {
         {"state_h:0": "Identity_2:0", "state_c:0": "Identity_1:0"},
         "probe",
     ),
+    # the state returned first: at one step the sequence has its shape too, carrying tells
+    "state_returned_first": (
+        GruStateFirst,
+        [torch.zeros(1, 1, H)],
+        (["x", "hidden"], ["output_0", "output_1"]),
+        {"hidden": "output_0"},
+        "probe",
+    ),
     # layers of two widths: a is [1, B, 5], b is [1, B, 3]; the run confirms they are states
     "layers_of_two_widths": (
         lambda: TwoGrus(second=P),
@@ -140,7 +162,8 @@ EVIDENCE = {
 def test_states_the_names_miss_are_paired_by_evidence(name, tmp_path, cli):
     module, states, names, pairs, how = EVIDENCE[name]
     assert how == "probe"
-    path = _export(module(), states, names, tmp_path / f"{name}.onnx")
+    sequence = names[1].index(next(o for o in names[1] if o not in pairs.values()))
+    path = _export(module(), states, names, tmp_path / f"{name}.onnx", sequence)
     model = _streams_like_the_loop(path, pairs)
     assert model.signature.source["paired"] == dict.fromkeys(pairs, how)
     assert "guessed" not in model.signature.source
