@@ -78,6 +78,7 @@ def _axes_line(sig: Any) -> str:
     def how(decision: dict) -> str:  # a failed probe's reason is on the probe line
         by = "name, probe failed" if decision["by"].startswith("name (probe") else decision["by"]
         by += f", fixed {decision['size']}" if "size" in decision else ""
+        by += f", at least {decision['least']} a run" if "least" in decision else ""
         return by + (", steps mixed: a step is a whole chunk" if decision.get("mixed") else "")
 
     parts = [

@@ -218,6 +218,8 @@ def _decide_axes(
         "time": {"axis": time_axis, "by": time_by},
         "frame": frames,
     }
+    if time_axis in probe.least:  # a run takes at least that many steps (subsampling encoders)
+        origins["time"]["least"] = probe.least[time_axis]
     return batch, time_axis, origins
 
 

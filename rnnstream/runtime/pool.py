@@ -48,6 +48,13 @@ class StreamPool:
                 f"{model.name} has no batch axis (its states hold one sequence): a pool cannot "
                 "batch its streams; make one model.stream() per sequence instead"
             )
+        least = sig.source.get("axes", {}).get("time", {}).get("least", 1)
+        if least > 1:
+            raise SignatureError(
+                f"{model.name} runs on at least {least} time steps at once (it refused fewer "
+                "when loaded): a pool steps one frame per stream; feed chunks to one "
+                "model.stream() per sequence instead"
+            )
         tensors = [("input", sig.input.name, sig.input.shape, sig.input.batch_axis)]
         tensors += [("state", s.input, s.shape, s.batch_axis) for s in sig.states]
         for what, name, shape, axis in tensors:

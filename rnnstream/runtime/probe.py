@@ -23,7 +23,9 @@ bins) is probed at the sizes it accepts, found from its own hints: the sizes onn
 when it refuses a run (a Reshape's requested shape), numbers in the axis's dim_param, windows of
 the pinned sample rate (32, 16, 10, 20, 30 ms), the fixed sizes of the model's inputs and
 outputs, and common window sizes, each tried until one runs.
-An axis that only runs at one size is a **frame** axis of that fixed size (``Probe.windows``).
+An axis that only runs at one size is a **frame** axis of that fixed size (``Probe.windows``);
+one whose sizes change the output shapes takes at least some units a run (a time axis an
+encoder subsamples: ``Probe.least``, the fewest, bisected).
 When no size runs, ``Probe.failed`` says why and the names decide; when onnxruntime has no
 kernel for the model's types (a float64 GRU), ``Probe.unsupported`` says so and loading fails.
 
@@ -72,6 +74,7 @@ class Probe:
     state_batch: dict[str, int] = field(default_factory=dict)  # state input -> its batch axis
     windows: dict[int, int] = field(default_factory=dict)  # frame axis -> the one size it takes
     mixed: set[int] = field(default_factory=set)  # frame axes whose steps the model mixes
+    least: dict[int, int] = field(default_factory=dict)  # refused size 1: the fewest it runs
     num_tokens: int | None = None  # integer input: the first id the model refuses
     failed: str = ""  # why no run succeeded (then the names decide)
     unsupported: str = ""  # onnxruntime has no kernel for the model's types (float64 GRU)
@@ -305,6 +308,16 @@ class _Prober:
         same = shapes == [y.shape for y in base[0]] + [s.shape for s in base[1].values()]
         return 0 if same else None
 
+    def least_size(self, axis: int) -> int:
+        """The fewest units of ``axis`` a run takes, below the size it ran at (bisected: a
+        model that runs on n units runs on more)."""
+        good, bad = self.base[axis], 1
+        while good - bad > 1:
+            middle = (good + bad) // 2
+            run = self.run(self.frames({axis: middle}), self.zero_states(1))
+            good, bad = (middle, bad) if run is not None else (good, middle)
+        return good
+
     def num_tokens(self) -> int | None:
         """For integer inputs: the smallest id the model refuses (an embedding's row count),
         by doubling then halving; None when every id up to the dtype's limit runs."""
@@ -396,6 +409,8 @@ def probe_axes(
                 probe.roles[axis] = "frame"
                 if window:
                     probe.windows[axis] = window
+            else:  # sizes change the shapes: time a run needs several units of (subsampling)
+                probe.least[axis] = prober.least_size(axis)
         for axis in (a for a in dynamic if a not in prober.base):
             x = prober.frames({axis: 2})
             if states_grow and prober.is_batch(axis, x, probe):

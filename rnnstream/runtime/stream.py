@@ -50,6 +50,10 @@ class Stream:
         self._rows = 1 if batch is None else batch
         self._input = InputLayout(sig.input, check_finite, sig.num_tokens)
         self._state = runner.state_buffers(self._rows)
+        # A model that refused one time step at load (a subsampling encoder) takes chunks only
+        self._least = sig.source.get("axes", {}).get("time", {}).get("least", 1)
+        if self._least > 1:
+            self.step = self._refuse_step  # type: ignore[method-assign]
 
     def reset(self) -> None:
         """Return to the zero state."""
@@ -123,7 +127,19 @@ class Stream:
         if not self._input.takes_chunks:
             return self._feed_steps(chunk)
         x = self._input.convert(chunk, self._rows, self._single, time=True)
+        if x.shape[self.model.signature.input.time_axis] < self._least:
+            raise self._too_few(x.shape[self.model.signature.input.time_axis])
         return self._run(x, step=False)
+
+    def _too_few(self, steps: int) -> InputError:
+        return InputError(
+            f"input {self._input.name!r}: the model runs on at least {self._least} time steps "
+            f"at once (it refused fewer when loaded), got {steps}; feed() chunks of "
+            f"{self._least} or more"
+        )
+
+    def _refuse_step(self, x: object) -> Output:
+        raise self._too_few(1)
 
     def _feed_steps(self, chunk: object) -> Output:
         arr = as_array(chunk, f"input {self._input.name!r}")

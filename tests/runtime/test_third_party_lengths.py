@@ -530,3 +530,45 @@ def test_the_command_line_streams_a_file_with_counts(exported, tmp_path, cli):
     want = rnnstream.load(path).stream().feed(frames)
     assert [line["encoder_out_lens"] for line in lines] == [1] * 5
     assert_close(np.array([line["encoder_out"] for line in lines]), want["encoder_out"], KERNELS)
+
+
+class SubsamplingEncoder(nn.Module):
+    """An icefall-style encoder whose front end subsamples time (a Conv1d of kernel 3, stride
+    2: T' = (T - 3) // 2 + 1 frames out, and ``encoder_out_lens`` so computed): it refuses runs
+    of fewer than 3 frames."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(F, F, 3, stride=2)
+        self.rnn = nn.LSTM(F, H, batch_first=True)
+
+    def forward(self, x, x_lens, h, c):
+        y, (h, c) = self.rnn(self.conv(x.transpose(1, 2)).transpose(1, 2), (h, c))
+        return y, (x_lens - 3) // 2 + 1, h, c
+
+
+def test_an_encoder_that_subsamples_time_takes_chunks_of_its_least_size(tmp_path, cli):
+    case = CASES["icefall_lstm_x_lens"]
+    example = (((1, 9, F), torch.float32), ((1,), torch.int64)) + (((1, 1, H), torch.float32),) * 2
+    dynamic = {**case.dynamic, "encoder_out": {0: "N", 1: "T'"}}
+    dynamic |= {n: {1: "N"} for n in ("h", "c", "next_h", "next_c")}
+    path = _export(SubsamplingEncoder, example, case.names, dynamic, tmp_path / "sub.onnx")
+    model = rnnstream.load(path)
+    assert model.signature.source["axes"]["time"] == {"axis": 1, "by": "name", "least": 3}
+    assert "time axis 1 (name, at least 3 a run)" in cli("-q", "info", str(path)).output
+
+    stream = model.stream()
+    with pytest.raises(InputError, match=r"input 'x': the model runs on at least 3 time steps"):
+        stream.step(np.zeros(F, np.float32))
+    with pytest.raises(InputError, match=r"at least 3 time steps at once .*got 2; feed\(\) chunks"):
+        stream.feed(np.zeros((2, F), np.float32))
+    with pytest.raises(SignatureError, match=r"at least 3 time steps at once .*a pool steps one"):
+        model.pool()
+
+    loop = OrtLoop(path, {"h": "next_h", "c": "next_c"})
+    for seed, steps in ((1, 9), (2, 7)):
+        chunk = _frames(steps, seed)
+        got = stream.feed(chunk)
+        want = loop.run({"x": chunk[None], "x_lens": np.array([steps])})
+        assert got["encoder_out_lens"] == (steps - 3) // 2 + 1
+        assert_close(got["encoder_out"], want["encoder_out"][0], KERNELS)
