@@ -29,6 +29,7 @@ from torch import nn
 
 import rnnstream
 from rnnstream.errors import InputError, SignatureError
+from rnnstream.runtime import METADATA_KEY
 from tests.tolerances import KERNELS, assert_close
 
 F, H, J = 6, 5, 4
@@ -572,3 +573,46 @@ def test_an_encoder_that_subsamples_time_takes_chunks_of_its_least_size(tmp_path
         want = loop.run({"x": chunk[None], "x_lens": np.array([steps])})
         assert got["encoder_out_lens"] == (steps - 3) // 2 + 1
         assert_close(got["encoder_out"], want["encoder_out"][0], KERNELS)
+
+
+def _with_signature(path: Path, signature: dict, out: Path) -> Path:
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.helper.set_model_props(model, {METADATA_KEY: json.dumps(signature)})
+    onnx.save(model, str(out))
+    return out
+
+
+def test_counts_kept_in_the_files_signature_are_read_and_checked(exported, tmp_path):
+    """The discovered signature written into the file as rnnstream metadata loads as is (no
+    probe) and streams; a malformed or contradicting ``lengths`` field is refused naming it."""
+    path = exported("icefall_lstm_x_lens")
+    signature = json.loads(rnnstream.load(path).signature.to_json())
+    assert signature["lengths"] == [
+        {"name": "x_lens", "dtype": "int64", "shape": ["N"], "counts": 1}
+    ]
+    kept = rnnstream.load(_with_signature(path, signature, tmp_path / "kept.onnx"))
+    assert kept.signature.lengths == rnnstream.load(path).signature.lengths
+    frames = _frames(4, seed=12)
+    want = OrtLoop(path, {"h": "next_h", "c": "next_c"}).run(
+        {"x": frames[None], "x_lens": np.array([4])}
+    )
+    assert_close(kept.stream().feed(frames)["encoder_out"], want["encoder_out"][0], KERNELS)
+
+    bad = {
+        "lengths[0].dtype: expected int32 or int64, got 'float32'": {"dtype": "float32"},
+        "lengths[0].counts: 3 is not an axis of input 'x'": {"counts": 3},
+        "lengths[0].shape: expected [] or [rows], got ['N', 2]": {"shape": ["N", 2]},
+        "lengths[0].name: 'lens' is not an input of the graph": {"name": "lens"},
+        "lengths[0].dtype: 'x_lens' is int64 in the graph, the signature says int32": {
+            "dtype": "int32"
+        },
+    }
+    for i, (message, change) in enumerate(bad.items()):
+        broken = {**signature, "lengths": [{**signature["lengths"][0], **change}]}
+        with pytest.raises(SignatureError, match=re.escape(message)):
+            rnnstream.load(_with_signature(path, broken, tmp_path / f"bad{i}.onnx"))
+    without = {k: v for k, v in signature.items() if k != "lengths"}
+    with pytest.raises(SignatureError, match=r"the graph also takes \['x_lens'\]"):
+        rnnstream.load(_with_signature(path, without, tmp_path / "forgotten.onnx"))
