@@ -29,7 +29,7 @@ import onnxruntime as ort
 
 from rnnstream.errors import SignatureError
 from rnnstream.runtime.dtypes import numpy_dtype
-from rnnstream.runtime.probe import Fill
+from rnnstream.runtime.probe import Fill, nearly_equal
 
 __all__ = ["Evidence", "compatible"]
 
@@ -187,17 +187,7 @@ class Evidence:
         second = self.run(np.take(x, [1], axis=axis), carried)
         if second is None:
             return False
-        return all(_close(whole[o], second[o]) for o in pairs.values())
-
-
-def _close(a: np.ndarray, b: np.ndarray) -> bool:
-    if a.shape != b.shape or a.dtype != b.dtype:
-        return False
-    if a.dtype.kind not in "f":
-        return bool(np.array_equal(a, b))
-    rtol = 1e-2 if a.dtype == np.float16 else 1e-4
-    scale = max(1.0, float(np.abs(b).max())) if b.size else 1.0
-    return bool(np.allclose(a, b, rtol=rtol, atol=rtol * 0.1 * scale))
+        return all(nearly_equal(whole[o], second[o]) for o in pairs.values())
 
 
 def _assignments(states: list[str], candidates: dict[str, list[str]]) -> list[dict[str, str]]:

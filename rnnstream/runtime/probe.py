@@ -48,7 +48,7 @@ import onnxruntime as ort
 
 from rnnstream.runtime.dtypes import numpy_dtype
 
-__all__ = ["BUDGET_SECONDS", "Probe", "probe_axes"]
+__all__ = ["BUDGET_SECONDS", "Fill", "Probe", "nearly_equal", "probe_axes"]
 
 BUDGET_SECONDS = 0.1  # extra load time the probe may plan to take
 _RUNS_PER_AXIS = 9  # at most: batch 3, time 4, frame 2
@@ -135,11 +135,14 @@ def size_hints(
     return list(dict.fromkeys(v for v in sizes if 1 < v <= _MAX_WINDOW))
 
 
-def _close(a: np.ndarray, b: np.ndarray) -> bool:
-    """Equal up to rounding: 1e-4 relative for float32/64, 16 ulps (1.6e-2) for float16, whose
-    one-step and two-step kernels round differently."""
-    if a.shape != b.shape:
+def nearly_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Equal shapes and dtypes, and values equal up to rounding: 1e-4 relative for float32/64,
+    16 ulps (1.6e-2) for float16, whose one-step and two-step kernels round differently;
+    integers exactly."""
+    if a.shape != b.shape or a.dtype != b.dtype:
         return False
+    if b.dtype.kind != "f":
+        return bool(np.array_equal(a, b))
     scale = max(1.0, float(np.abs(b).max())) if b.size else 1.0
     rtol = 16 * float(np.finfo(np.float16).eps) if b.dtype == np.float16 else 1e-4
     return bool(np.allclose(a, b, rtol=rtol, atol=rtol * 0.1 * scale))
@@ -239,14 +242,16 @@ class _Prober:
             k = _grown_axis(new.shape, rows[0][1][name].shape, 2)
             if k is None:
                 return False
-            if not all(_close(np.take(new, [i], axis=k), r[1][name]) for i, r in enumerate(rows)):
+            if not all(
+                nearly_equal(np.take(new, [i], axis=k), r[1][name]) for i, r in enumerate(rows)
+            ):
                 return False
             state_axes[name] = k
         for j, (name, y) in enumerate(zip(self.outputs, together[0])):
             k = _grown_axis(y.shape, rows[0][0][j].shape, 2)
             if k is None:
                 return False
-            if not all(_close(np.take(y, [i], axis=k), r[0][j]) for i, r in enumerate(rows)):
+            if not all(nearly_equal(np.take(y, [i], axis=k), r[0][j]) for i, r in enumerate(rows)):
                 return False
             output_axes[name] = k
         probe.state_batch.update(state_axes)
@@ -265,12 +270,12 @@ class _Prober:
         second = self.run(np.take(x, [1], axis=axis), first[1])
         if second is None:
             return ""
-        same = all(_close(whole[1][n], second[1][n]) for n in self.pairs)
+        same = all(nearly_equal(whole[1][n], second[1][n]) for n in self.pairs)
         output_axes = {}
         for name, y, y0, y1 in zip(self.outputs, whole[0], first[0], second[0]):
             k = _grown_axis(y.shape, y0.shape, 2)
             if k is not None:
-                same = same and _close(y, np.concatenate([y0, y1], axis=k))
+                same = same and nearly_equal(y, np.concatenate([y0, y1], axis=k))
                 output_axes[name] = k
         if not output_axes:
             return ""
