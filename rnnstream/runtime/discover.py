@@ -36,7 +36,7 @@ from rnnstream.runtime.dtypes import arg_dims, numpy_dtype
 from rnnstream.runtime.lengths import check_lengths, lengths_fill, lengths_inputs, place_lengths
 from rnnstream.runtime.pairing import Evidence, compatible
 from rnnstream.runtime.probe import Fill, Probe, probe_axes
-from rnnstream.runtime.signature import DTYPES, Dim, Signature, StateSpec, TensorSpec
+from rnnstream.runtime.signature import DTYPES, Dim, LengthsSpec, Signature, StateSpec, TensorSpec
 
 __all__ = ["AXIS_ROLES", "discover_signature", "guessed_constants", "state_output_candidates"]
 
@@ -258,44 +258,29 @@ def discover_signature(
     length_args = lengths_inputs(inputs, pairs, constants)
     set_aside = {**constants, **dict.fromkeys(a.name for a in length_args)}
 
-    def placed(x_arg: ort.NodeArg) -> tuple[dict, list, Fill | None]:
-        """The given axes and the lengths inputs placed on stream input ``x_arg``."""
-        x_dims = arg_dims(x_arg)
-        given = _given_axes(axes or {}, TensorSpec(x_arg.name, numpy_dtype(x_arg), x_dims, None))
-        name_batch = _input_axes(x_dims, set())[0]
-        lengths = [place_lengths(a, x_dims, given, name_batch, _TIME_NAMES) for a in length_args]
-        return given, lengths, (lengths_fill(lengths) if lengths else None)
-
     unpaired = [
         n for n, a in inputs.items() if n not in pairs and n not in set_aside and not _is_setting(a)
     ]
 
-    def time_axes(x_arg: ort.NodeArg, states: list[str]) -> list[int]:
-        """The input's axes worth trying as time: the one the names give, then the dynamic."""
-        x_dims = arg_dims(x_arg)
-        state_dims = {d for n in states for d in arg_dims(inputs[n]) if isinstance(d, str)}
-        by_name = _input_axes(x_dims, state_dims)[1]
-        dynamic = [a for a, d in enumerate(x_dims) if isinstance(d, str)]
-        return list(dict.fromkeys(a for a in [by_name, *dynamic] if a is not None))
-
     found, how = {}, ""
     if len(unpaired) > 1:  # the first is the stream input, the others states the names miss
         x_arg = inputs[unpaired[0]]
-        evidence = Evidence(session, x_arg, constants, placed(x_arg)[2])
+        evidence = Evidence(session, x_arg, constants, _placed(x_arg, axes, length_args)[2])
         free = [o for o in outputs if o not in pairs.values()]
+        states = [*pairs, *unpaired[1:]]
         found, how = evidence.pair(
-            unpaired[1:], free, list(pairs), time_axes(x_arg, [*pairs, *unpaired[1:]])
+            unpaired[1:], free, list(pairs), _time_axes(x_arg, [inputs[n] for n in states])
         )
         pairs.update(found)
     x_arg = inputs[_model_input(inputs, outputs, pairs, set_aside)]
     x_dims = arg_dims(x_arg)
     x_named = TensorSpec(x_arg.name, numpy_dtype(x_arg), x_dims, None)
-    given, lengths, fill = placed(x_arg)
+    given, lengths, fill = _placed(x_arg, axes, length_args)
     if not state_map:  # the user's pairs are the user's word
         Evidence(session, x_arg, constants, fill).check_named(
             {n: o for n, o in pairs.items() if n not in found},
             list(pairs),
-            time_axes(x_arg, list(pairs)),
+            _time_axes(x_arg, [inputs[n] for n in pairs]),
         )
     if "batch" in given and "time" in given:
         probe = Probe(note="not probed: batch and time axes given")
@@ -381,6 +366,27 @@ def _unsupported(x: ort.NodeArg, states: list[ort.NodeArg], reason: str) -> str:
         f"{', '.join(tensors)}, and onnxruntime cannot run the model in these types: {reason}; "
         "export it in float32"
     )
+
+
+def _placed(
+    x_arg: ort.NodeArg, axes: AxesSpec | None, length_args: list[ort.NodeArg]
+) -> tuple[dict[str, object], list[tuple[LengthsSpec, int | None]], Fill | None]:
+    """The given axes of stream input ``x_arg``, the lengths inputs placed on it (with the axis
+    giving their rows), and what fills them for a probe's run."""
+    x_dims = arg_dims(x_arg)
+    given = _given_axes(axes or {}, TensorSpec(x_arg.name, numpy_dtype(x_arg), x_dims, None))
+    name_batch = _input_axes(x_dims, set())[0]
+    lengths = [place_lengths(a, x_dims, given, name_batch, _TIME_NAMES) for a in length_args]
+    return given, lengths, (lengths_fill(lengths) if lengths else None)
+
+
+def _time_axes(x_arg: ort.NodeArg, states: list[ort.NodeArg]) -> list[int]:
+    """The axes of ``x_arg`` worth trying as time: the one the names give, then the dynamic."""
+    x_dims = arg_dims(x_arg)
+    state_dims = {d for arg in states for d in arg_dims(arg) if isinstance(d, str)}
+    by_name = _input_axes(x_dims, state_dims)[1]
+    dynamic = [a for a, d in enumerate(x_dims) if isinstance(d, str)]
+    return list(dict.fromkeys(a for a in [by_name, *dynamic] if a is not None))
 
 
 def _state_pairs(
