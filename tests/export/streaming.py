@@ -23,13 +23,17 @@ from rnnstream.runtime import StreamPool
 from tests.tolerances import PARITY, assert_close
 
 __all__ = [
+    "USER_PARITY",
+    "Case",
     "ModelSet",
     "assert_pool_rows_match",
     "assert_refused_in_a_short_message",
     "assert_snapshot_restores",
     "assert_steps_and_chunks_match",
     "batch_time",
+    "export_and_stream_like_pytorch",
     "prepared",
+    "refusal",
     "sequence",
     "torch_batch_time",
 ]
@@ -113,6 +117,14 @@ def assert_snapshot_restores(stream: rnnstream.Stream, frames: np.ndarray, split
     assert_close(stream.feed(frames[split:]), first, PARITY)
 
 
+def refusal(model: nn.Module, path: Path, **export_args: object) -> str:
+    """The message of the ExportError exporting ``model`` to ``path`` raises; no file is left."""
+    with pytest.raises(rnnstream.ExportError) as info:
+        export(model, path, **export_args)
+    assert not path.exists()
+    return str(info.value)
+
+
 def assert_refused_in_a_short_message(
     model: nn.Module,
     path: Path,
@@ -122,12 +134,9 @@ def assert_refused_in_a_short_message(
 ) -> None:
     """Exporting ``model`` raises an ExportError containing ``message``, in at most three lines
     with no traceback, and writes no file."""
-    with pytest.raises(rnnstream.ExportError) as info:
-        export(model, path, example=example, parity=parity)
-    text = str(info.value)
+    text = refusal(model, path, example=example, parity=parity)
     assert message in text
     assert len(text.splitlines()) <= 3 and "Traceback" not in text
-    assert not path.exists()
 
 
 @dataclass(frozen=True)
@@ -172,3 +181,75 @@ class ModelSet:
         stream = rnnstream.load(path).stream(batch=batch)
         want = torch_batch_time(model, x, batch_first)
         assert_steps_and_chunks_match(stream, batch_time(x, batch_first), want, chunk)
+
+
+# --- users' models: several heads, state arguments, token or float inputs --------------------
+
+USER_PARITY = ParitySettings(steps=40, chunk=6)
+USER_STEPS, USER_BATCH, USER_CHUNK = 23, 2, 5
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model, how PyTorch is called from the zero state, and the heads it returns, by name."""
+
+    name: str
+    make: Callable[[], nn.Module]
+    call: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]]
+    names: tuple[str, ...] = ("y",)
+    tokens: int | None = None
+    features: int | tuple[int, ...] | None = 0  # None: no feature axis ([batch, time] floats)
+    batch_first: bool = True
+    example: bool = False  # export with example= (the input cannot be guessed)
+
+    def input(self, seed: int) -> torch.Tensor:
+        """A seeded input of USER_BATCH sequences of USER_STEPS steps, as the model reads it."""
+        gen = torch.Generator().manual_seed(seed)
+        lead = (USER_BATCH, USER_STEPS) if self.batch_first else (USER_STEPS, USER_BATCH)
+        if self.tokens is not None:
+            return torch.randint(0, self.tokens, lead, generator=gen)
+        if self.features is None:
+            features: tuple[int, ...] = ()
+        else:
+            features = (self.features,) if isinstance(self.features, int) else self.features
+        return torch.randn(*lead, *features, generator=gen)
+
+
+def _by_name(result: object, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return result if isinstance(result, dict) else {names[0]: result}
+
+
+def export_and_stream_like_pytorch(case: Case, tmp_path: Path) -> None:
+    """Export ``case``'s model, then stream it step by step and in chunks against PyTorch: every
+    head along time, a head without a time axis at its last value."""
+    torch.manual_seed(sum(map(ord, case.name)))
+    model = case.make().eval()
+    example = case.input(seed=0) if case.example else None
+    report = export(model, tmp_path / "m.onnx", example=example, parity=USER_PARITY)
+    sig = report.signature
+    assert [o.name for o in sig.outputs] == list(case.names)
+    assert report.parity is not None and report.parity.passed
+    x = case.input(seed=7)
+    with torch.no_grad():
+        refs = [t.numpy() for t in case.call(model, x)]
+    frames = batch_time(x, case.batch_first)
+    loaded = rnnstream.load(report.path)
+    for mode in ("step", "chunk"):
+        stream = loaded.stream(batch=USER_BATCH)
+        if mode == "step":
+            calls = [stream.step(frames[:, t]) for t in range(USER_STEPS)]
+        else:
+            calls = [
+                stream.feed(frames[:, t : t + USER_CHUNK]) for t in range(0, USER_STEPS, USER_CHUNK)
+            ]
+        results = [_by_name(result, case.names) for result in calls]
+        for spec, ref in zip(sig.outputs, refs):
+            ref = ref.swapaxes(0, 1) if spec.time_axis is not None and spec.batch_axis == 1 else ref
+            per_call = [r[spec.name] for r in results]
+            if spec.time_axis is None:
+                got = per_call[-1]
+            elif mode == "step":
+                got = np.stack(per_call, axis=1)
+            else:
+                got = np.concatenate(per_call, axis=1)
+            assert_close(got, ref, PARITY)
