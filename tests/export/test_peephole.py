@@ -11,7 +11,8 @@ from torch import nn
 
 import rnnstream
 from rnnstream.export import export
-from rnnstream.models import PeepholeLSTM, PeepholeLSTMConfig, load_checkpoint, save_checkpoint
+from rnnstream.models import PeepholeLSTM, PeepholeLSTMConfig
+from tests.models.round_trip import assert_checkpoint_round_trip
 from tests.tolerances import assert_close
 
 ATOL = 1e-5
@@ -92,11 +93,5 @@ def test_peepholes_change_the_output() -> None:
 
 
 def test_peephole_checkpoint_round_trip(tmp_path: Path) -> None:
-    model = _peephole(2, False).eval()
-    save_checkpoint(model, tmp_path / "p.safetensors")
-    loaded = load_checkpoint(tmp_path / "p.safetensors")
-    assert isinstance(loaded, PeepholeLSTM) and loaded.config == model.config
-    x = torch.randn(6, 2, 5)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x)[0], model(x)[0], atol=0, rtol=0)
-    assert PeepholeLSTMConfig.from_json(model.config.to_json()) == model.config
+    model = _peephole(2, False)
+    assert_checkpoint_round_trip(model, tmp_path / "p.safetensors", torch.randn(6, 2, 5))
