@@ -189,29 +189,26 @@ class TcnThenLstm(nn.Module):
 
 FEW_STEPS = ParitySettings(steps=64, chunk=7)
 
-MODELS = ModelSet(
-    {
-        "trimmed_padding": (TrimmedPadding, True),
-        "trimmed_to_length": (TrimmedToLength, False),
-        "temporal_blocks": (TemporalBlocks, True),
-        "depthwise_batchnorm": (DepthwiseBatchNorm, False),
-        "layernorm_gelu": (LayerNormGelu, True),
-        "subclassed": (Subclassed, True),
-        "tcn_then_lstm": (TcnThenLstm, False),
-    },
-    features=6,
-    seed=3,
-)
+MODELS: dict[str, tuple[Callable[[], nn.Module], bool]] = {
+    "trimmed_padding": (TrimmedPadding, True),
+    "trimmed_to_length": (TrimmedToLength, False),
+    "temporal_blocks": (TemporalBlocks, True),
+    "depthwise_batchnorm": (DepthwiseBatchNorm, False),
+    "layernorm_gelu": (LayerNormGelu, True),
+    "subclassed": (Subclassed, True),
+    "tcn_then_lstm": (TcnThenLstm, False),
+}
+ZOO = ModelSet(MODELS, features=6, seed=3)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return MODELS.export_all(tmp_path_factory.mktemp("conv"), FEW_STEPS, example=False)
+    return ZOO.export_all(tmp_path_factory.mktemp("conv"), FEW_STEPS, example=False)
 
 
-@pytest.mark.parametrize("name", list(MODELS.factories))
+@pytest.mark.parametrize("name", list(MODELS))
 def test_steps_and_chunks_match_pytorch(exported: dict[str, Path], name: str) -> None:
-    MODELS.assert_streams_like_pytorch(exported[name], name, batch=3, steps=23, chunk=5, seed=11)
+    ZOO.assert_streams_like_pytorch(exported[name], name, batch=3, steps=23, chunk=5, seed=11)
 
 
 def test_context_states_are_named_sized_and_hold_the_last_frames(
@@ -230,7 +227,7 @@ def test_context_states_are_named_sized_and_hold_the_last_frames(
         "convs_2_ctxn",
     ]
     stream = model.stream()
-    x = MODELS.sequence(batch=1, steps=7, batch_first=True, seed=5)[0].numpy()
+    x = ZOO.sequence(batch=1, steps=7, batch_first=True, seed=5)[0].numpy()
     assert np.all(stream.state["convs_0_ctx0"] == 0)
     stream.feed(x)
     # The first convolution reads the input itself: its context is the last two frames.
@@ -238,9 +235,9 @@ def test_context_states_are_named_sized_and_hold_the_last_frames(
 
 
 def test_pool_streams_match_their_own_sequences(exported: dict[str, Path]) -> None:
-    model, batch_first = MODELS.model("trimmed_padding")
+    model, batch_first = ZOO.model("trimmed_padding")
     pool = rnnstream.load(exported["trimmed_padding"]).pool()
-    xs = [MODELS.sequence(1, 9, batch_first, seed=20 + i)[0].numpy() for i in range(2)]
+    xs = [ZOO.sequence(1, 9, batch_first, seed=20 + i)[0].numpy() for i in range(2)]
 
     def alone(frames: np.ndarray) -> np.ndarray:
         return torch_batch_time(model, torch.from_numpy(frames)[None], batch_first)[0]
@@ -251,7 +248,7 @@ def test_pool_streams_match_their_own_sequences(exported: dict[str, Path]) -> No
 
 def test_a_state_snapshot_restores_the_context(exported: dict[str, Path]) -> None:
     stream = rnnstream.load(exported["layernorm_gelu"]).stream()
-    x = MODELS.sequence(batch=1, steps=12, batch_first=True, seed=8)[0].numpy()
+    x = ZOO.sequence(batch=1, steps=12, batch_first=True, seed=8)[0].numpy()
     assert_snapshot_restores(stream, x, split=6)
 
 

@@ -150,28 +150,25 @@ class ZeroPadModule(nn.Module):
 
 FEW_STEPS = ParitySettings(steps=48, chunk=7)
 
-MODELS = ModelSet(
-    {
-        "time_freq_kws": (TimeFreqKws, True),
-        "freq_time_blocks": (FreqTimeBlocks, True),
-        "time_major_reflect_freq": (TimeMajorReflectFreq, False),
-        "depthwise_separable": (DepthwiseSeparable, True),
-        "sequential_blocks_view_reshape": (SequentialBlocksViewReshape, True),
-        "zero_pad_module": (ZeroPadModule, True),
-    },
-    features=BINS,
-    seed=5,
-)
+MODELS: dict[str, tuple[Callable[[], nn.Module], bool]] = {
+    "time_freq_kws": (TimeFreqKws, True),
+    "freq_time_blocks": (FreqTimeBlocks, True),
+    "time_major_reflect_freq": (TimeMajorReflectFreq, False),
+    "depthwise_separable": (DepthwiseSeparable, True),
+    "sequential_blocks_view_reshape": (SequentialBlocksViewReshape, True),
+    "zero_pad_module": (ZeroPadModule, True),
+}
+ZOO = ModelSet(MODELS, features=BINS, seed=5)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    return MODELS.export_all(tmp_path_factory.mktemp("conv2d"), FEW_STEPS, example=True)
+    return ZOO.export_all(tmp_path_factory.mktemp("conv2d"), FEW_STEPS, example=True)
 
 
-@pytest.mark.parametrize("name", list(MODELS.factories))
+@pytest.mark.parametrize("name", list(MODELS))
 def test_steps_and_chunks_match_pytorch(exported: dict[str, Path], name: str) -> None:
-    MODELS.assert_streams_like_pytorch(exported[name], name, batch=3, steps=19, chunk=4, seed=13)
+    ZOO.assert_streams_like_pytorch(exported[name], name, batch=3, steps=19, chunk=4, seed=13)
 
 
 def test_contexts_keep_the_frequency_axis_where_the_model_has_it(
@@ -198,16 +195,16 @@ def test_the_context_holds_the_last_frames_as_the_convolution_sees_them(
     exported: dict[str, Path],
 ) -> None:
     stream = rnnstream.load(exported["freq_time_blocks"]).stream()
-    x = MODELS.sequence(batch=1, steps=6, batch_first=True, seed=2)[0].numpy()  # [time, bins]
+    x = ZOO.sequence(batch=1, steps=6, batch_first=True, seed=2)[0].numpy()  # [time, bins]
     stream.feed(x)
     # conv1 reads [1, freq, time]: its context is the last two frames, frequency first.
     np.testing.assert_array_equal(stream.state["conv1_ctx0"][0, 0], x[-2:].T)
 
 
 def test_pool_and_snapshots_carry_the_contexts(exported: dict[str, Path]) -> None:
-    model, batch_first = MODELS.model("time_freq_kws")
+    model, batch_first = ZOO.model("time_freq_kws")
     loaded = rnnstream.load(exported["time_freq_kws"])
-    xs = [MODELS.sequence(1, 8, batch_first, seed=30 + i)[0].numpy() for i in range(2)]
+    xs = [ZOO.sequence(1, 8, batch_first, seed=30 + i)[0].numpy() for i in range(2)]
 
     def alone(frames: np.ndarray) -> np.ndarray:
         return torch_batch_time(model, torch.from_numpy(frames)[None], batch_first)[0]
@@ -220,7 +217,7 @@ def test_pool_and_snapshots_carry_the_contexts(exported: dict[str, Path]) -> Non
 def test_int8_keeps_the_contexts_and_parity_at_the_int8_tolerance(
     exported: dict[str, Path], tmp_path: Path
 ) -> None:
-    model, _ = MODELS.model("time_freq_kws")
+    model, _ = ZOO.model("time_freq_kws")
     path = tmp_path / "kws.int8.onnx"
     report = quantize_file(exported["time_freq_kws"], path, "int8", against=model)
     assert report.parity is not None and report.parity.passed  # int8 tolerance, vs PyTorch
