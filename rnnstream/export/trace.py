@@ -12,8 +12,9 @@ from __future__ import annotations
 import copy
 import logging
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import onnx
 import torch
@@ -34,6 +35,7 @@ __all__ = ["PLACEHOLDER_DOMAIN", "RecurrentPlaceholder", "StateNames", "find_rec
 
 PLACEHOLDER_DOMAIN = "rnnstream.placeholder"
 _OPSET = 20
+StandIn = TypeVar("StandIn", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -106,34 +108,51 @@ class RecurrentPlaceholder(nn.Module):
         return (y, tuple(finals)) if spec.has_cell_state else (y, finals[0])
 
 
-class _Exportable(nn.Module):
-    """``forward(x, *states) -> (*heads, *final_states)`` around a model with stand-ins inside.
+class StateWrapper(nn.Module):
+    """``forward(x, *states)`` around a model whose stand-ins (recurrent placeholders, cells,
+    streaming convolutions) take the graph's state inputs, in order, ``state_count`` each.
 
     State arguments of the model's forward are given the graph's state inputs themselves.
     """
 
+    def __init__(self, model: nn.Module, stand_ins: list, arguments: StateArguments) -> None:
+        super().__init__()
+        self.model = model
+        self.stand_ins = stand_ins
+        self.arguments = arguments
+
+    def call_model(self, x: torch.Tensor, states: tuple[torch.Tensor, ...]) -> object:
+        """The model's output on ``x``, each stand-in's state taken from ``states``."""
+        it = iter(states)
+        for s in self.stand_ins:
+            s.state_in = tuple(next(it) for _ in range(s.state_count))
+            s.state_out = ()
+        return self.model(x, *self.arguments.from_states(list(states)))
+
+    def final_states(self) -> tuple[torch.Tensor, ...]:
+        """The stand-ins' new states, in the order their states came in."""
+        return tuple(t for s in self.stand_ins for t in s.state_out)
+
+
+class _Exportable(StateWrapper):
+    """``forward(x, *states) -> (*heads, *final_states)``."""
+
     def __init__(
         self,
         model: nn.Module,
-        placeholders: list[RecurrentPlaceholder | StreamingConv],
+        stand_ins: list[RecurrentPlaceholder | StreamingConv],
         arguments: StateArguments,
         heads: Heads,
         batch_first: bool,
     ) -> None:
-        super().__init__()
-        self.model = model
-        self.placeholders = placeholders
-        self.arguments = arguments
+        super().__init__(model, stand_ins, arguments)
         self.heads = heads
         self.batch_first = batch_first
 
     def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        it = iter(states)
-        for p in self.placeholders:
-            p.state_in = tuple(next(it) for _ in range(p.state_count))
-        out = self.model(x, *self.arguments.from_states(list(states)))
+        out = self.call_model(x, states)
         heads = self.heads.select_unflattened(out, x, self.batch_first)
-        return (*heads, *(t for p in self.placeholders for t in p.state_out))
+        return (*heads, *self.final_states())
 
 
 def primary_output(out: object) -> torch.Tensor:
@@ -154,13 +173,23 @@ def _with_placeholders(model: nn.Module) -> tuple[nn.Module, list[RecurrentPlace
         placeholder = RecurrentPlaceholder("", model)
         return placeholder, [placeholder]
     clone = copy.deepcopy(model)
-    placeholders = []
-    for name, module in recurrent:
-        placeholder = RecurrentPlaceholder(name, module)
-        parent_name, _, attr = name.rpartition(".")
-        setattr(clone.get_submodule(parent_name), attr, placeholder)
-        placeholders.append(placeholder)
-    return clone, placeholders
+    return clone, swap_modules(clone, recurrent, RecurrentPlaceholder)
+
+
+def swap_modules(
+    model: nn.Module,
+    named: list[tuple[str, nn.Module]],
+    stand_in: Callable[[str, nn.Module], StandIn],
+) -> list[StandIn]:
+    """Replace (in place) each submodule ``named`` in ``model`` by ``stand_in(name, module)``;
+    the stand-ins in that order."""
+    stand_ins = []
+    for name, module in named:
+        replacement = stand_in(name, module)
+        parent, _, attr = name.rpartition(".")
+        setattr(model.get_submodule(parent), attr, replacement)
+        stand_ins.append(replacement)
+    return stand_ins
 
 
 def trace(
@@ -199,17 +228,38 @@ def trace(
         dynamic.append({0: batch_dim})
         names_in.append(conv.state_names[0])
         names_out.append(conv.state_names[1])
+    return export_quietly(
+        wrapper,
+        (example, *state_examples),
+        names_in,
+        names_out,
+        (dynamic[0], tuple(dynamic[1:])),
+        "the code around the recurrent layers",
+    )
+
+
+def export_quietly(
+    wrapper: nn.Module,
+    args: tuple[torch.Tensor, ...],
+    names_in: list[str],
+    names_out: list[str],
+    dynamic_shapes: tuple,
+    what: str,
+) -> onnx.ModelProto:
+    """``torch.onnx.export`` (torch.export-based) without its warnings and logging; an
+    ExportError raised while tracing is re-raised as it is, any other failure becomes one
+    naming ``what`` was being exported."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             logging.getLogger("torch.onnx").setLevel(logging.ERROR)
             program = torch.onnx.export(
                 wrapper,
-                (example, *state_examples),
+                args,
                 dynamo=True,
                 input_names=names_in,
                 output_names=names_out,
-                dynamic_shapes=(dynamic[0], tuple(dynamic[1:])),
+                dynamic_shapes=dynamic_shapes,
                 opset_version=_OPSET,
                 verbose=False,
                 optimize=True,
@@ -222,7 +272,5 @@ def trace(
             cause = cause.__cause__
         if isinstance(cause, ExportError):
             raise cause from e
-        raise ExportError(
-            "torch.onnx.export failed on the code around the recurrent layers: " + first_line(cause)
-        ) from e
+        raise ExportError(f"torch.onnx.export failed on {what}: {first_line(cause)}") from e
     return program.model_proto

@@ -11,8 +11,6 @@ streams the file like any other. Each cell must run exactly once per step.
 from __future__ import annotations
 
 import copy
-import logging
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -24,7 +22,13 @@ from torch import nn
 
 from rnnstream.errors import ExportError
 from rnnstream.export.streaming_conv import StreamingConv, TimeConv, install_streaming_convs
-from rnnstream.export.trace import StateNames, primary_output
+from rnnstream.export.trace import (
+    StateNames,
+    StateWrapper,
+    export_quietly,
+    primary_output,
+    swap_modules,
+)
 from rnnstream.runtime import StateSpec
 
 if TYPE_CHECKING:
@@ -32,7 +36,6 @@ if TYPE_CHECKING:
 
 __all__ = ["CellLoop", "find_cells", "trace_cell_loop"]
 
-_OPSET = 20
 _STEP = "step/"  # prefix of every name inside the Scan body
 
 
@@ -78,6 +81,10 @@ class CellPlaceholder(nn.Module):
         self.state_in: tuple[torch.Tensor, ...] = ()
         self.state_out: tuple[torch.Tensor, ...] = ()
 
+    @property
+    def state_count(self) -> int:
+        return 2 if isinstance(self.cell, nn.LSTMCell) else 1
+
     def forward(self, x: torch.Tensor, hx: object = None) -> torch.Tensor | tuple:
         if self.state_out:
             raise ExportError(
@@ -98,12 +105,9 @@ class CellPlaceholder(nn.Module):
         return h
 
 
-class _OneStep(nn.Module):
+class _OneStep(StateWrapper):
     """``forward(x, *states) -> (y, *new_states)`` for one time step of a cell-loop model; the
-    states of the streaming convolutions follow the cells'.
-
-    State arguments of the model's forward are given the graph's state inputs themselves.
-    """
+    states of the streaming convolutions follow the cells'."""
 
     def __init__(
         self,
@@ -112,28 +116,15 @@ class _OneStep(nn.Module):
         arguments: StateArguments,
         streaming: list[StreamingConv],
     ) -> None:
-        super().__init__()
-        self.model = model
+        super().__init__(model, [*placeholders, *streaming], arguments)
         self.placeholders = placeholders
-        self.arguments = arguments
-        self.streaming = streaming
 
     def forward(self, x: torch.Tensor, *states: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        it = iter(states)
-        for p in self.placeholders:
-            p.state_in = tuple(next(it) for _ in range(2 if isinstance(p.cell, nn.LSTMCell) else 1))
-            p.state_out = ()
-        for conv in self.streaming:
-            conv.state_in = (next(it),)
-        y = primary_output(self.model(x, *self.arguments.from_states(list(states))))
+        y = primary_output(self.call_model(x, states))
         for p in self.placeholders:
             if not p.state_out:
                 raise ExportError(f"cell {p.key!r} did not run in the traced step")
-        return (
-            y,
-            *(t for p in self.placeholders for t in p.state_out),
-            *(t for conv in self.streaming for t in conv.state_out),
-        )
+        return (y, *self.final_states())
 
 
 def _output_time_axis(
@@ -185,12 +176,7 @@ def trace_cell_loop(
     out_time_axis = _output_time_axis(model, example, time_axis, arguments)
     clone = copy.deepcopy(model)
     cells = find_cells(clone)
-    placeholders = []
-    for name, cell in cells:
-        placeholder = CellPlaceholder(name, cell)
-        parent, _, attr = name.rpartition(".")
-        setattr(clone.get_submodule(parent), attr, placeholder)
-        placeholders.append(placeholder)
+    placeholders = swap_modules(clone, cells, CellPlaceholder)
     batch_dim = torch.export.Dim("batch")
     batch = example.shape[batch_axis]
     step_x = example.narrow(time_axis, 0, 1).contiguous()
@@ -208,29 +194,15 @@ def trace_cell_loop(
         names_out.append(conv.state_names[1])
         state_examples.append(torch.zeros(batch, *conv.context_shape))
         states.append(conv.state_spec())
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            logging.getLogger("torch.onnx").setLevel(logging.ERROR)
-            program = torch.onnx.export(
-                _OneStep(clone, placeholders, arguments, streaming),
-                (step_x, *state_examples),
-                dynamo=True,
-                input_names=names_in,
-                output_names=names_out,
-                dynamic_shapes=({batch_axis: batch_dim}, tuple({0: batch_dim} for _ in states)),
-                opset_version=_OPSET,
-                verbose=False,
-                optimize=True,
-            )
-    except Exception as e:
-        cause = e
-        while cause.__cause__ is not None and not isinstance(cause, ExportError):
-            cause = cause.__cause__
-        if isinstance(cause, ExportError):
-            raise cause from e
-        raise ExportError(f"torch.onnx.export failed on one step of the cell loop: {e}") from e
-    scan = _scan_over_time(program.model_proto, time_axis, out_time_axis)
+    step = export_quietly(
+        _OneStep(clone, placeholders, arguments, streaming),
+        (step_x, *state_examples),
+        names_in,
+        names_out,
+        ({batch_axis: batch_dim}, tuple({0: batch_dim} for _ in states)),
+        "one step of the cell loop",
+    )
+    scan = _scan_over_time(step, time_axis, out_time_axis)
     info = {
         name: {"cell": cell_kind(c), "input_size": c.input_size, "hidden_size": c.hidden_size}
         for name, c in cells

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from rnnstream.errors import CheckpointError
@@ -36,6 +37,18 @@ MODEL_CLASSES: dict[str, tuple[type[nn.Module], type]] = {
 }
 
 
+# What reading a file that is not safetensors (or not readable) raises.
+SAFETENSORS_ERRORS = (SafetensorError, ValueError, OSError)
+
+
+def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The tensors and the string metadata of a safetensors file, in one read; one of
+    :data:`SAFETENSORS_ERRORS` if it is not one."""
+    with safe_open(str(path), framework="pt") as f:
+        names = f.keys()  # a list: safe_open is not iterable
+        return {name: f.get_tensor(name) for name in names}, f.metadata() or {}
+
+
 def save_checkpoint(model: nn.Module, path: str | Path, extra: dict | None = None) -> None:
     """Write ``model``'s weights and config (``model.config``) to a safetensors file."""
     name = type(model).__name__
@@ -55,10 +68,8 @@ def load_checkpoint(path: str | Path) -> nn.Module:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except (SafetensorError, ValueError, OSError) as e:
+        tensors, metadata = read_safetensors(path)
+    except SAFETENSORS_ERRORS as e:
         raise CheckpointError(
             f"{path} is not a safetensors checkpoint ({e}); rnnstream never loads pickle files"
         ) from e
@@ -87,7 +98,7 @@ def read_checkpoint_extra(path: str | Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-    except (SafetensorError, ValueError, OSError) as e:
+    except SAFETENSORS_ERRORS as e:
         raise CheckpointError(f"{path} is not a safetensors checkpoint ({e})") from e
     try:
         extra = json.loads(metadata.get(_EXTRA_KEY, "{}"))

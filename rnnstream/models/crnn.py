@@ -16,13 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rnnstream.models.common import make_recurrent
-from rnnstream.models.forecaster import ForecasterConfig
-from rnnstream.models.inputs import example_input
+from rnnstream.models.forecaster import Forecaster, ForecasterConfig
 
 __all__ = ["CRNN", "CRNNConfig"]
-
-State = torch.Tensor | tuple[torch.Tensor, ...]
 
 
 @dataclass(frozen=True)
@@ -49,44 +45,30 @@ class CRNNConfig(ForecasterConfig):
         return 1 + sum((self.kernel_size - 1) * d for d in self.dilations)
 
 
-class CRNN(nn.Module):
+class CRNN(Forecaster):
     """``forward(x, state=None) -> (next-value predictions, state)``, same shape as ``x``.
 
     ``state`` is the recurrent layer's; the convolutions see the whole input they are given (a
     stream carries their context as state of the exported model).
     """
 
-    def __init__(self, config: CRNNConfig) -> None:
-        super().__init__()
-        self.config = c = config
+    config: CRNNConfig
+
+    def build_front(self) -> int:
+        """The causal convolutions (registered before the recurrent layer, as checkpoints have
+        them); the recurrent layer reads their channels."""
+        c = self.config
         sizes = [c.features] + [c.conv_channels] * c.conv_layers
         self.convs = nn.ModuleList(
             nn.Conv1d(sizes[i], sizes[i + 1], c.kernel_size, dilation=d)
             for i, d in enumerate(c.dilations)
         )
-        self.rnn = make_recurrent(
-            c.cell,
-            c.conv_channels,
-            c.hidden_size,
-            c.num_layers,
-            batch_first=c.batch_first,
-            dropout=c.dropout,
-        )
-        self.head = nn.Linear(c.hidden_size, c.features)
-        self.register_buffer("mean", torch.tensor(c.mean or [0.0] * c.features))
-        self.register_buffer("scale", torch.tensor(c.scale or [1.0] * c.features))
+        return c.conv_channels
 
-    def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
+    def front(self, h: torch.Tensor) -> torch.Tensor:
+        """Each convolution padded on the left only (causal), then a ReLU."""
         batch_first = self.config.batch_first
-        h = (x - self.mean) / self.scale
         h = h.transpose(1, 2) if batch_first else h.permute(1, 2, 0)  # [B, F, T]
         for conv in self.convs:
             h = F.relu(conv(F.pad(h, ((conv.kernel_size[0] - 1) * conv.dilation[0], 0))))
-        h = h.transpose(1, 2) if batch_first else h.permute(2, 0, 1)
-        y, state = self.rnn(h, state)
-        return x + self.head(y) * self.scale, state
-
-    def example_input(self, batch: int = 2, steps: int = 3) -> torch.Tensor:
-        """Random frames of the right layout (used by export)."""
-        c = self.config
-        return example_input(0, c.features, c.batch_first, batch, steps)
+        return h.transpose(1, 2) if batch_first else h.permute(2, 0, 1)

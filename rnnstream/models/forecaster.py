@@ -54,14 +54,19 @@ class ForecasterConfig(JsonConfig):
 
 
 class Forecaster(nn.Module):
-    """``forward(x, state=None) -> (next-value predictions, state)``, same shape as ``x``."""
+    """``forward(x, state=None) -> (next-value predictions, state)``, same shape as ``x``.
+
+    Subclasses put a front-end between the standardised frames and the recurrent layer
+    (:meth:`build_front`, :meth:`front`); the scaling and the head stay this class's.
+    """
 
     def __init__(self, config: ForecasterConfig) -> None:
         super().__init__()
         self.config = c = config
+        recurrent_input = self.build_front()
         self.rnn = make_recurrent(
             c.cell,
-            c.features,
+            recurrent_input,
             c.hidden_size,
             c.num_layers,
             batch_first=c.batch_first,
@@ -71,8 +76,16 @@ class Forecaster(nn.Module):
         self.register_buffer("mean", torch.tensor(c.mean or [0.0] * c.features))
         self.register_buffer("scale", torch.tensor(c.scale or [1.0] * c.features))
 
+    def build_front(self) -> int:
+        """Register the front-end's modules; return the recurrent layer's input size."""
+        return self.config.features
+
+    def front(self, h: torch.Tensor) -> torch.Tensor:
+        """The standardised frames (the model's layout) as the recurrent layer's input."""
+        return h
+
     def forward(self, x: torch.Tensor, state: State | None = None) -> tuple[torch.Tensor, State]:
-        y, state = self.rnn((x - self.mean) / self.scale, state)
+        y, state = self.rnn(self.front((x - self.mean) / self.scale), state)
         return x + self.head(y) * self.scale, state
 
     def example_input(self, batch: int = 2, steps: int = 3) -> torch.Tensor:

@@ -90,15 +90,7 @@ def python_config(name: str, sig: Signature, batching: Batching) -> dict:
             ],
         },
     ]
-    return {
-        "name": name,
-        "backend": "python",
-        "max_batch_size": batching.max_batch,
-        "sequence_batching": _sequence_batching(batching) | {"control_input": controls},
-        "input": [_tensor(sig.input)],
-        "output": [_tensor(o) for o in sig.outputs],
-        "instance_group": [{"count": batching.instances, "kind": Enum("KIND_CPU")}],
-    }
+    return _model_config(name, {"backend": "python"}, sig, batching, {"control_input": controls})
 
 
 def ort_config(name: str, sig: Signature, batching: Batching) -> dict:
@@ -119,11 +111,19 @@ def ort_config(name: str, sig: Signature, batching: Batching) -> dict:
                 "initial_state": [zeros | {"name": f"{s.input}_zeros"}],
             }
         )
+    return _model_config(name, {"platform": "onnxruntime_onnx"}, sig, batching, {"state": states})
+
+
+def _model_config(
+    name: str, runner: dict, sig: Signature, batching: Batching, sequences: dict
+) -> dict:
+    """A sequence-batched CPU model running on ``runner`` (its backend or platform), the
+    sequence batcher's ``sequences`` part (controls or states) next to its scheduling."""
     return {
         "name": name,
-        "platform": "onnxruntime_onnx",
+        **runner,
         "max_batch_size": batching.max_batch,
-        "sequence_batching": _sequence_batching(batching) | {"state": states},
+        "sequence_batching": _sequence_batching(batching) | sequences,
         "input": [_tensor(sig.input)],
         "output": [_tensor(o) for o in sig.outputs],
         "instance_group": [{"count": batching.instances, "kind": Enum("KIND_CPU")}],

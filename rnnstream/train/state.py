@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from rnnstream.errors import CheckpointError
+from rnnstream.models.checkpoint import SAFETENSORS_ERRORS, read_safetensors
 
 __all__ = ["load_train_state", "save_train_state", "train_state_path"]
 
@@ -76,12 +76,10 @@ def load_train_state(
     if not path.is_file():
         raise CheckpointError(f"cannot resume: training state {path} does not exist")
     try:
-        tensors = load_file(str(path))
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+        tensors, metadata = read_safetensors(path)
         meta = json.loads(metadata["rnnstream.optimizer"])
         progress = json.loads(metadata["rnnstream.progress"])
-    except (SafetensorError, ValueError, OSError, KeyError) as e:
+    except (*SAFETENSORS_ERRORS, KeyError) as e:
         raise CheckpointError(f"{path} is not an rnnstream training state: {e}") from e
     optim_tensors = {k: v for k, v in tensors.items() if k.startswith("optimizer.")}
     try:

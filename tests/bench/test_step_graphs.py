@@ -4,15 +4,13 @@ onnxruntime, and the bench script run end to end."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from rnnstream.bench.step_graphs import _session, lean_step_graph, step_lean
+from rnnstream.bench.step_graphs import _session, lean_step_graph, main, step_lean
 from rnnstream.export.tolerance import TOLERANCES
 from rnnstream.models import RecurrentNet, RecurrentNetConfig
 from tests.tolerances import PARITY, assert_close
@@ -48,16 +46,10 @@ def test_int8_lean_steps_stay_within_the_int8_bound(cell: str, kind: str) -> Non
     assert error / np.abs(expected).max() <= TOLERANCES["int8"].rtol
 
 
-def test_bench_script_writes_every_row(tmp_path: Path) -> None:
+def test_bench_script_writes_every_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "steps.json"
-    args = ["--cells", "rnn_tanh", "--steps", "5", "--rounds", "1", "--json", str(out)]
-    result = subprocess.run(
-        [sys.executable, "-m", "rnnstream.bench.step_graphs", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
+    main(["--cells", "rnn_tanh", "--steps", "5", "--rounds", "1", "--json", str(out)])
+    stdout = capsys.readouterr().out
     rows = json.loads(out.read_text())["rows"]
     kinds = ["float32", "dqmm", "mmint", "nbits8", "nbits4"]
     expected = ["rnn_tanh export float32", "rnn_tanh export int8"]
@@ -68,4 +60,4 @@ def test_bench_script_writes_every_row(tmp_path: Path) -> None:
     assert rows["rnn_tanh export int8"]["stream_median_us"] > 0
     assert rows["rnn_tanh lean nbits4"]["size_bytes"] < rows["rnn_tanh lean nbits8"]["size_bytes"]
     assert rows["rnn_tanh lean float32"]["max_abs_error"] < 1e-5
-    assert "| rnn_tanh lean nbits4 |" in result.stdout
+    assert "| rnn_tanh lean nbits4 |" in stdout

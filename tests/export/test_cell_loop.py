@@ -13,7 +13,8 @@ from torch import nn
 import rnnstream
 from rnnstream.errors import ExportError
 from rnnstream.export import ParitySettings, export
-from rnnstream.models import CellLoopNet, CellLoopNetConfig, load_checkpoint, save_checkpoint
+from rnnstream.models import CellLoopNet, CellLoopNetConfig
+from tests.models.round_trip import assert_checkpoint_round_trip
 from tests.tolerances import PARITY, assert_close
 
 ATOL = 1e-5
@@ -132,11 +133,5 @@ def test_an_output_without_a_time_axis_is_refused(tmp_path: Path) -> None:
 
 
 def test_cell_loop_checkpoint_round_trip(tmp_path: Path) -> None:
-    model = _net("gru", 2, True, 3).eval()
-    save_checkpoint(model, tmp_path / "c.safetensors")
-    loaded = load_checkpoint(tmp_path / "c.safetensors")
-    assert isinstance(loaded, CellLoopNet) and loaded.config == model.config
-    x = torch.randn(2, 9, 5)
-    with torch.no_grad():
-        torch.testing.assert_close(loaded(x)[0], model(x)[0], atol=0, rtol=0)
-    assert CellLoopNetConfig.from_json(model.config.to_json()) == model.config
+    model = _net("gru", 2, True, 3)
+    assert_checkpoint_round_trip(model, tmp_path / "c.safetensors", torch.randn(2, 9, 5))

@@ -19,7 +19,13 @@ from torch.nn.utils import weight_norm
 
 import rnnstream
 from rnnstream.export import ParitySettings, export
-from tests.tolerances import PARITY, assert_close
+from tests.export.streaming import (
+    ModelSet,
+    assert_pool_rows_match,
+    assert_snapshot_restores,
+    refusal,
+    torch_batch_time,
+)
 
 
 class TrimmedPadding(nn.Module):
@@ -192,56 +198,17 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], bool]] = {
     "subclassed": (Subclassed, True),
     "tcn_then_lstm": (TcnThenLstm, False),
 }
-
-
-def _model(name: str, seed: int) -> tuple[nn.Module, bool]:
-    factory, batch_first = MODELS[name]
-    torch.manual_seed(seed)
-    model = factory()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm1d):  # statistics a trained model would have
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    return model.eval(), batch_first
-
-
-def _sequence(batch: int, steps: int, batch_first: bool, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    shape = (batch, steps, 6) if batch_first else (steps, batch, 6)
-    return torch.randn(shape, generator=gen)
-
-
-def _torch_batch_time(model: nn.Module, x: torch.Tensor, batch_first: bool) -> np.ndarray:
-    """PyTorch's whole-sequence output as ``[batch, time, features]``."""
-    with torch.no_grad():
-        y = model(x).numpy()
-    return y if batch_first else y.swapaxes(0, 1)
+ZOO = ModelSet(MODELS, features=6, seed=3)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("conv")
-    paths = {}
-    for name in MODELS:
-        model, batch_first = _model(name, seed=3)
-        report = export(model, folder / f"{name}.onnx", batch_first=batch_first, parity=FEW_STEPS)
-        assert report.parity is not None and report.parity.passed
-        paths[name] = folder / f"{name}.onnx"
-    return paths
+    return ZOO.export_all(tmp_path_factory.mktemp("conv"), FEW_STEPS, example=False)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_steps_and_chunks_match_pytorch(exported: dict[str, Path], name: str) -> None:
-    model, batch_first = _model(name, seed=3)
-    x = _sequence(batch=3, steps=23, batch_first=batch_first, seed=11)
-    want = _torch_batch_time(model, x, batch_first)
-    frames = x.numpy() if batch_first else x.numpy().swapaxes(0, 1)  # [batch, time, 6]
-    stream = rnnstream.load(exported[name]).stream(batch=3)
-    stepped = np.stack([stream.step(frames[:, t]) for t in range(23)], axis=1)
-    assert_close(stepped, want, PARITY)
-    stream.reset()
-    chunked = np.concatenate([stream.feed(frames[:, t : t + 5]) for t in range(0, 23, 5)], axis=1)
-    assert_close(chunked, want, PARITY)
+    ZOO.assert_streams_like_pytorch(exported[name], name, batch=3, steps=23, chunk=5, seed=11)
 
 
 def test_context_states_are_named_sized_and_hold_the_last_frames(
@@ -260,7 +227,7 @@ def test_context_states_are_named_sized_and_hold_the_last_frames(
         "convs_2_ctxn",
     ]
     stream = model.stream()
-    x = _sequence(batch=1, steps=7, batch_first=True, seed=5)[0].numpy()
+    x = ZOO.sequence(batch=1, steps=7, batch_first=True, seed=5)[0].numpy()
     assert np.all(stream.state["convs_0_ctx0"] == 0)
     stream.feed(x)
     # The first convolution reads the input itself: its context is the last two frames.
@@ -268,31 +235,21 @@ def test_context_states_are_named_sized_and_hold_the_last_frames(
 
 
 def test_pool_streams_match_their_own_sequences(exported: dict[str, Path]) -> None:
-    model, batch_first = _model("trimmed_padding", seed=3)
+    model, batch_first = ZOO.model("trimmed_padding")
     pool = rnnstream.load(exported["trimmed_padding"]).pool()
-    ids = [pool.open(), pool.open()]
-    xs = {sid: _sequence(1, 9, batch_first, seed=20 + i)[0].numpy() for i, sid in enumerate(ids)}
-    outputs: dict[int, list[np.ndarray]] = {sid: [] for sid in ids}
-    for tick in range(9):
-        ticking = ids if tick % 3 else ids[:1]  # the second stream sits out every third tick
-        results = pool.step({sid: xs[sid][len(outputs[sid])] for sid in ticking})
-        for sid, y in results.items():
-            outputs[sid].append(y)
-    assert [len(ys) for ys in outputs.values()] == [9, 6]
-    for sid, ys in outputs.items():
-        fed = torch.from_numpy(xs[sid][: len(ys)])[None]
-        assert_close(np.stack(ys), _torch_batch_time(model, fed, batch_first)[0], PARITY)
+    xs = [ZOO.sequence(1, 9, batch_first, seed=20 + i)[0].numpy() for i in range(2)]
+
+    def alone(frames: np.ndarray) -> np.ndarray:
+        return torch_batch_time(model, torch.from_numpy(frames)[None], batch_first)[0]
+
+    # the second stream sits out every third tick
+    assert assert_pool_rows_match(pool, xs, lambda tick: tick % 3 == 0, alone) == [9, 6]
 
 
 def test_a_state_snapshot_restores_the_context(exported: dict[str, Path]) -> None:
     stream = rnnstream.load(exported["layernorm_gelu"]).stream()
-    x = _sequence(batch=1, steps=12, batch_first=True, seed=8)[0].numpy()
-    stream.feed(x[:6])
-    snapshot = stream.state
-    first = stream.feed(x[6:])
-    stream.reset()
-    stream.state = snapshot
-    assert_close(stream.feed(x[6:]), first, PARITY)
+    x = ZOO.sequence(batch=1, steps=12, batch_first=True, seed=8)[0].numpy()
+    assert_snapshot_restores(stream, x, split=6)
 
 
 def test_info_lists_the_context_states(exported: dict[str, Path], cli) -> None:
@@ -338,13 +295,9 @@ REFUSED = {
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_what_cannot_stream_is_refused_naming_the_module(tmp_path: Path, case: str) -> None:
     front, after, why = REFUSED[case]
-    path = tmp_path / "m.onnx"
-    with pytest.raises(rnnstream.ExportError) as info:
-        export(Front(front, after), path, batch_first=False)
-    message = str(info.value)
+    message = refusal(Front(front, after), tmp_path / "m.onnx", batch_first=False)
     assert "'front.0'" in message and why in message
     assert "whole-sequence use" in message  # the alternative
-    assert not path.exists()
 
 
 def test_an_untrimmed_padding_is_refused_with_the_fix(tmp_path: Path) -> None:

@@ -20,7 +20,16 @@ from torch import nn
 
 import rnnstream
 from rnnstream.export import ParitySettings, export, quantize_file
-from tests.tolerances import PARITY, assert_close
+from tests.export.streaming import (
+    ModelSet,
+    assert_pool_rows_match,
+    assert_snapshot_restores,
+    assert_steps_and_chunks_match,
+    prepared,
+    refusal,
+    sequence,
+    torch_batch_time,
+)
 
 BINS = 10  # frequency bins per frame
 
@@ -149,56 +158,17 @@ MODELS: dict[str, tuple[Callable[[], nn.Module], bool]] = {
     "sequential_blocks_view_reshape": (SequentialBlocksViewReshape, True),
     "zero_pad_module": (ZeroPadModule, True),
 }
-
-
-def _model(name: str, seed: int) -> tuple[nn.Module, bool]:
-    factory, batch_first = MODELS[name]
-    torch.manual_seed(seed)
-    model = factory()
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):  # statistics a trained model would have
-            m.running_mean.uniform_(-0.5, 0.5)
-            m.running_var.uniform_(0.5, 2.0)
-    return model.eval(), batch_first
-
-
-def _sequence(batch: int, steps: int, batch_first: bool, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    shape = (batch, steps, BINS) if batch_first else (steps, batch, BINS)
-    return torch.randn(shape, generator=gen)
-
-
-def _torch_batch_time(model: nn.Module, x: torch.Tensor, batch_first: bool) -> np.ndarray:
-    with torch.no_grad():
-        y = model(x).numpy()
-    return y if batch_first else y.swapaxes(0, 1)
+ZOO = ModelSet(MODELS, features=BINS, seed=5)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("conv2d")
-    paths = {}
-    for name in MODELS:
-        model, batch_first = _model(name, seed=5)
-        example = _sequence(2, 3, batch_first, seed=0)
-        report = export(model, folder / f"{name}.onnx", example=example, parity=FEW_STEPS)
-        assert report.parity is not None and report.parity.passed
-        paths[name] = folder / f"{name}.onnx"
-    return paths
+    return ZOO.export_all(tmp_path_factory.mktemp("conv2d"), FEW_STEPS, example=True)
 
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_steps_and_chunks_match_pytorch(exported: dict[str, Path], name: str) -> None:
-    model, batch_first = _model(name, seed=5)
-    x = _sequence(batch=3, steps=19, batch_first=batch_first, seed=13)
-    want = _torch_batch_time(model, x, batch_first)
-    frames = x.numpy() if batch_first else x.numpy().swapaxes(0, 1)  # [batch, time, bins]
-    stream = rnnstream.load(exported[name]).stream(batch=3)
-    stepped = np.stack([stream.step(frames[:, t]) for t in range(19)], axis=1)
-    assert_close(stepped, want, PARITY)
-    stream.reset()
-    chunked = np.concatenate([stream.feed(frames[:, t : t + 4]) for t in range(0, 19, 4)], axis=1)
-    assert_close(chunked, want, PARITY)
+    ZOO.assert_streams_like_pytorch(exported[name], name, batch=3, steps=19, chunk=4, seed=13)
 
 
 def test_contexts_keep_the_frequency_axis_where_the_model_has_it(
@@ -225,41 +195,29 @@ def test_the_context_holds_the_last_frames_as_the_convolution_sees_them(
     exported: dict[str, Path],
 ) -> None:
     stream = rnnstream.load(exported["freq_time_blocks"]).stream()
-    x = _sequence(batch=1, steps=6, batch_first=True, seed=2)[0].numpy()  # [time, bins]
+    x = ZOO.sequence(batch=1, steps=6, batch_first=True, seed=2)[0].numpy()  # [time, bins]
     stream.feed(x)
     # conv1 reads [1, freq, time]: its context is the last two frames, frequency first.
     np.testing.assert_array_equal(stream.state["conv1_ctx0"][0, 0], x[-2:].T)
 
 
 def test_pool_and_snapshots_carry_the_contexts(exported: dict[str, Path]) -> None:
-    model, batch_first = _model("time_freq_kws", seed=5)
+    model, batch_first = ZOO.model("time_freq_kws")
     loaded = rnnstream.load(exported["time_freq_kws"])
-    pool = loaded.pool()
-    ids = [pool.open(), pool.open()]
-    xs = {sid: _sequence(1, 8, batch_first, seed=30 + i)[0].numpy() for i, sid in enumerate(ids)}
-    outputs: dict[int, list[np.ndarray]] = {sid: [] for sid in ids}
-    for tick in range(8):
-        ticking = ids if tick % 2 else ids[:1]  # the second stream sits out every other tick
-        for sid, y in pool.step({sid: xs[sid][len(outputs[sid])] for sid in ticking}).items():
-            outputs[sid].append(y)
-    for sid, ys in outputs.items():
-        fed = torch.from_numpy(xs[sid][: len(ys)])[None]
-        assert_close(np.stack(ys), _torch_batch_time(model, fed, batch_first)[0], PARITY)
+    xs = [ZOO.sequence(1, 8, batch_first, seed=30 + i)[0].numpy() for i in range(2)]
 
-    stream = loaded.stream()
-    x = xs[ids[0]]
-    stream.feed(x[:4])
-    snapshot = stream.state
-    rest = stream.feed(x[4:])
-    stream.reset()
-    stream.state = snapshot
-    assert_close(stream.feed(x[4:]), rest, PARITY)
+    def alone(frames: np.ndarray) -> np.ndarray:
+        return torch_batch_time(model, torch.from_numpy(frames)[None], batch_first)[0]
+
+    # the second stream sits out every other tick
+    assert assert_pool_rows_match(loaded.pool(), xs, lambda tick: tick % 2 == 0, alone) == [8, 4]
+    assert_snapshot_restores(loaded.stream(), xs[0], split=4)
 
 
 def test_int8_keeps_the_contexts_and_parity_at_the_int8_tolerance(
     exported: dict[str, Path], tmp_path: Path
 ) -> None:
-    model, _ = _model("time_freq_kws", seed=5)
+    model, _ = ZOO.model("time_freq_kws")
     path = tmp_path / "kws.int8.onnx"
     report = quantize_file(exported["time_freq_kws"], path, "int8", against=model)
     assert report.parity is not None and report.parity.passed  # int8 tolerance, vs PyTorch
@@ -314,13 +272,10 @@ REFUSED = {
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_what_cannot_stream_is_refused_naming_the_module(tmp_path: Path, case: str) -> None:
     front, after, why = REFUSED[case]
-    path = tmp_path / "m.onnx"
-    with pytest.raises(rnnstream.ExportError) as info:
-        export(Front2d(front, after), path, example=torch.randn(2, 3, BINS))
-    message = str(info.value)
+    model = Front2d(front, after)
+    message = refusal(model, tmp_path / "m.onnx", example=torch.randn(2, 3, BINS))
     assert "'front.0'" in message and why in message
     assert "whole-sequence use" in message  # the alternative
-    assert not path.exists()
 
 
 def test_a_conv3d_over_time_is_refused_naming_it(tmp_path: Path) -> None:
@@ -389,16 +344,11 @@ class Conv2dGRUCellLoop(nn.Module):
 
 @pytest.mark.parametrize("factory", [ConvLSTMCellLoop, Conv2dGRUCellLoop])
 def test_a_cell_loop_with_a_conv_front_end_streams(tmp_path: Path, factory: type) -> None:
-    torch.manual_seed(6)
-    model = factory().eval()
-    example = _sequence(2, 3, batch_first=True, seed=0)
+    model = prepared(factory, seed=6)
+    example = sequence(2, 3, BINS, batch_first=True, seed=0)
     report = export(model, tmp_path / "loop.onnx", example=example, parity=FEW_STEPS)
     assert any(s.input == "conv_ctx0" for s in report.signature.states)
-    x = _sequence(batch=2, steps=17, batch_first=True, seed=21)
-    want = _torch_batch_time(model, x, batch_first=True)
+    x = sequence(batch=2, steps=17, features=BINS, batch_first=True, seed=21)
     stream = rnnstream.load(report.path).stream(batch=2)
-    stepped = np.stack([stream.step(x[:, t].numpy()) for t in range(17)], axis=1)
-    assert_close(stepped, want, PARITY)
-    stream.reset()
-    chunked = np.concatenate([stream.feed(x[:, t : t + 6].numpy()) for t in range(0, 17, 6)], 1)
-    assert_close(chunked, want, PARITY)
+    want = torch_batch_time(model, x, batch_first=True)
+    assert_steps_and_chunks_match(stream, x.numpy(), want, chunk=6)

@@ -8,22 +8,20 @@ called from the zero state; or it is refused with its own one-sentence message.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-import rnnstream
-from rnnstream.export import ParitySettings, export
-from tests.tolerances import PARITY, assert_close
-
-SETTINGS = ParitySettings(steps=40, chunk=6)
-STEPS, BATCH, CHUNK = 23, 2, 5
+from tests.export.streaming import (
+    USER_PARITY,
+    Case,
+    assert_refused_in_a_short_message,
+    export_and_stream_like_pytorch,
+)
 
 
 class RNNModel(nn.Module):
@@ -358,20 +356,6 @@ def _zeros_lstm(layers: int, hidden: int) -> Callable[[int], tuple]:
     return lambda bsz: (torch.zeros(layers, bsz, hidden), torch.zeros(layers, bsz, hidden))
 
 
-@dataclass(frozen=True)
-class Case:
-    """A model, how PyTorch is called from the zero state, and the heads it returns, by name."""
-
-    name: str
-    make: Callable[[], nn.Module]
-    call: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]]
-    names: tuple[str, ...] = ("y",)
-    tokens: int | None = None
-    features: int | tuple[int, ...] | None = 0  # None: no feature axis ([batch, time] floats)
-    batch_first: bool = True
-    example: bool = False  # export with example= (the input cannot be guessed)
-
-
 def _lm_call(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     steps, batch = x.shape
     return [model(x, model.init_hidden(batch))[0].view(steps, batch, -1)]
@@ -478,62 +462,9 @@ CASES = [
 ]
 
 
-def _input(case: Case, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    lead = (BATCH, STEPS) if case.batch_first else (STEPS, BATCH)
-    if case.tokens is not None:
-        return torch.randint(0, case.tokens, lead, generator=gen)
-    if case.features is None:
-        features: tuple[int, ...] = ()
-    else:
-        features = (case.features,) if isinstance(case.features, int) else case.features
-    return torch.randn(*lead, *features, generator=gen)
-
-
-def _by_name(result: object, names: tuple[str, ...]) -> dict[str, np.ndarray]:
-    return result if isinstance(result, dict) else {names[0]: result}
-
-
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_user_model_exports_and_streams_like_pytorch(case: Case, tmp_path: Path) -> None:
     export_and_stream_like_pytorch(case, tmp_path)
-
-
-def export_and_stream_like_pytorch(case: Case, tmp_path: Path) -> None:
-    """Export ``case``'s model, then stream it step by step and in chunks against PyTorch."""
-    torch.manual_seed(sum(map(ord, case.name)))
-    model = case.make().eval()
-    example = _input(case, seed=0) if case.example else None
-    report = export(model, tmp_path / "m.onnx", example=example, parity=SETTINGS)
-    sig = report.signature
-    assert [o.name for o in sig.outputs] == list(case.names)
-    assert report.parity is not None and report.parity.passed
-    x = _input(case, seed=7)
-    with torch.no_grad():
-        refs = [t.numpy() for t in case.call(model, x)]
-    batch_time = x if case.batch_first else x.transpose(0, 1)
-    loaded = rnnstream.load(report.path)
-    for mode in ("step", "chunk"):
-        stream = loaded.stream(batch=BATCH)
-        if mode == "step":
-            results = [
-                _by_name(stream.step(batch_time[:, t].numpy()), case.names) for t in range(STEPS)
-            ]
-        else:
-            results = [
-                _by_name(stream.feed(batch_time[:, t : t + CHUNK].numpy()), case.names)
-                for t in range(0, STEPS, CHUNK)
-            ]
-        for spec, ref in zip(sig.outputs, refs):
-            ref = ref.swapaxes(0, 1) if spec.time_axis is not None and spec.batch_axis == 1 else ref
-            per_call = [r[spec.name] for r in results]
-            if spec.time_axis is None:
-                got = per_call[-1]
-            elif mode == "step":
-                got = np.stack(per_call, axis=1)
-            else:
-                got = np.concatenate(per_call, axis=1)
-            assert_close(got, ref, PARITY)
 
 
 class PinnedTime(nn.Module):
@@ -706,10 +637,4 @@ def test_user_model_is_refused_in_a_short_message(
     make: Callable[[], nn.Module], example: torch.Tensor | None, message: str, tmp_path: Path
 ) -> None:
     torch.manual_seed(11)
-    path = tmp_path / "m.onnx"
-    with pytest.raises(rnnstream.ExportError) as info:
-        export(make(), path, example=example, parity=SETTINGS)
-    text = str(info.value)
-    assert message in text
-    assert len(text.splitlines()) <= 3 and "Traceback" not in text
-    assert not path.exists()
+    assert_refused_in_a_short_message(make(), tmp_path / "m.onnx", message, example, USER_PARITY)

@@ -5,8 +5,8 @@ with distribution heads, a seq2seq encoder, a GRU speech enhancer's mask, DeepSp
 front-end over ``[batch, channels, time, freq]``, ``proj_size``, ``nn.Sequential`` with a
 ``SelectItem``, ``hx=`` as a keyword, inputs transposed before the recurrent layer, state
 returned as a list, namedtuple and dataclass outputs, a learned h0, ``self.hidden``. Each
-streams like PyTorch (the same check as :mod:`tests.export.test_user_models`) or is refused in
-at most three lines naming the cause and the fix.
+streams like PyTorch (the check of ``tests.export.streaming.export_and_stream_like_pytorch``) or
+is refused in at most three lines naming the cause and the fix.
 """
 
 from __future__ import annotations
@@ -21,9 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import rnnstream
-from rnnstream.export import export
-from tests.export.test_user_models import SETTINGS, Case, export_and_stream_like_pytorch
+from tests.export.streaming import (
+    USER_PARITY,
+    Case,
+    assert_refused_in_a_short_message,
+    export_and_stream_like_pytorch,
+)
 
 
 class RecurrentPPOPolicy(nn.Module):
@@ -532,10 +535,4 @@ def test_held_out_model_is_refused_in_a_short_message(
     make: Callable[[], nn.Module], example: torch.Tensor | None, message: str, tmp_path: Path
 ) -> None:
     torch.manual_seed(13)
-    path = tmp_path / "m.onnx"
-    with pytest.raises(rnnstream.ExportError) as info:
-        export(make(), path, example=example, parity=SETTINGS)
-    text = str(info.value)
-    assert message in text
-    assert len(text.splitlines()) <= 3 and "Traceback" not in text
-    assert not path.exists()
+    assert_refused_in_a_short_message(make(), tmp_path / "m.onnx", message, example, USER_PARITY)

@@ -5,25 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import rnnstream
 from rnnstream.runtime.discover import state_output_candidates
+from tests.runtime.third_party import ints, save_graph, value_info
 from tests.tolerances import assert_close
 
 F, H = 4, 6
 # The accumulator's weights: fixed, drawn from their own seed (tests draw their data per test).
 W = np.random.default_rng(7).standard_normal((F, H)).astype(np.float32)
-
-
-def _save(graph: onnx.GraphProto, path: Path) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-    return path
 
 
 def accumulator(path: Path, state_in: str, state_out: str, extra_const: str | None = None):
@@ -34,13 +26,13 @@ def accumulator(path: Path, state_in: str, state_out: str, extra_const: str | No
     """
     f32 = TensorProto.FLOAT
     inputs = [
-        helper.make_tensor_value_info("input", f32, ["batch", F]),
-        helper.make_tensor_value_info(state_in, f32, [2, "batch", H]),
+        value_info("input", f32, ["batch", F]),
+        value_info(state_in, f32, [2, "batch", H]),
     ]
     nodes = [helper.make_node("MatMul", ["input", "W"], ["xw"])]
     xw = "xw"
     if extra_const:
-        inputs.append(helper.make_tensor_value_info(extra_const, TensorProto.INT64, []))
+        inputs.append(value_info(extra_const, TensorProto.INT64, []))
         nodes += [
             helper.make_node("Cast", [extra_const], ["k"], to=f32),
             helper.make_node("Mul", ["xw", "k"], ["xwk"]),
@@ -51,21 +43,16 @@ def accumulator(path: Path, state_in: str, state_out: str, extra_const: str | No
         helper.make_node("Add", ["decayed", xw], [state_out]),
         helper.make_node("ReduceSum", [state_out, "axis0"], ["output"], keepdims=0),
     ]
-    graph = helper.make_graph(
+    return save_graph(
+        path,
         nodes,
-        "accumulator",
         inputs,
         [
-            helper.make_tensor_value_info("output", f32, ["batch", H]),
-            helper.make_tensor_value_info(state_out, f32, [2, "batch", H]),
+            value_info("output", f32, ["batch", H]),
+            value_info(state_out, f32, [2, "batch", H]),
         ],
-        initializer=[
-            numpy_helper.from_array(W, "W"),
-            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
-            numpy_helper.from_array(np.array([0], np.int64), "axis0"),
-        ],
+        {"W": W, "half": np.array(0.5, np.float32), "axis0": ints(0)},
     )
-    return _save(graph, path)
 
 
 def reference(xs: np.ndarray, scale: float = 1.0) -> np.ndarray:
@@ -139,24 +126,19 @@ def rnn_time_major(path: Path) -> Path:
         helper.make_node("RNN", ["X", "W", "R", "", "", "h"], ["Y4", "h_out"], hidden_size=H),
         helper.make_node("Squeeze", ["Y4", "one"], ["Y"]),
     ]
-    graph = helper.make_graph(
+    return save_graph(
+        path,
         nodes,
-        "rnn",
         [
-            helper.make_tensor_value_info("X", f32, ["seq_len", "batch_size", F]),
-            helper.make_tensor_value_info("h", f32, [1, "batch_size", H]),
+            value_info("X", f32, ["seq_len", "batch_size", F]),
+            value_info("h", f32, [1, "batch_size", H]),
         ],
         [
-            helper.make_tensor_value_info("Y", f32, ["seq_len", "batch_size", H]),
-            helper.make_tensor_value_info("h_out", f32, [1, "batch_size", H]),
+            value_info("Y", f32, ["seq_len", "batch_size", H]),
+            value_info("h_out", f32, [1, "batch_size", H]),
         ],
-        initializer=[
-            numpy_helper.from_array(W.T[None].copy(), "W"),
-            numpy_helper.from_array(r, "R"),
-            numpy_helper.from_array(np.array([1], np.int64), "one"),
-        ],
+        {"W": W.T[None].copy(), "R": r, "one": ints(1)},
     )
-    return _save(graph, path)
 
 
 def test_time_major_third_party_model_steps_and_feeds(tmp_path):

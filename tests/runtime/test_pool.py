@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,24 +15,23 @@ from rnnstream.export import ParitySettings, export
 from tests.tolerances import assert_close
 
 
+def _exported(folder: Path, make: Callable[[], torch.nn.Module], seed: int) -> rnnstream.Model:
+    torch.manual_seed(seed)
+    path = folder / "model.onnx"
+    export(make(), path, parity=ParitySettings(steps=100))
+    return rnnstream.load(path)
+
+
 @pytest.fixture(scope="module")
 def gru_model(tmp_path_factory) -> rnnstream.Model:
-    torch.manual_seed(3)
-    path = tmp_path_factory.mktemp("pool") / "gru.onnx"
-    export(
-        torch.nn.GRU(5, 12, num_layers=2, batch_first=False), path, parity=ParitySettings(steps=100)
-    )
-    return rnnstream.load(path)
+    gru = partial(torch.nn.GRU, 5, 12, num_layers=2, batch_first=False)
+    return _exported(tmp_path_factory.mktemp("pool"), gru, seed=3)
 
 
 @pytest.fixture(scope="module")
 def lstm_model(tmp_path_factory) -> rnnstream.Model:
-    torch.manual_seed(4)
-    path = tmp_path_factory.mktemp("pool") / "lstm.onnx"
-    export(
-        torch.nn.LSTM(3, 8, num_layers=1, batch_first=True), path, parity=ParitySettings(steps=100)
-    )
-    return rnnstream.load(path)
+    lstm = partial(torch.nn.LSTM, 3, 8, num_layers=1, batch_first=True)
+    return _exported(tmp_path_factory.mktemp("pool"), lstm, seed=4)
 
 
 @pytest.mark.parametrize("fixture", ["gru_model", "lstm_model"])

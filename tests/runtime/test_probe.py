@@ -9,15 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 import rnnstream
 from tests.runtime.graphs import save_token_rnn
 from tests.runtime.test_discover import accumulator, reference, rnn_time_major
-from tests.runtime.third_party import ort_loop as ort_steps
+from tests.runtime.third_party import ints, ort_loop, save_graph, value_info
 from tests.runtime.third_party_audio import KWS_H, SILERO_H, kws_mel, silero_v5
 from tests.tolerances import assert_close
 
@@ -28,14 +27,6 @@ R = (0.5 * _rng.standard_normal((1, 4 * H, H))).astype(np.float32)
 V = _rng.standard_normal((H, 1)).astype(np.float32)
 WIN = _rng.standard_normal(H).astype(np.float32)
 f32 = TensorProto.FLOAT
-
-
-def _save(graph: onnx.GraphProto, path: Path) -> Path:
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model, full_check=True)
-    onnx.save(model, path)
-    return path
 
 
 def windows_lstm(path: Path) -> Path:
@@ -50,28 +41,21 @@ def windows_lstm(path: Path) -> Path:
         helper.make_node("MatMul", ["y2", "V"], ["logit"]),
         helper.make_node("Sigmoid", ["logit"], ["prob"]),
     ]
-    graph = helper.make_graph(
+    return save_graph(
+        path,
         nodes,
-        "windows",
         [
-            helper.make_tensor_value_info("x", f32, ["N", F]),
-            helper.make_tensor_value_info("h", f32, [1, 1, H]),
-            helper.make_tensor_value_info("c", f32, [1, 1, H]),
+            value_info("x", f32, ["N", F]),
+            value_info("h", f32, [1, 1, H]),
+            value_info("c", f32, [1, 1, H]),
         ],
         [
-            helper.make_tensor_value_info("prob", f32, ["N", 1]),
-            helper.make_tensor_value_info("hn", f32, [1, 1, H]),
-            helper.make_tensor_value_info("cn", f32, [1, 1, H]),
+            value_info("prob", f32, ["N", 1]),
+            value_info("hn", f32, [1, 1, H]),
+            value_info("cn", f32, [1, 1, H]),
         ],
-        initializer=[
-            numpy_helper.from_array(W, "W"),
-            numpy_helper.from_array(R, "R"),
-            numpy_helper.from_array(V, "V"),
-            numpy_helper.from_array(np.array([1], np.int64), "one"),
-            numpy_helper.from_array(np.array([1, 2], np.int64), "one2"),
-        ],
+        {"W": W, "R": R, "V": V, "one": ints(1), "one2": ints(1, 2)},
     )
-    return _save(graph, path)
 
 
 def window_frames(path: Path, sample_rate: bool = False) -> Path:
@@ -79,13 +63,13 @@ def window_frames(path: Path, sample_rate: bool = False) -> Path:
     ``s' = tanh(0.5 s + mean(x) w)``, out ``[batch, 1]``, state ``[2, batch, H]``; optionally
     an int64 ``sr`` that scales the window."""
     inputs = [
-        helper.make_tensor_value_info("input", f32, ["batch", "sequence"]),
-        helper.make_tensor_value_info("state", f32, [2, "batch", H]),
+        value_info("input", f32, ["batch", "sequence"]),
+        value_info("state", f32, [2, "batch", H]),
     ]
     nodes = [helper.make_node("ReduceMean", ["input"], ["m"], axes=[1], keepdims=1)]
     mean = "m"
     if sample_rate:
-        inputs.append(helper.make_tensor_value_info("sr", TensorProto.INT64, []))
+        inputs.append(value_info("sr", TensorProto.INT64, []))
         nodes += [
             helper.make_node("Cast", ["sr"], ["k"], to=f32),
             helper.make_node("Mul", ["m", "k"], ["mk"]),
@@ -99,21 +83,16 @@ def window_frames(path: Path, sample_rate: bool = False) -> Path:
         helper.make_node("ReduceMean", ["stateN"], ["o"], axes=[0, 2], keepdims=0),
         helper.make_node("Unsqueeze", ["o", "one"], ["output"]),
     ]
-    graph = helper.make_graph(
+    return save_graph(
+        path,
         nodes,
-        "window_frames",
         inputs,
         [
-            helper.make_tensor_value_info("output", f32, ["batch", 1]),
-            helper.make_tensor_value_info("stateN", f32, [2, "batch", H]),
+            value_info("output", f32, ["batch", 1]),
+            value_info("stateN", f32, [2, "batch", H]),
         ],
-        initializer=[
-            numpy_helper.from_array(WIN, "w"),
-            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
-            numpy_helper.from_array(np.array([1], np.int64), "one"),
-        ],
+        {"w": WIN, "half": np.array(0.5, np.float32), "one": ints(1)},
     )
-    return _save(graph, path)
 
 
 def lying_names(path: Path) -> Path:
@@ -125,36 +104,19 @@ def lying_names(path: Path) -> Path:
         helper.make_node("Squeeze", ["y4", "one"], ["y3"]),
         helper.make_node("Transpose", ["y3"], ["y"], perm=[1, 0, 2]),
     ]
-    graph = helper.make_graph(
+    return save_graph(
+        path,
         nodes,
-        "lying",
         [
-            helper.make_tensor_value_info("x", f32, ["time", "batch", F]),
-            helper.make_tensor_value_info("h", f32, [1, "b", H]),
+            value_info("x", f32, ["time", "batch", F]),
+            value_info("h", f32, [1, "b", H]),
         ],
         [
-            helper.make_tensor_value_info("y", f32, ["time", "batch", H]),
-            helper.make_tensor_value_info("h_out", f32, [1, "b", H]),
+            value_info("y", f32, ["time", "batch", H]),
+            value_info("h_out", f32, [1, "b", H]),
         ],
-        initializer=[
-            numpy_helper.from_array(W[:, :H], "W"),
-            numpy_helper.from_array(R[:, :H], "R"),
-            numpy_helper.from_array(np.array([1], np.int64), "one"),
-        ],
+        {"W": W[:, :H], "R": R[:, :H], "one": ints(1)},
     )
-    return _save(graph, path)
-
-
-def ort_loop(path: Path, frames: list[np.ndarray], states: dict, extra: dict | None = None):
-    """The hand-written loop: one session run per frame, the new states fed back by name."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    names = [o.name for o in session.get_outputs()]
-    ys = []
-    for x in frames:
-        results = dict(zip(names, session.run(None, {"x": x, **states, **(extra or {})})))
-        states = {name: results[name + "n"] for name in states}
-        ys.append(results)
-    return ys
 
 
 def axes_of(model: rnnstream.Model) -> tuple[dict, dict, list]:
@@ -175,9 +137,8 @@ def test_windows_without_batch_axis_stream_by_step_and_feed(tmp_path):
     )
     xs = np.random.default_rng(1).standard_normal((9, F)).astype(np.float32)
     zeros = {"h": np.zeros((1, 1, H), np.float32), "c": np.zeros((1, 1, H), np.float32)}
-    want = np.concatenate(
-        [r["prob"] for r in ort_loop(path, [xs[t : t + 1] for t in range(9)], zeros)]
-    )
+    steps = [{"x": xs[t : t + 1]} for t in range(9)]
+    want = np.concatenate([r["prob"] for r in ort_loop(path, steps, zeros, {"h": "hn", "c": "cn"})])
     fed = model.stream()
     assert_close(np.concatenate([fed.feed(xs[:4]), fed.feed(xs[4:])]), want)
     stepped = model.stream()
@@ -314,23 +275,19 @@ def refusing_everything(path: Path) -> Path:
         helper.make_node("Add", ["decayed", "m"], ["stateN"]),
         helper.make_node("ReduceMean", ["stateN"], ["output"], axes=[1], keepdims=1),
     ]
-    graph = helper.make_graph(
+    return save_graph(
+        path,
         nodes,
-        "refusing",
         [
-            helper.make_tensor_value_info("input", f32, ["batch", "samples"]),
-            helper.make_tensor_value_info("state", f32, ["batch", H]),
+            value_info("input", f32, ["batch", "samples"]),
+            value_info("state", f32, ["batch", H]),
         ],
         [
-            helper.make_tensor_value_info("output", f32, ["batch", 1]),
-            helper.make_tensor_value_info("stateN", f32, ["batch", H]),
+            value_info("output", f32, ["batch", 1]),
+            value_info("stateN", f32, ["batch", H]),
         ],
-        initializer=[
-            numpy_helper.from_array(np.array([0, 70001], np.int64), "window"),
-            numpy_helper.from_array(np.array(0.5, np.float32), "half"),
-        ],
+        {"window": ints(0, 70001), "half": np.array(0.5, np.float32)},
     )
-    return _save(graph, path)
 
 
 @pytest.mark.parametrize("rate, window", [(16000, 512), (8000, 256)])
@@ -348,7 +305,7 @@ def test_a_fixed_window_is_probed_at_the_size_the_model_takes(tmp_path, rate, wi
     windows = rng.uniform(-1, 1, (4, window)).astype(np.float32)
     state = np.zeros((2, 1, SILERO_H), np.float32)
     steps = [{"input": w[None], "sr": np.array(rate)} for w in windows]
-    want = [r["output"][0] for r in ort_steps(path, steps, {"state": state}, {"state": "stateN"})]
+    want = [r["output"][0] for r in ort_loop(path, steps, {"state": state}, {"state": "stateN"})]
     stream = model.stream()
     assert_close(np.stack([stream.step(w) for w in windows]), np.stack(want))
     batched = model.stream(batch=2)
@@ -364,7 +321,7 @@ def test_a_window_of_frames_flattened_by_a_reshape_is_found(tmp_path):
     features = np.random.default_rng(6).standard_normal((3, 49, 40)).astype(np.float32)
     steps = [{"features": f[None]} for f in features]
     zero = {"h0": np.zeros((1, 1, KWS_H), np.float32)}
-    want = [r["logits"][0] for r in ort_steps(path, steps, zero, {"h0": "hn"})]
+    want = [r["logits"][0] for r in ort_loop(path, steps, zero, {"h0": "hn"})]
     stream = model.stream()
     assert_close(np.stack([stream.step(f) for f in features]), np.stack(want))
 
@@ -390,24 +347,19 @@ def overlapping_windows(path: Path) -> Path:
         helper.make_node("Tanh", ["mixed"], ["score"]),
         helper.make_node("Identity", ["audio"], ["window_next"]),
     ]
-    graph = helper.make_graph(
+    return save_graph(
+        path,
         nodes,
-        "overlap",
         [
-            helper.make_tensor_value_info("audio", f32, ["batch", "samples"]),
-            helper.make_tensor_value_info("window_prev", f32, ["batch", 300]),
+            value_info("audio", f32, ["batch", "samples"]),
+            value_info("window_prev", f32, ["batch", 300]),
         ],
         [
-            helper.make_tensor_value_info("score", f32, ["batch", 4]),
-            helper.make_tensor_value_info("window_next", f32, ["batch", 300]),
+            value_info("score", f32, ["batch", 4]),
+            value_info("window_next", f32, ["batch", 300]),
         ],
-        initializer=[
-            numpy_helper.from_array(
-                0.1 * np.random.default_rng(22).standard_normal((600, 4)).astype(np.float32), "W"
-            )
-        ],
+        {"W": 0.1 * np.random.default_rng(22).standard_normal((600, 4)).astype(np.float32)},
     )
-    return _save(graph, path)
 
 
 def test_a_window_is_found_from_the_fixed_sizes_of_the_other_tensors(tmp_path):
