@@ -1,0 +1,261 @@
+"""Users' models the exporter got wrong after issue 10, class by class.
+
+1. Outputs computed from the returned state instead of the sequence: encoders that return
+   ``hidden, cell`` or ``h_end[-1]``, classifiers on ``h_n[-1]``, on ``h_n.squeeze(0)``, on
+   ``cat([h[-2], h[-1]])``, on the cell state, ``out[-1]`` of a time-major layer. A stream's
+   meaning for such an output, at each step, is the head applied to that step's state: what
+   PyTorch returns on the sequence so far. So every step (and every chunk's end) is compared with
+   PyTorch run on the prefix up to it, and an output shaped like the state (``[layers, batch,
+   hidden]``, batch second) comes back batch first, as every stream output does.
+
+Each model is exported, then streamed step by step, in chunks and through a ``StreamPool``, and
+compared with PyTorch at the float32 parity tolerance.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import rnnstream
+from rnnstream.export import ParitySettings, export
+from tests.tolerances import PARITY, assert_close
+
+SETTINGS = ParitySettings(steps=30, chunk=4)
+STEPS, BATCH, CHUNK = 11, 2, 4
+
+
+class EncoderHiddenCell(nn.Module):
+    """A seq2seq LSTM encoder that keeps only the last hidden and cell states: ``return hidden,
+    cell`` (both ``[layers, batch, hidden]``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, num_layers=2, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        _, (hidden, cell) = self.lstm(x)
+        return hidden, cell
+
+
+class TokenEncoderHidden(nn.Module):
+    """A time-major GRU encoder over token ids returning only its ``hidden``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(12, 5)
+        self.rnn = nn.GRU(5, 6)
+
+    def forward(self, src: torch.Tensor) -> torch.Tensor:
+        _, hidden = self.rnn(self.embedding(src))
+        return hidden
+
+
+class EncoderLastLayer(nn.Module):
+    """An autoencoder's encoder: ``return h_end[-1]`` of a 2-layer LSTM with dropout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.model = nn.LSTM(4, 6, num_layers=2, batch_first=True, dropout=0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h_end, _c_end) = self.model(x)
+        return h_end[-1]
+
+
+class SqueezedHiddenClassifier(nn.Module):
+    """``self.fc(h_n.squeeze(0))`` on a one-layer LSTM."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, (h_n, _) = self.lstm(x)
+        return self.fc(h_n.squeeze(0))
+
+
+class LastTwoLayersClassifier(nn.Module):
+    """``cat([hidden[-2], hidden[-1]], dim=1)`` of a unidirectional 3-layer GRU, viewed and
+    soft-maxed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(4, 5, num_layers=3, batch_first=True)
+        self.fc = nn.Linear(10, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, hidden = self.rnn(x)
+        last = torch.cat([hidden[-2], hidden[-1]], dim=1).contiguous().view(x.size(0), -1)
+        return torch.log_softmax(self.fc(last), dim=-1)
+
+
+class CellStateClassifier(nn.Module):
+    """A linear unit on the LSTM's cell state ``c_n`` (``[1, batch, 1]``: batch second)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+        self.linear = nn.Linear(6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _output, (_hidden, cell) = self.lstm(x)
+        return self.linear(cell)
+
+
+class LastStepAndHidden(nn.Module):
+    """``return out, h`` where ``out`` is ``h[-1]`` again (the last step of the top layer), with
+    ``forward(x, h=None)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 6, num_layers=2, batch_first=True)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None) -> tuple:
+        out, h = self.gru(x, h)
+        return out[:, -1], h
+
+
+class TimeMajorLastOutput(nn.Module):
+    """``self.head(out[-1])`` of a time-major LSTM, and the whole state passed in as ``hidden``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.LSTM(4, 6)
+        self.head = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor, hidden: tuple) -> tuple:
+        out, hidden = self.rnn(x, hidden)
+        return self.head(out[-1]), hidden
+
+    def init_hidden(self, bsz: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.zeros(1, bsz, 6), torch.zeros(1, bsz, 6)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A model, how PyTorch is called on a prefix from the zero state, its input, its heads."""
+
+    name: str
+    make: Callable[[], nn.Module]
+    call: Callable[[nn.Module, torch.Tensor], list[torch.Tensor]]
+    names: tuple[str, ...] = ("y",)
+    tokens: int | None = None
+    features: int = 4
+    batch_first: bool = True
+
+    def sample(self, seed: int) -> torch.Tensor:
+        """A random input in the model's layout."""
+        gen = torch.Generator().manual_seed(seed)
+        lead = (BATCH, STEPS) if self.batch_first else (STEPS, BATCH)
+        if self.tokens is not None:
+            return torch.randint(0, self.tokens, lead, generator=gen)
+        return torch.randn(*lead, self.features, generator=gen)
+
+
+def _first(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    return [model(x)[0]]
+
+
+def _whole(model: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    return [model(x)]
+
+
+CASES = [
+    Case("encoder_returns_hidden_cell", EncoderHiddenCell, _first),
+    Case("token_encoder_returns_hidden", TokenEncoderHidden, _whole, tokens=12, batch_first=False),
+    Case("encoder_returns_h_end_last_layer", EncoderLastLayer, _whole),
+    Case("classifier_on_squeezed_h_n", SqueezedHiddenClassifier, _whole),
+    Case("classifier_on_last_two_layers", LastTwoLayersClassifier, _whole),
+    Case("classifier_on_cell_state", CellStateClassifier, _whole),
+    Case("last_step_and_hidden", LastStepAndHidden, _first),
+    Case(
+        "time_major_out_last",
+        TimeMajorLastOutput,
+        lambda m, x: [m(x, m.init_hidden(x.shape[1]))[0]],
+        batch_first=False,
+    ),
+]
+
+
+def _caller_layout(y: np.ndarray, spec: rnnstream.TensorSpec) -> np.ndarray:
+    """A model-layout output as a stream returns it: batch first, then time (if any)."""
+    if spec.time_axis is None:
+        return np.moveaxis(y, spec.batch_axis, 0)
+    return np.moveaxis(y, (spec.batch_axis, spec.time_axis), (0, 1))
+
+
+def _by_name(result: object, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    return result if isinstance(result, dict) else {names[0]: result}
+
+
+def stream_like_pytorch_on_every_prefix(case: Case, tmp_path: Path) -> rnnstream.Signature:
+    """Export ``case``'s model, then check each step's and each chunk's outputs against PyTorch
+    run on the input up to that point, and a pool's steps against the lone stream's."""
+    torch.manual_seed(sum(map(ord, case.name)))
+    model = case.make().eval()
+    report = export(model, tmp_path / "m.onnx", parity=SETTINGS)
+    sig = report.signature
+    assert [o.name for o in sig.outputs] == list(case.names)
+    assert report.parity is not None and report.parity.passed
+    x = case.sample(seed=7)
+    time_axis = 1 if case.batch_first else 0
+
+    def pytorch(end: int) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            ys = case.call(model, x.narrow(time_axis, 0, end))
+        return {o.name: _caller_layout(y.numpy(), o) for o, y in zip(sig.outputs, ys)}
+
+    frames = (x if case.batch_first else x.transpose(0, 1)).numpy()
+    whole = pytorch(STEPS)
+    loaded = rnnstream.load(report.path)
+    stream, pool = loaded.stream(batch=BATCH), loaded.pool()
+    rows = [pool.open() for _ in range(BATCH)]
+    per_step: dict[str, list[np.ndarray]] = {o.name: [] for o in sig.outputs}
+    for t in range(STEPS):
+        got = _by_name(stream.step(frames[:, t]), case.names)
+        pooled = pool.step({row: frames[i, t] for i, row in enumerate(rows)})
+        ref = pytorch(t + 1)
+        for o in sig.outputs:
+            per_step[o.name].append(got[o.name])
+            for i, row in enumerate(rows):
+                assert_close(_by_name(pooled[row], case.names)[o.name], got[o.name][i])
+            if o.time_axis is None:
+                assert_close(got[o.name], ref[o.name], PARITY)
+    stream.reset()
+    chunks: dict[str, list[np.ndarray]] = {o.name: [] for o in sig.outputs}
+    for start in range(0, STEPS, CHUNK):
+        end = min(start + CHUNK, STEPS)
+        got = _by_name(stream.feed(frames[:, start:end]), case.names)
+        ref = pytorch(end)
+        for o in sig.outputs:
+            chunks[o.name].append(got[o.name])
+            if o.time_axis is None:
+                assert_close(got[o.name], ref[o.name], PARITY)
+    for o in sig.outputs:
+        if o.time_axis is not None:
+            assert_close(np.stack(per_step[o.name], axis=1), whole[o.name], PARITY)
+            assert_close(np.concatenate(chunks[o.name], axis=1), whole[o.name], PARITY)
+    return sig
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_output_from_the_returned_state_streams_per_step(case: Case, tmp_path: Path) -> None:
+    stream_like_pytorch_on_every_prefix(case, tmp_path)
+
+
+def test_state_returned_as_the_output_keeps_its_shape_batch_first(tmp_path: Path) -> None:
+    """``return hidden, cell``: the output is ``hidden`` (``[2, batch, 6]`` in the file), the
+    stream's step gives ``[batch, 2, 6]``; the state pairs are the usual ``h0/c0 -> hn/cn``."""
+    sig = stream_like_pytorch_on_every_prefix(CASES[0], tmp_path)
+    (output,) = sig.outputs
+    assert output.shape == (2, "batch", 6) and output.batch_axis == 1
+    assert output.time_axis is None
+    assert [(s.input, s.output) for s in sig.states] == [("h0", "hn"), ("c0", "cn")]
