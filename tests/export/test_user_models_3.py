@@ -8,8 +8,20 @@
    PyTorch run on the prefix up to it, and an output shaped like the state (``[layers, batch,
    hidden]``, batch second) comes back batch first, as every stream output does.
 
+2. An ``nn.LSTM``/``GRU``/``RNN`` called once per time step in a Python loop (``for t in
+   range(T): out, h = self.lstm(x[:, t:t+1], h)``, ``x[t].unsqueeze(0)`` time-major, ``split``,
+   ``unbind``, two layers stacked in the loop, state from ``None``, from zeros or passed in):
+   exported as a cell loop (one traced step in a Scan). A layer run several times otherwise, or
+   an LSTM with ``proj_size`` run per step, is refused naming it, with the fix.
+
+3. Extra per-stream inputs that are not time series (a speaker embedding, a temperature): a
+   stream feeds a model only its frames and its state, so they are refused naming the argument
+   and the fix, a wrapper that fixes the value (checked to export and stream here). A new runtime
+   input role was not built: per-row constants in the pool, their parity and their place in the
+   signature are more than a wrapper asks of the user for one conditioning value per file.
+
 Each model is exported, then streamed step by step, in chunks and through a ``StreamPool``, and
-compared with PyTorch at the float32 parity tolerance.
+compared with PyTorch at the float32 parity tolerance (or refused in at most three lines).
 """
 
 from __future__ import annotations
@@ -139,6 +151,89 @@ class TimeMajorLastOutput(nn.Module):
         return torch.zeros(1, bsz, 6), torch.zeros(1, bsz, 6)
 
 
+class BatchFirstStepLoop(nn.Module):
+    """``out, h = self.lstm(x[:, t:t+1], h)`` from ``h = None``, a head per step, ``cat``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, outs = None, []
+        for t in range(x.size(1)):
+            out, h = self.lstm(x[:, t : t + 1], h)
+            outs.append(self.fc(out))
+        return torch.cat(outs, dim=1)
+
+
+class TimeMajorStepLoop(nn.Module):
+    """A time-major GRU fed ``x[t].unsqueeze(0)``, ``forward(x, hidden=None) -> (y, hidden)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 6)
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple:
+        outs = []
+        for t in range(x.size(0)):
+            out, hidden = self.gru(x[t].unsqueeze(0), hidden)
+            outs.append(self.fc(out))
+        return torch.cat(outs, dim=0), hidden
+
+
+class SplitStepLoopRequiredState(nn.Module):
+    """A 2-layer GRU over ``x.split(1, dim=1)`` with the state a required argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 5, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ys = []
+        for x_t in x.split(1, dim=1):
+            y, h = self.gru(x_t, h)
+            ys.append(self.fc(y))
+        return torch.cat(ys, 1), h
+
+
+class UnbindRnnFromZeros(nn.Module):
+    """A ReLU ``nn.RNN`` over ``x.unbind(1)``, its state zeros made from ``x``, ``stack``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.RNN(4, 6, nonlinearity="relu", batch_first=True)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, ys = x.new_zeros(1, x.size(0), 6), []
+        for x_t in x.unbind(1):
+            y, h = self.rnn(x_t.unsqueeze(1), h)
+            ys.append(self.fc(y.squeeze(1)))
+        return torch.stack(ys, 1)
+
+
+class StackedStepLoop(nn.Module):
+    """An LSTM then a 2-layer GRU, both stepped in one loop, a head on each step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1 = nn.LSTM(4, 6, batch_first=True)
+        self.l2 = nn.GRU(6, 5, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h1 = h2 = None
+        ys = []
+        for t in range(x.shape[1]):
+            a, h1 = self.l1(x[:, t].unsqueeze(1), h1)
+            b, h2 = self.l2(a, h2)
+            ys.append(self.fc(b[:, 0]))
+        return torch.stack(ys, 1)
+
+
 @dataclass(frozen=True)
 class Case:
     """A model, how PyTorch is called on a prefix from the zero state, its input, its heads."""
@@ -150,6 +245,7 @@ class Case:
     tokens: int | None = None
     features: int = 4
     batch_first: bool = True
+    example: bool = False  # export with example= (the input cannot be guessed)
 
     def sample(self, seed: int) -> torch.Tensor:
         """A random input in the model's layout."""
@@ -184,6 +280,18 @@ CASES = [
     ),
 ]
 
+STEP_LOOPS = [
+    Case("lstm_stepped_batch_first", BatchFirstStepLoop, _whole),
+    Case("gru_stepped_time_major", TimeMajorStepLoop, _first, batch_first=False),
+    Case(
+        "gru_stepped_split_required_state",
+        SplitStepLoopRequiredState,
+        lambda m, x: [m(x, torch.zeros(2, x.shape[0], 5))[0]],
+    ),
+    Case("rnn_stepped_unbind_from_zeros", UnbindRnnFromZeros, _whole),
+    Case("two_layers_stepped_in_one_loop", StackedStepLoop, _whole),
+]
+
 
 def _caller_layout(y: np.ndarray, spec: rnnstream.TensorSpec) -> np.ndarray:
     """A model-layout output as a stream returns it: batch first, then time (if any)."""
@@ -201,7 +309,8 @@ def stream_like_pytorch_on_every_prefix(case: Case, tmp_path: Path) -> rnnstream
     run on the input up to that point, and a pool's steps against the lone stream's."""
     torch.manual_seed(sum(map(ord, case.name)))
     model = case.make().eval()
-    report = export(model, tmp_path / "m.onnx", parity=SETTINGS)
+    example = case.sample(seed=0) if case.example else None
+    report = export(model, tmp_path / "m.onnx", example=example, parity=SETTINGS)
     sig = report.signature
     assert [o.name for o in sig.outputs] == list(case.names)
     assert report.parity is not None and report.parity.passed
@@ -259,3 +368,179 @@ def test_state_returned_as_the_output_keeps_its_shape_batch_first(tmp_path: Path
     assert output.shape == (2, "batch", 6) and output.batch_axis == 1
     assert output.time_axis is None
     assert [(s.input, s.output) for s in sig.states] == [("h0", "hn"), ("c0", "cn")]
+
+
+@pytest.mark.parametrize("case", STEP_LOOPS, ids=lambda c: c.name)
+def test_layer_stepped_in_a_python_loop_streams_like_pytorch(case: Case, tmp_path: Path) -> None:
+    sig = stream_like_pytorch_on_every_prefix(case, tmp_path)
+    layers = {k: v for k, v in sig.source["cells"].items() if v.get("per_step")}
+    assert layers and all(v["per_step"] for v in layers.values())
+
+
+def test_a_stepped_layer_keeps_the_usual_state_names(tmp_path: Path) -> None:
+    sig = stream_like_pytorch_on_every_prefix(STEP_LOOPS[-1], tmp_path)
+    assert [(s.input, s.shape, s.batch_axis) for s in sig.states] == [
+        ("l1_h0", (1, "batch", 6), 1),
+        ("l1_c0", (1, "batch", 6), 1),
+        ("l2_h0", (2, "batch", 5), 1),
+    ]
+
+
+class SameLayerTwice(nn.Module):
+    """One GRU run forwards and over the flipped sequence: two uses, one state."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 6, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x)[0] + self.gru(x.flip(1))[0]
+
+
+class ProjectedStepLoop(nn.Module):
+    """An LSTM with ``proj_size`` stepped in a loop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, proj_size=3, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, outs = None, []
+        for t in range(x.size(1)):
+            out, h = self.lstm(x[:, t : t + 1], h)
+            outs.append(out)
+        return torch.cat(outs, 1)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            SameLayerTwice,
+            "recurrent module 'gru' runs more than once per forward (2 times over 3 steps, on "
+            "inputs of 3, 3 steps): a stream carries one state per module.\nCall it once on the "
+            "whole sequence",
+        ),
+        (
+            ProjectedStepLoop,
+            "'lstm' (an LSTM with proj_size) runs once per time step, which exports only for a "
+            "layer without proj_size; call it once on the whole sequence",
+        ),
+    ],
+    ids=["same_layer_twice", "proj_size_stepped"],
+)
+def test_layer_run_several_times_is_refused_with_the_fix(
+    make: Callable[[], nn.Module], message: str, tmp_path: Path
+) -> None:
+    torch.manual_seed(3)
+    path = tmp_path / "m.onnx"
+    with pytest.raises(rnnstream.ExportError) as info:
+        export(make(), path, parity=SETTINGS)
+    text = str(info.value)
+    assert message in text
+    assert len(text.splitlines()) <= 3 and "Traceback" not in text
+    assert not path.exists()
+
+
+class SpeakerConditioned(nn.Module):
+    """A speaker embedding repeated over time and concatenated to each frame:
+    ``forward(x, spk_emb, hidden=None) -> (y, hidden)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4 + 3, 6, batch_first=True)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(
+        self, x: torch.Tensor, spk_emb: torch.Tensor, hidden: torch.Tensor | None = None
+    ) -> tuple:
+        cond = spk_emb.unsqueeze(1).expand(-1, x.size(1), -1)
+        out, hidden = self.gru(torch.cat([x, cond], dim=-1), hidden)
+        return self.fc(out), hidden
+
+
+class WithSpeaker(nn.Module):
+    """The fix the refusal asks for: one speaker's embedding kept as a buffer (one export per
+    speaker), expanded to the batch."""
+
+    def __init__(self, model: nn.Module, spk_emb: torch.Tensor) -> None:
+        super().__init__()
+        self.model = model
+        self.register_buffer("spk_emb", spk_emb)
+
+    def forward(self, x: torch.Tensor, hidden: torch.Tensor | None = None) -> tuple:
+        return self.model(x, self.spk_emb.expand(x.size(0), -1), hidden)
+
+
+class SampledWithTemperature(nn.Module):
+    """``forward(x, hidden, temperature: float)``: softmax of the logits over a temperature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, batch_first=True)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor, hidden: tuple, temperature: float) -> tuple:
+        out, hidden = self.lstm(x, hidden)
+        return torch.softmax(self.fc(out) / temperature, dim=-1), hidden
+
+
+class TemperatureTensor(nn.Module):
+    """``forward(x, hidden, temperature)`` with no annotations: a tensor temperature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(4, 6, batch_first=True)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x, hidden, temperature):  # untyped, as users write it
+        out, hidden = self.gru(x, hidden)
+        return self.fc(out) / temperature, hidden
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            SpeakerConditioned,
+            "SpeakerConditioned.forward requires 'spk_emb' besides the input; the exporter "
+            "passes recurrent state there, and the model fails on its layers' zero state",
+        ),
+        (
+            SampledWithTemperature,
+            "SampledWithTemperature.forward requires 'temperature' (float) besides the input: "
+            "not recurrent state, and a stream feeds the model only its input and state.\nFix "
+            "'temperature' in a wrapper module whose forward(x, ...) calls the model with it "
+            "(one export per value), or give 'temperature' a default.",
+        ),
+        (
+            TemperatureTensor,
+            "If one of 'hidden', 'temperature' is not recurrent state, fix its value in a "
+            "wrapper module whose forward takes only the input",
+        ),
+    ],
+    ids=["speaker_embedding", "float_temperature", "tensor_temperature"],
+)
+def test_conditioning_argument_is_refused_naming_it_and_the_wrapper(
+    make: Callable[[], nn.Module], message: str, tmp_path: Path
+) -> None:
+    torch.manual_seed(4)
+    path = tmp_path / "m.onnx"
+    with pytest.raises(rnnstream.ExportError) as info:
+        export(make(), path, parity=SETTINGS)
+    text = str(info.value)
+    assert message in text
+    assert len(text.splitlines()) <= 3 and "Traceback" not in text
+    assert not path.exists()
+
+
+def test_the_wrapper_that_fixes_the_conditioning_streams_like_pytorch(tmp_path: Path) -> None:
+    speaker = torch.randn(1, 3, generator=torch.Generator().manual_seed(9))
+    case = Case(
+        "speaker_fixed_by_a_wrapper",
+        lambda: WithSpeaker(SpeakerConditioned(), speaker),
+        _first,
+        example=True,  # the GRU's input size (frame + embedding) is not the frame's
+    )
+    sig = stream_like_pytorch_on_every_prefix(case, tmp_path)
+    assert [s.input for s in sig.states] == ["h0"]
