@@ -44,25 +44,24 @@ def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
 def graph_cost(model: onnx.ModelProto) -> dict[str, int]:
     """``{"parameters": ..., "macs_per_step": ...}`` for one step of one sequence.
 
-    Parameters are the floating-point initializers' elements; multiply-adds count each weight of
-    a matrix product or recurrent operator once (embedding lookups and elementwise ops are free),
-    and each weight of a convolution once per output position of a step: once for a convolution
-    over time (``Conv1d``), once per output frequency bin for one over time and frequency
-    (``Conv2d``). A step's positions are the output's spatial sizes known as numbers (the time
-    axis has a symbolic size and counts once).
+    Parameters are the floating-point initializers' elements (subgraphs' too); multiply-adds
+    count each weight of a matrix product or recurrent operator once (embedding lookups and
+    elementwise ops are free), and each weight of a convolution once per output position of a
+    step: once for a convolution over time (``Conv1d``), once per output frequency bin for one
+    over time and frequency (``Conv2d``). A step's positions are the output's spatial sizes known
+    as numbers (the time axis has a symbolic size and counts once).
     """
+    graphs = list(_graphs(model.graph))
+    initializers = [init for graph in graphs for init in graph.initializer]
     sizes = {
         init.name: numpy_helper.to_array(init).size
-        for init in model.graph.initializer
+        for init in initializers
         if init.data_type != onnx.TensorProto.INT64
     }
     float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE}
     parameters = sum(
-        numpy_helper.to_array(init).size
-        for init in model.graph.initializer
-        if init.data_type in float_types
+        numpy_helper.to_array(init).size for init in initializers if init.data_type in float_types
     )
-    graphs = list(_graphs(model.graph))
     nodes = [node for graph in graphs for node in graph.node]
     shapes = _shapes(model) if any(n.op_type in _CONVOLUTIONS for n in nodes) else {}
     macs = 0

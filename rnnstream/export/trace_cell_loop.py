@@ -372,18 +372,28 @@ def _scan_over_time(step: onnx.ModelProto, time_axis: int, out_time_axis: int) -
             del new.type.tensor_type.shape.dim[drop_axis]
         return new
 
+    # An LSTM operator's weights (a layer stepped in the loop) stay in the body, beside it:
+    # onnxruntime's int8 quantiser looks for W and R in the operator's own graph. The other
+    # weights move out.
+    weights = {
+        name
+        for node in graph.node
+        if node.op_type == "LSTM"
+        for name in [*node.input[1:4], *node.input[7:8]]
+    }
+    initializers, body_initializers = [], []
+    for init in graph.initializer:
+        new = copy.deepcopy(init)
+        new.name = rename[init.name]
+        (body_initializers if init.name in weights else initializers).append(new)
     body = helper.make_graph(
         body_nodes,
         "cell_loop_step",
         [renamed(v, rename[v.name]) for v in state_in] + [renamed(x_in, x_t, time_axis)],
         [renamed(v, n) for v, n in zip(state_out, state_t)] + [renamed(y_out, y_t, out_time_axis)],
+        initializer=body_initializers,
         value_info=[renamed(v, rename[v.name]) for v in graph.value_info],
     )
-    initializers = []
-    for init in graph.initializer:
-        new = copy.deepcopy(init)
-        new.name = rename[init.name]
-        initializers.append(new)
     initializers += [
         numpy_helper.from_array(_axes(time_axis), axes_in),
         numpy_helper.from_array(_axes(out_time_axis), axes_out),

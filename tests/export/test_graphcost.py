@@ -111,6 +111,26 @@ class ConvCellLoop(nn.Module):
         return conv_weights(self.conv) + 3 * 5 * (6 + 5) + 5 * 2
 
 
+class SteppedLstm(nn.Module):
+    """An ``nn.LSTM`` stepped in a Python loop: the layer runs inside the cell loop's Scan body,
+    its weights beside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(4, 6, num_layers=2, batch_first=True)
+        self.fc = nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, ys = None, []
+        for t in range(x.shape[1]):
+            y, h = self.lstm(x[:, t : t + 1], h)
+            ys.append(self.fc(y))
+        return torch.cat(ys, 1)
+
+    def expected_macs(self) -> int:
+        return recurrent_macs(self.lstm) + 6 * 2
+
+
 @pytest.mark.parametrize(
     ("make", "features"),
     [
@@ -118,8 +138,15 @@ class ConvCellLoop(nn.Module):
         (TimeFreqConv2dLstm, BINS),
         (FreqTimeConv2dGru, BINS),
         (ConvCellLoop, 4),
+        (SteppedLstm, 4),
     ],
-    ids=["conv1d_dilated_depthwise", "conv2d_time_freq", "conv2d_freq_time", "conv_cell_loop"],
+    ids=[
+        "conv1d_dilated_depthwise",
+        "conv2d_time_freq",
+        "conv2d_freq_time",
+        "conv_cell_loop",
+        "lstm_stepped_in_a_loop",
+    ],
 )
 def test_exported_cost_counts_each_convolution_per_step(
     make, features: int, cli, tmp_path: Path
@@ -130,6 +157,7 @@ def test_exported_cost_counts_each_convolution_per_step(
     report = export(model, tmp_path / "m.onnx", example=example, parity=SETTINGS)
     assert report.signature.cost["macs_per_step"] == model.expected_macs()
     assert graph_cost(onnx.load(report.path)) == report.signature.cost
+    assert report.signature.cost["parameters"] == sum(p.numel() for p in model.parameters())
     info = json.loads(cli("-q", "info", report.path, "--json").output)
     assert info["cost"]["macs_per_step"] == model.expected_macs()
     text = cli("-q", "info", report.path).output

@@ -234,6 +234,24 @@ class StackedStepLoop(nn.Module):
         return torch.stack(ys, 1)
 
 
+class CausalConvThenSteppedGru(nn.Module):
+    """A causal Conv1d front-end (padding trimmed), then a GRU stepped over its frames."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(4, 6, 3, padding=2)
+        self.gru = nn.GRU(6, 5, batch_first=True)
+        self.fc = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = self.conv(x.transpose(1, 2))[:, :, : x.size(1)].transpose(1, 2)
+        h, ys = None, []
+        for t in range(x.size(1)):
+            y, h = self.gru(frames[:, t : t + 1], h)
+            ys.append(self.fc(y))
+        return torch.cat(ys, 1)
+
+
 @dataclass(frozen=True)
 class Case:
     """A model, how PyTorch is called on a prefix from the zero state, its input, its heads."""
@@ -290,6 +308,7 @@ STEP_LOOPS = [
     ),
     Case("rnn_stepped_unbind_from_zeros", UnbindRnnFromZeros, _whole),
     Case("two_layers_stepped_in_one_loop", StackedStepLoop, _whole),
+    Case("gru_stepped_after_a_causal_conv", CausalConvThenSteppedGru, _whole),
 ]
 
 
@@ -373,17 +392,25 @@ def test_state_returned_as_the_output_keeps_its_shape_batch_first(tmp_path: Path
 @pytest.mark.parametrize("case", STEP_LOOPS, ids=lambda c: c.name)
 def test_layer_stepped_in_a_python_loop_streams_like_pytorch(case: Case, tmp_path: Path) -> None:
     sig = stream_like_pytorch_on_every_prefix(case, tmp_path)
-    layers = {k: v for k, v in sig.source["cells"].items() if v.get("per_step")}
-    assert layers and all(v["per_step"] for v in layers.values())
+    assert all(v["per_step"] for v in sig.source["cells"].values())
+    # each layer's state as in any export: [layers, batch, hidden], h0/c0 (<layer>_h0 for two)
+    layers = [s for s in sig.states if not s.input.endswith("_ctx0")]
+    assert layers and all(s.shape[1] == "batch" and s.batch_axis == 1 for s in layers)
+    assert all(s.input[-2:] in ("h0", "c0") for s in layers)
 
 
-def test_a_stepped_layer_keeps_the_usual_state_names(tmp_path: Path) -> None:
-    sig = stream_like_pytorch_on_every_prefix(STEP_LOOPS[-1], tmp_path)
-    assert [(s.input, s.shape, s.batch_axis) for s in sig.states] == [
-        ("l1_h0", (1, "batch", 6), 1),
-        ("l1_c0", (1, "batch", 6), 1),
-        ("l2_h0", (2, "batch", 5), 1),
-    ]
+@pytest.mark.parametrize(
+    ("case", "precision"),
+    [(STEP_LOOPS[0], "int4"), (STEP_LOOPS[0], "float16"), (STEP_LOOPS[1], "int8")],
+    ids=["lstm_int4", "lstm_float16", "gru_int8"],
+)
+def test_a_stepped_layer_exports_at_lower_precision(
+    case: Case, precision: str, tmp_path: Path
+) -> None:
+    torch.manual_seed(8)
+    report = export(case.make().eval(), tmp_path / "m.onnx", parity=SETTINGS, precision=precision)
+    assert report.parity is not None and report.parity.passed
+    assert report.signature.precision == precision
 
 
 class SameLayerTwice(nn.Module):
