@@ -32,7 +32,7 @@ from rnnstream.export.streaming_conv import TimeConv, find_time_convs
 from rnnstream.export.time_mixing import time_mixing_note
 from rnnstream.export.tolerance import Tolerance, tolerance_for
 from rnnstream.export.trace import StateNames, find_recurrent, state_names, trace
-from rnnstream.export.trace_cell_loop import find_cells, trace_cell_loop
+from rnnstream.export.trace_cell_loop import find_cells, layers_run_per_step, trace_cell_loop
 from rnnstream.models.description import ModelDescription, describe_model
 from rnnstream.runtime import METADATA_KEY, Model, Signature, StateSpec, TensorSpec, load
 from rnnstream.runtime.parity_record import ParityRecord, ReferenceParity
@@ -130,7 +130,8 @@ def to_onnx(
     arguments = state_arguments(model, example)
     refuse_carried_state(model, example, arguments)
     heads = find_heads(model, example, arguments, output_names, inputs.batch_first)
-    if find_recurrent(model):
+    time_axis = 1 if inputs.batch_first else 0
+    if find_recurrent(model) and not layers_run_per_step(model, example, time_axis, arguments):
         convs = _streaming_convs(model, inputs)
         traced, states, source = _trace_recurrent(
             model, example, inputs.batch_first, arguments, heads, convs

@@ -74,6 +74,7 @@ def state_arguments(model: nn.Module, example: torch.Tensor) -> StateArguments:
     required = _required_parameters(model)
     if not required:
         return NO_ARGUMENTS
+    _refuse_scalar_parameters(model, required)
     modules = find_recurrent(model) or find_cells(model)
     if not modules:
         raise ExportError(
@@ -144,6 +145,22 @@ def _required_parameters(model: nn.Module) -> list[str]:
     params = list(inspect.signature(model.forward).parameters.values())[1:]
     kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
     return [p.name for p in params if p.kind in kinds and p.default is inspect.Parameter.empty]
+
+
+def _refuse_scalar_parameters(model: nn.Module, required: list[str]) -> None:
+    """Refuse a required argument annotated as a number, flag or string (``temperature:
+    float``): it is no recurrent state, and a stream feeds the model only its input and state."""
+    parameters = inspect.signature(model.forward).parameters
+    for name in required:
+        annotation = parameters[name].annotation
+        kind = getattr(annotation, "__name__", annotation)
+        if kind in ("float", "int", "bool", "str"):
+            raise ExportError(
+                f"{type(model).__name__}.forward requires {name!r} ({kind}) besides the input: "
+                "not recurrent state, and a stream feeds the model only its input and state.\n"
+                f"Fix {name!r} in a wrapper module whose forward(x, ...) calls the model with it "
+                f"(one export per value), or give {name!r} a default."
+            )
 
 
 def _state_shapes(module: nn.Module) -> list[Shape]:

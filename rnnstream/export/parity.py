@@ -114,9 +114,13 @@ def _errors(got: np.ndarray, ref: np.ndarray) -> TensorError:
 
 
 def _to_batch_time(a: np.ndarray, batch_axis: int, time_axis: int | None) -> np.ndarray:
-    if time_axis is None or batch_axis == 0:
-        return a
-    return a.swapaxes(0, 1)
+    """``a`` in the caller's layout, as a stream returns it: batch first, then time (if any).
+
+    A state returned as an output (an encoder's ``h_n``: ``[layers, batch, hidden]``) has its
+    batch axis second and no time axis."""
+    if time_axis is None:
+        return np.moveaxis(a, batch_axis, 0)
+    return np.moveaxis(a, (batch_axis, time_axis), (0, 1))
 
 
 def unflatten_reference(

@@ -6,11 +6,18 @@ It is traced on a single step instead (time fixed at 1, batch dynamic), each cel
 its new state to the graph's outputs. That one-step graph becomes the body of an ONNX ``Scan`` over
 the time axis: a chunk of any length runs in one call and a step is a chunk of one, so the runtime
 streams the file like any other. Each cell must run exactly once per step.
+
+An ``nn.LSTM``/``GRU``/``RNN`` called once per time step in such a loop (``for t in
+range(T): out, h = self.lstm(x[:, t:t+1], h)``) is a cell too: :func:`layers_run_per_step`
+finds that pattern, and the step is traced with the layer's placeholder
+(:class:`~rnnstream.export.trace.RecurrentPlaceholder`, its state ``[layers, batch, hidden]``)
+spliced into real ONNX layers before it becomes the Scan's body.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -21,20 +28,24 @@ from onnx import helper, numpy_helper
 from torch import nn
 
 from rnnstream.errors import ExportError
+from rnnstream.export.layers import RecurrentSpec
+from rnnstream.export.splice import splice_recurrent
 from rnnstream.export.streaming_conv import StreamingConv, TimeConv, install_streaming_convs
 from rnnstream.export.trace import (
+    RecurrentPlaceholder,
     StateNames,
     StateWrapper,
     export_quietly,
+    find_recurrent,
     primary_output,
-    swap_modules,
+    state_names,
 )
 from rnnstream.runtime import StateSpec
 
 if TYPE_CHECKING:
     from rnnstream.export.forward_args import StateArguments
 
-__all__ = ["CellLoop", "find_cells", "trace_cell_loop"]
+__all__ = ["CellLoop", "find_cells", "layers_run_per_step", "trace_cell_loop"]
 
 _STEP = "step/"  # prefix of every name inside the Scan body
 
@@ -112,7 +123,7 @@ class _OneStep(StateWrapper):
     def __init__(
         self,
         model: nn.Module,
-        placeholders: list[CellPlaceholder],
+        placeholders: list[CellPlaceholder | RecurrentPlaceholder],
         arguments: StateArguments,
         streaming: list[StreamingConv],
     ) -> None:
@@ -125,6 +136,54 @@ class _OneStep(StateWrapper):
             if not p.state_out:
                 raise ExportError(f"cell {p.key!r} did not run in the traced step")
         return (y, *self.final_states())
+
+
+def layers_run_per_step(
+    model: nn.Module, example: torch.Tensor, time_axis: int, arguments: StateArguments
+) -> bool:
+    """Whether ``model``'s recurrent layers each run once per time step of ``example``, on one
+    step (a Python loop over time calling ``nn.LSTM``/``GRU``/``RNN``), which exports as a cell
+    loop. A layer run several times otherwise is refused: it carries one state per stream."""
+    lengths: dict[str, list[int | None]] = {name: [] for name, _ in find_recurrent(model)}
+
+    def recorder(name: str, layer: nn.Module) -> Callable:
+        def record(_module: nn.Module, args: tuple) -> None:
+            x = args[0] if args else None
+            is_3d = isinstance(x, torch.Tensor) and x.dim() == 3
+            lengths[name].append(x.shape[1 if layer.batch_first else 0] if is_3d else None)
+
+        return record
+
+    layers = find_recurrent(model)
+    hooks = [m.register_forward_pre_hook(recorder(name, m)) for name, m in layers]
+    try:
+        with torch.no_grad():
+            arguments.call(model, example)
+    except Exception:  # a user's forward can raise anything: the usual path names the failure
+        return False
+    finally:
+        for hook in hooks:
+            hook.remove()
+    steps = example.shape[time_axis]
+    if all(runs == [1] * steps for runs in lengths.values()):
+        for name, layer in layers:
+            if getattr(layer, "proj_size", 0):
+                raise ExportError(
+                    f"{name!r} (an LSTM with proj_size) runs once per time step, which exports "
+                    "only for a layer without proj_size; call it once on the whole sequence "
+                    "(out, h = self.rnn(x, h))"
+                )
+        return True
+    for name, runs in lengths.items():
+        if len(runs) > 1:
+            raise ExportError(
+                f"recurrent module {name or '<model>'!r} runs more than once per forward ("
+                f"{len(runs)} times over {steps} steps, on inputs of "
+                f"{', '.join(map(str, runs))} steps): a stream "
+                "carries one state per module.\nCall it once on the whole sequence (out, h = "
+                "self.rnn(x, h)) or once per time step; give each other use a module of its own."
+            )
+    return False
 
 
 def _output_time_axis(
@@ -166,7 +225,8 @@ def trace_cell_loop(
     """Trace one step of ``model`` and wrap it in a Scan over ``example``'s time axis.
 
     ``example`` has at least 3 time steps, in the model's layout. The graph takes ``x`` with
-    dynamic batch and time, and each cell's state ``[batch, hidden]``, then the context of each
+    dynamic batch and time, and each cell's state ``[batch, hidden]`` (a recurrent layer run once
+    per step, :func:`layers_run_per_step`: ``[layers, batch, hidden]``), then the context of each
     causal convolution of ``convs`` (see :mod:`rnnstream.export.streaming_conv`); state the forward
     takes as ``arguments`` is supplied from those inputs (:mod:`rnnstream.export.forward_args`).
     """
@@ -175,39 +235,66 @@ def trace_cell_loop(
     batch_axis, time_axis = (0, 1) if batch_first else (1, 0)
     out_time_axis = _output_time_axis(model, example, time_axis, arguments)
     clone = copy.deepcopy(model)
-    cells = find_cells(clone)
-    placeholders = swap_modules(clone, cells, CellPlaceholder)
+    placeholders, states = _install_placeholders(clone)
     batch_dim = torch.export.Dim("batch")
     batch = example.shape[batch_axis]
     step_x = example.narrow(time_axis, 0, 1).contiguous()
-    names_in, names_out, state_examples, states = ["x"], [output_name], [], []
-    for name, cell in cells:
-        names = cell_state_names(name, cell)
-        names_in += names.inputs
-        names_out += names.outputs
-        for s_in, s_out in zip(names.inputs, names.outputs):
-            state_examples.append(torch.zeros(batch, cell.hidden_size))
-            states.append(StateSpec(s_in, s_out, "float32", ("batch", cell.hidden_size), 0))
+    names_in = ["x", *(s.input for s in states)]
+    names_out = [output_name, *(s.output for s in states)]
+    state_examples = [torch.zeros(s.concrete_shape(batch)) for s in states]
+    dynamic_states = [{s.batch_axis: batch_dim} for s in states]
     streaming = install_streaming_convs(clone, list(convs))
     for conv in convs:
         names_in.append(conv.state_names[0])
         names_out.append(conv.state_names[1])
         state_examples.append(torch.zeros(batch, *conv.context_shape))
         states.append(conv.state_spec())
+        dynamic_states.append({0: batch_dim})
     step = export_quietly(
         _OneStep(clone, placeholders, arguments, streaming),
         (step_x, *state_examples),
         names_in,
         names_out,
-        ({batch_axis: batch_dim}, tuple({0: batch_dim} for _ in states)),
+        ({batch_axis: batch_dim}, tuple(dynamic_states)),
         "one step of the cell loop",
     )
+    layers = find_recurrent(model)
+    if layers:
+        splice_recurrent(step, dict(layers))
     scan = _scan_over_time(step, time_axis, out_time_axis)
     info = {
         name: {"cell": cell_kind(c), "input_size": c.input_size, "hidden_size": c.hidden_size}
-        for name, c in cells
+        for name, c in find_cells(model)
     }
+    info |= {name: {**RecurrentSpec.of(m).__dict__, "per_step": True} for name, m in layers}
     return CellLoop(scan, tuple(states), info)
+
+
+def _install_placeholders(
+    clone: nn.Module,
+) -> tuple[list[CellPlaceholder | RecurrentPlaceholder], list[StateSpec]]:
+    """Swap each cell of ``clone`` (or each recurrent layer, run once per step) for its
+    placeholder: the placeholders and their state specs, in order."""
+    placeholders: list[CellPlaceholder | RecurrentPlaceholder] = []
+    states: list[StateSpec] = []
+    for name, cell in find_cells(clone):
+        placeholders.append(CellPlaceholder(name, cell))
+        names = cell_state_names(name, cell)
+        for s_in, s_out in zip(names.inputs, names.outputs):
+            states.append(StateSpec(s_in, s_out, "float32", ("batch", cell.hidden_size), 0))
+    layers = find_recurrent(clone)
+    for name, layer in layers:
+        placeholders.append(RecurrentPlaceholder(name, layer))
+        spec = RecurrentSpec.of(layer)
+        names = state_names(name, spec, single=len(layers) == 1)
+        sizes = (spec.out_size, spec.hidden_size)
+        for size, s_in, s_out in zip(sizes, names.inputs, names.outputs):
+            shape = (spec.num_layers * spec.dirs, "batch", size)
+            states.append(StateSpec(s_in, s_out, "float32", shape, batch_axis=1))
+    for placeholder in placeholders:
+        parent, _, attr = placeholder.key.rpartition(".")
+        setattr(clone.get_submodule(parent), attr, placeholder)
+    return placeholders, states
 
 
 def _scan_over_time(step: onnx.ModelProto, time_axis: int, out_time_axis: int) -> onnx.ModelProto:
@@ -254,18 +341,28 @@ def _scan_over_time(step: onnx.ModelProto, time_axis: int, out_time_axis: int) -
             del new.type.tensor_type.shape.dim[drop_axis]
         return new
 
+    # An LSTM operator's weights (a layer stepped in the loop) stay in the body, beside it:
+    # onnxruntime's int8 quantiser looks for W and R in the operator's own graph. The other
+    # weights move out.
+    weights = {
+        name
+        for node in graph.node
+        if node.op_type == "LSTM"
+        for name in [*node.input[1:4], *node.input[7:8]]
+    }
+    initializers, body_initializers = [], []
+    for init in graph.initializer:
+        new = copy.deepcopy(init)
+        new.name = rename[init.name]
+        (body_initializers if init.name in weights else initializers).append(new)
     body = helper.make_graph(
         body_nodes,
         "cell_loop_step",
         [renamed(v, rename[v.name]) for v in state_in] + [renamed(x_in, x_t, time_axis)],
         [renamed(v, n) for v, n in zip(state_out, state_t)] + [renamed(y_out, y_t, out_time_axis)],
+        initializer=body_initializers,
         value_info=[renamed(v, rename[v.name]) for v in graph.value_info],
     )
-    initializers = []
-    for init in graph.initializer:
-        new = copy.deepcopy(init)
-        new.name = rename[init.name]
-        initializers.append(new)
     initializers += [
         numpy_helper.from_array(_axes(time_axis), axes_in),
         numpy_helper.from_array(_axes(out_time_axis), axes_out),
