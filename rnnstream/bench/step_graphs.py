@@ -44,7 +44,7 @@ from rnnstream.bench.latency import measure
 from rnnstream.export import ParitySettings, export
 from rnnstream.export.int4 import pack_nbits
 from rnnstream.export.layers import GraphBuilder
-from rnnstream.export.step_path import quantize_columns
+from rnnstream.export.lean_cells import quantize_columns
 from rnnstream.models import RecurrentNet, RecurrentNetConfig
 from rnnstream.runtime import load
 from rnnstream.runtime.model import session_options
