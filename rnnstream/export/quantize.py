@@ -5,11 +5,12 @@ of the result is measured by :func:`rnnstream.export.quantize_file` or ``export(
 
 * ``int8``: onnxruntime's dynamic quantisation. Weights are stored as int8 (per output channel),
   activations are quantised to uint8 on the fly at each run. LSTM operators become
-  ``DynamicQuantizeLSTM``. GRU and RNN operators, which onnxruntime does not quantise, get an
-  int8 step path (:mod:`rnnstream.export.step_path`: one ``DynamicQuantizeMatMul`` per step, the
-  float operator over the same int8 weights for chunks); those it does not cover (bidirectional,
-  reverse) are rewritten as a Scan over MatMuls (:mod:`rnnstream.export.scan_cells`) whose
-  weights quantise like the linear layers'. Embedding tables are stored int8 per row.
+  ``DynamicQuantizeLSTM``. A streamable model with GRU or RNN operators, which onnxruntime does
+  not quantise, gets an int8 step path (:mod:`rnnstream.export.step_path`: one ``If`` on T == 1
+  whose step runs the layers as ``DynamicQuantizeMatMul`` cells, chunks the float operators over
+  the same int8 weights); operators it does not cover (bidirectional, reverse) are rewritten
+  as a Scan over MatMuls (:mod:`rnnstream.export.scan_cells`) whose weights quantise like the
+  linear layers'. Embedding tables are stored int8 per row.
 * ``int4``: weight-only 4-bit ``MatMulNBits`` for every linear weight, the recurrent layers
   rewritten as explicit cells first (:mod:`rnnstream.export.int4`).
 * ``float16``: every float initializer is stored as float16 and cast back to float32 where the
