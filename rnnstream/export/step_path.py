@@ -86,7 +86,7 @@ def add_step_path(
     )
     x = signature.input.name
     time_param = _dims(next(i for i in graph.input if i.name == x))[signature.input.time_axis]
-    step = _StepBranch(outer_names, shapes, time_param, initializers, outer)
+    step = _StepBranch(outer_names, shapes, time_param, initializers, outer, moving)
     for node in moving:
         if node.name in layers:
             step.cell(node, layers[node.name], weights[node.name])
@@ -132,6 +132,14 @@ def without_step_path(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
+def _fresh_prefix(names: set[str], prefix: str) -> str:
+    """``prefix``, lengthened until no tensor name starts with it: the cells' new tensors are
+    named under it, next to the graph's own tensors renamed under ``step/``."""
+    while any(name.startswith(prefix + "/") for name in names):
+        prefix += "_"
+    return prefix
+
+
 class _StepBranch:
     """Builds the ``T == 1`` branch node by node, renaming its tensors under ``step/``."""
 
@@ -142,8 +150,10 @@ class _StepBranch:
         time_param: int | str | None,
         initializers: dict[str, onnx.TensorProto],
         outer: GraphBuilder,
+        moving: list[onnx.NodeProto],
     ) -> None:
-        self.g = GraphBuilder(prefix="step", _ids=outer._ids)
+        taken = {o for n in moving for o in n.output}
+        self.g = GraphBuilder(prefix=_STEP + _fresh_prefix(taken, "lean"), _ids=outer._ids)
         self.outer, self.outer_names = outer, outer_names
         self.shapes, self.time_param, self.initializers = shapes, time_param, initializers
         self.names: dict[str, str] = {}
