@@ -74,7 +74,12 @@ def add_step_path(
         return []
     if shapes is None:
         shapes = step_shapes(model)
-    outer = GraphBuilder(prefix="step_path")
+    taken = (
+        {i.name for i in graph.input}
+        | set(initializers)
+        | {o for n in graph.node for o in n.output}
+    )
+    outer = GraphBuilder(prefix=_fresh_prefix(taken, "step_path"))
     weights = {name: lean_weights(layer, outer) for name, layer in layers.items()}
     constant = _constant_nodes(graph, set(initializers) | {i.name for i in outer.initializers})
     moving = [n for n in graph.node if n not in constant]
@@ -86,6 +91,8 @@ def add_step_path(
     )
     x = signature.input.name
     time_param = _dims(next(i for i in graph.input if i.name == x))[signature.input.time_axis]
+    if not isinstance(time_param, str):  # a fixed length: no dim can be told to be time's
+        time_param = None
     step = _StepBranch(outer_names, shapes, time_param, initializers, outer, moving)
     for node in moving:
         if node.name in layers:

@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import rnnstream
-from rnnstream.export import TOLERANCES, ParitySettings, export, quantize
+from rnnstream.export import TOLERANCES, ParitySettings, export, quantize, quantize_file
 from rnnstream.export.lean_cells import lean_layer
 from rnnstream.export.parity import measure_parity
 from rnnstream.export.step_path import STEP_PATH_NODE, without_step_path
@@ -401,3 +401,27 @@ def test_char_lm_embedding_is_stored_int8_and_gathers_float_rows(tmp_path: Path)
     assert [t.data_type for t in tables] == [TensorProto.INT8]
     assert list(tables[0].dims) == [lm.config.vocab_size, 8]
     assert "DequantizeLinear" not in _op_types(proto.graph)
+
+
+class NamedLikeTheStepPath(nn.Module):
+    """Modules named as the step path names its own tensors (``step_path/...``, ``lean/...``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step_path = nn.GRU(3, 8, num_layers=2, batch_first=True)
+        self.lean = nn.RNN(8, 5, batch_first=True)
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lean(self.step_path(x)[0])[0])
+
+
+def test_tensor_names_like_the_step_paths_own_do_not_clash(tmp_path: Path) -> None:
+    torch.manual_seed(9)
+    net = NamedLikeTheStepPath().eval()
+    source = export(net, tmp_path / "m.onnx", parity=ParitySettings(steps=20)).path
+    names = {o for n in onnx.load(source).graph.node for o in n.output}
+    assert any(name.startswith("step_path/") for name in names)
+    report = quantize_file(source, tmp_path / "m.int8.onnx", "int8", against=net)
+    assert report.parity.passed and len(report.signature.source["quantization"]["step_paths"]) == 3
+    onnx.checker.check_model(onnx.load(report.path), full_check=True)
