@@ -1,7 +1,7 @@
 """Candidate one-step graphs against today's exports, side by side (issues 12 and 17, step one).
 
     python -m rnnstream.bench.step_graphs [--cells lstm,gru,rnn_tanh] [--steps N] [--rounds N]
-                                          [--json FILE]
+                                          [--without-step-path] [--json FILE]
 
 For each cell on the reference shape (2 layers, input 64, hidden 256, head 256->64, batch 1, one
 onnxruntime thread), a seeded ``RecurrentNet`` is exported by rnnstream at float32 and int8 (with
@@ -20,7 +20,8 @@ Every variant is timed with the same bare ``session.run`` loop carrying its stat
 interleaved, medians and p99 per step); the exports are also timed through ``Stream.step`` and on
 chunks of 64 frames (µs per frame). The int8 exports are what ``rnnstream export --quantize int8``
 writes: ``DynamicQuantizeLSTM`` for LSTM layers, the step path of
-:mod:`rnnstream.export.step_path` for GRU and RNN layers. Each lean graph is checked against
+:mod:`rnnstream.export.step_path` for GRU and RNN models (``--without-step-path`` adds the same
+int8 file with its step path removed: what the step path gains). Each lean graph is checked against
 PyTorch over 64 steps (max abs error of ``y``). Shared machines are noisy: read the ratios within
 one run, not the absolute numbers.
 """
@@ -44,7 +45,8 @@ from rnnstream.bench.latency import measure
 from rnnstream.export import ParitySettings, export
 from rnnstream.export.int4 import pack_nbits
 from rnnstream.export.layers import GraphBuilder
-from rnnstream.export.step_path import quantize_columns
+from rnnstream.export.lean_cells import quantize_columns
+from rnnstream.export.step_path import without_step_path
 from rnnstream.models import RecurrentNet, RecurrentNetConfig
 from rnnstream.runtime import load
 from rnnstream.runtime.model import session_options
@@ -207,7 +209,7 @@ def _lean_error(session: ort.InferenceSession, net: RecurrentNet, steps: int) ->
     return float(np.abs(step_lean(session, xs) - expected).max())
 
 
-def run(cells: list[str], steps: int, rounds: int) -> dict:
+def run(cells: list[str], steps: int, rounds: int, without_step: bool = False) -> dict:
     """Every cell x variant: file size, step median/p99, chunk µs/frame, error vs PyTorch."""
     rows: dict[str, dict] = {}
     methods = {}
@@ -226,6 +228,14 @@ def run(cells: list[str], steps: int, rounds: int) -> dict:
             methods[f"{name}|step"] = (_stepper(session, _exported_feeds(session, x1)), 1)
             methods[f"{name}|chunk"] = (_stepper(session, _exported_feeds(session, x64)), 64)
             methods[f"{name}|stream"] = (partial(load(path).stream().step, x1[0, 0]), 1)
+            if precision == "int8" and without_step and cell != "lstm":
+                chunk_graph = without_step_path(onnx.load(path)).SerializeToString()
+                session = _session(chunk_graph)
+                name = f"{cell} export int8 without step path"
+                rows[name] = {"size_bytes": len(chunk_graph)}
+                methods[f"{name}|step"] = (_stepper(session, _exported_feeds(session, x1)), 1)
+                stream = load(chunk_graph).stream()
+                methods[f"{name}|stream"] = (partial(stream.step, x1[0, 0]), 1)
         for kind in LEAN_KINDS:
             proto = lean_step_graph(net, kind).SerializeToString()
             session = _session(proto)
@@ -271,9 +281,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cells", default="lstm,gru,rnn_tanh")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--without-step-path", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
-    report = run(args.cells.split(","), args.steps, args.rounds)
+    report = run(args.cells.split(","), args.steps, args.rounds, args.without_step_path)
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
     print(table(report))

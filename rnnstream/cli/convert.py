@@ -174,9 +174,10 @@ def quantize(
     """Write a float32 MODEL exported by rnnstream as an int8, int4 or fp16 model, with parity.
 
     \b
-    --int8  onnxruntime's dynamic quantisation: int8 weights (LSTM as DynamicQuantizeLSTM; GRU
-            and RNN step with one int8 MatMul over [x, h] and run chunks on the float operator
-            over the same int8 weights), activations quantised at each run. About 4x smaller.
+    --int8  onnxruntime's dynamic quantisation: int8 weights (LSTM as DynamicQuantizeLSTM; a
+            GRU/RNN model steps through one If whose branch runs int8 MatMul cells and runs
+            chunks on the float operators over the same int8 weights), activations quantised at
+            each run. About 4x smaller (GRU/RNN about 2x: the step keeps its own int8 copy).
     --int4  4-bit weights in blocks of --block-size (com.microsoft MatMulNBits; every recurrent
             layer rewritten as an explicit cell, the head and embedding 4-bit too). About 6x
             smaller; its tolerance is mostly the bits per character (+0.05).

@@ -28,6 +28,7 @@ from rnnstream.export.quantize import quantize
 from rnnstream.export.same_model import refuse_other_model
 from rnnstream.export.settings import ParitySettings
 from rnnstream.export.splice import splice_recurrent
+from rnnstream.export.step_path import without_step_path
 from rnnstream.export.streaming_conv import TimeConv, find_time_convs
 from rnnstream.export.time_mixing import time_mixing_note
 from rnnstream.export.tolerance import Tolerance, tolerance_for
@@ -385,6 +386,7 @@ def _refuse_time_mixing(
     time steps mixed outside the recurrent layers (:mod:`rnnstream.export.time_mixing`)."""
     if record.passed or not runtime_model.signature.streamable:
         return
+    proto = without_step_path(onnx.ModelProto.FromString(proto.SerializeToString()))
     whole = whole_sequence_errors(model, runtime_model, x)
     note = time_mixing_note(record, whole, proto, runtime_model.signature)
     if note is not None:

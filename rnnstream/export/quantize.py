@@ -5,11 +5,12 @@ of the result is measured by :func:`rnnstream.export.quantize_file` or ``export(
 
 * ``int8``: onnxruntime's dynamic quantisation. Weights are stored as int8 (per output channel),
   activations are quantised to uint8 on the fly at each run. LSTM operators become
-  ``DynamicQuantizeLSTM``. GRU and RNN operators, which onnxruntime does not quantise, get an
-  int8 step path (:mod:`rnnstream.export.step_path`: one ``DynamicQuantizeMatMul`` per step, the
-  float operator over the same int8 weights for chunks); those it does not cover (bidirectional,
-  reverse) are rewritten as a Scan over MatMuls (:mod:`rnnstream.export.scan_cells`) whose
-  weights quantise like the linear layers'. Embedding tables are stored int8 per row.
+  ``DynamicQuantizeLSTM``. A streamable model with GRU or RNN operators, which onnxruntime does
+  not quantise, gets an int8 step path (:mod:`rnnstream.export.step_path`: one ``If`` on T == 1
+  whose step runs the layers as ``DynamicQuantizeMatMul`` cells, chunks the float operators over
+  the same int8 weights); operators it does not cover (bidirectional, reverse) are rewritten
+  as a Scan over MatMuls (:mod:`rnnstream.export.scan_cells`) whose weights quantise like the
+  linear layers'. Embedding tables are stored int8 per row.
 * ``int4``: weight-only 4-bit ``MatMulNBits`` for every linear weight, the recurrent layers
   rewritten as explicit cells first (:mod:`rnnstream.export.int4`).
 * ``float16``: every float initializer is stored as float16 and cast back to float32 where the
@@ -38,7 +39,12 @@ from onnx import TensorProto, helper, numpy_helper
 from rnnstream.errors import ExportError
 from rnnstream.export.int4 import DEFAULT_BLOCK_SIZE, check_block_size, to_int4
 from rnnstream.export.scan_cells import rewrite_as_scan
-from rnnstream.export.step_path import add_step_paths, step_path_nodes
+from rnnstream.export.step_path import (
+    add_step_path,
+    step_path_nodes,
+    step_shapes,
+    without_step_path,
+)
 from rnnstream.runtime import METADATA_KEY, Signature
 
 __all__ = ["PRECISIONS", "quantize"]
@@ -70,8 +76,9 @@ def quantize(
     signature = Signature.from_json(props[METADATA_KEY])
     if signature.precision != "float32":
         raise ExportError(f"the model is already {signature.precision}; start from float32")
+    without_step_path(model)
     if precision == "int8":
-        converted, details = _int8(model)
+        converted, details = _int8(model, signature)
     elif precision == "int4":
         converted, details = to_int4(
             model, DEFAULT_BLOCK_SIZE if block_size is None else block_size
@@ -129,10 +136,11 @@ def _root_logger_muted() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
+def _int8(model: onnx.ModelProto, signature: Signature) -> tuple[onnx.ModelProto, dict]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    stepped = step_path_nodes(model)
+    stepped = step_path_nodes(model, signature)
+    shapes = step_shapes(model)
     float_nodes = rewrite_as_scan(model, skip=stepped)
     with tempfile.TemporaryDirectory(prefix="rnnstream-int8-") as tmp, _root_logger_muted():
         out = Path(tmp) / "int8.onnx"
@@ -147,7 +155,7 @@ def _int8(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict]:
         )
         converted = onnx.load(str(out))
     tables = _int8_tables(converted)
-    add_step_paths(converted)
+    add_step_path(converted, signature, shapes=shapes)
     details = {
         "method": "onnxruntime.quantization.quantize_dynamic",
         "weights": "int8, symmetric, per output channel",

@@ -1,278 +1,361 @@
-"""An int8 step path for GRU and RNN layers: one time step runs a lean cell, chunks the operator.
+"""One step path per model: the graph branches once on T == 1 (issues 12 and 17).
 
-Each forward ``GRU`` / ``RNN`` operator of an int8 graph becomes an ``If`` on the time length
-(issues 12 and 17):
+``add_step_path`` wraps a streamable export's graph in one ``If`` on the input's time length:
 
-* ``T == 1`` (``Stream.step``): the cell once, as one com.microsoft ``DynamicQuantizeMatMul`` over
-  ``concat[x, h]`` with the input and recurrent weights stacked (``[W; R]``: one pass over the
-  weights, the activation quantised once per layer), then the gate arithmetic.
-* ``T > 1`` (chunks, whole sequences): the float ``GRU`` / ``RNN`` operator over the *same* int8
-  weights, dequantised by nodes that read only initializers, which onnxruntime folds into
-  constants when it loads the model (as it assembles the step's ``[W; R]`` from the stored ``W``
-  and ``R`` blocks): the file stores the weights once, in int8, and a chunk runs
-  at float32's speed (onnxruntime has no quantised GRU or RNN operator; the Scan over MatMuls of
-  :mod:`rnnstream.export.scan_cells` is slower per frame than float32 for a GRU).
+* ``T == 1`` (``Stream.step``, a pool's tick): the whole model's lean step. Its nodes are the
+  graph's own, rewritten for a time axis of one: every forward ``GRU`` / ``RNN`` operator a lean
+  cell (:mod:`rnnstream.export.lean_cells`: one projection over ``concat[x, h]``, float or int8),
+  whose output feeds the next layer without the ``Unsqueeze``/``Squeeze`` around the operator; a
+  ``Transpose`` that only moves the time axis (the batch-first edges, a conv front-end's
+  ``[B, T, C]`` to ``[B, C, T]``) a ``Reshape``, which onnxruntime runs without a copy. Other
+  nodes (embeddings, causal convolutions and their contexts, ``LSTM`` / ``DynamicQuantizeLSTM``
+  operators, users' heads) run as they are.
+* otherwise (chunks, whole sequences): the graph as it was, the operators over the same weights.
 
-Weights are symmetric int8 per output column in 7 bits (±63), as ``quantize_dynamic``'s
-``reduce_range`` stores them: onnxruntime's x86 kernels without VNNI sum uint8 x int8 products in
-pairs into int16, which saturates at full range.
-
-LSTM layers keep ``DynamicQuantizeLSTM``: at one step it measured faster than this explicit cell
-(README, "Faster steps"). Operators the rewrite does not cover (bidirectional or reverse,
-``sequence_lens``, ``layout=1``, ``clip``, non-default activations, GRU
-``linear_before_reset=0``, weights that are not initializers) are left as they are.
+Nodes that read only initializers stay outside the ``If`` (onnxruntime folds them when it loads
+the model): the assembly of the stacked step weights from the operator's ones, the dequantisation
+of int8 weights. ``without_step_path`` undoes the wrapping (what the quantisers start from).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from rnnstream.export.layers import GraphBuilder
+from rnnstream.export.lean_cells import MS_DOMAIN, emit_cell, lean_layer, lean_weights
+from rnnstream.runtime import METADATA_KEY, Signature
 
-__all__ = ["add_step_paths", "quantize_columns", "step_path_nodes"]
+__all__ = ["STEP_PATH_NODE", "add_step_path", "step_path_nodes", "step_shapes", "without_step_path"]
 
-MS_DOMAIN = "com.microsoft"
-_INT8_LIMIT = 63  # 7-bit weights: see the module docstring
-_DEFAULT_ACTIVATIONS = {"GRU": [["Sigmoid", "Tanh"]], "RNN": [["Tanh"], ["Relu"]]}
-
-
-@dataclass(frozen=True)
-class _Layer:
-    """One recurrent operator's weights (ONNX's gate order) and its RNN activation."""
-
-    op_type: str
-    w: np.ndarray  # [G*H, I]
-    r: np.ndarray  # [G*H, H]
-    wb: np.ndarray  # [G*H]
-    rb: np.ndarray  # [G*H]
-    activation: str
-
-    @property
-    def hidden(self) -> int:
-        return self.r.shape[1]
-
-    @property
-    def inputs(self) -> int:
-        return self.w.shape[1]
-
-    def stacked(self) -> tuple[np.ndarray, np.ndarray]:
-        """The step's projection: ``[W; R]`` transposed ([I+H, N]) and its bias [N].
-
-        A GRU's columns are ``z|r`` (x's and h's parts summed), ``n`` from x, then ``n`` from h
-        (the reset gate scales only h's part): N = 4H.
-        """
-        if self.op_type == "RNN":
-            return np.concatenate([self.w, self.r], axis=1).T, self.wb + self.rb
-        h, i = self.hidden, self.inputs
-        big = np.zeros((4 * h, i + h), np.float32)
-        big[: 2 * h, :i], big[: 2 * h, i:] = self.w[: 2 * h], self.r[: 2 * h]
-        big[2 * h : 3 * h, :i] = self.w[2 * h :]
-        big[3 * h :, i:] = self.r[2 * h :]
-        bias = np.concatenate([(self.wb + self.rb)[: 2 * h], self.wb[2 * h :], self.rb[2 * h :]])
-        return big.T, bias
+STEP_PATH_NODE = "rnnstream/step_path"
+_STEP, _CHUNK = "step/", "chunk/"
+_INTEGER_PRODUCTS = ("DynamicQuantizeMatMul", "MatMulInteger")
+Shapes = dict[str, list[int | str | None]]
 
 
-@dataclass(frozen=True)
-class _Int8Weights:
-    """Tensor names: the step's int8 ``[W; R]`` transposed, its per-column scales, zero points
-    and bias; and the stored blocks it is assembled from, ``W`` and ``R`` transposed with their
-    column scales (the chunk operator's weights)."""
-
-    q: str
-    scale: str
-    zero: str
-    bias: str
-    w_t: str
-    w_scale: str
-    r_t: str
-    r_scale: str
+def step_path_nodes(model: onnx.ModelProto, signature: Signature | None = None) -> list[str]:
+    """The top-level operators of ``model`` a step path would run as lean cells (none when the
+    model does not stream or has a step path already)."""
+    graph = model.graph
+    signature = signature or _signature(model)
+    if signature is None or any(n.name == STEP_PATH_NODE for n in graph.node):
+        return []
+    if not signature.streamable or signature.input.time_axis is None:
+        return []
+    initializers = {init.name: init for init in graph.initializer}
+    return [n.name for n in graph.node if lean_layer(n, initializers)]
 
 
-def step_path_nodes(model: onnx.ModelProto) -> list[str]:
-    """The names of the top-level recurrent operators of ``model`` a step path covers."""
-    initializers = {init.name: init for init in model.graph.initializer}
-    return [n.name for n in model.graph.node if _eligible(n, initializers) is not None]
+def add_step_path(
+    model: onnx.ModelProto,
+    signature: Signature | None = None,
+    *,
+    shapes: Shapes | None = None,
+) -> list[str]:
+    """Wrap ``model``'s graph (in place) in one ``If`` whose ``T == 1`` branch is the lean step.
 
-
-def add_step_paths(model: onnx.ModelProto) -> list[str]:
-    """Give every covered top-level GRU/RNN operator of ``model`` an int8 step path (in place).
-
-    Returns the names of the operators rewritten. Run it after ``quantize_dynamic``: the ``If``
-    branches read the outer graph's tensors implicitly, which its re-sorting of nodes ignores.
+    ``signature``: the model's (default: read from its metadata). ``int8``: the lean cells'
+    projections are ``DynamicQuantizeMatMul`` over int8 weights (the operators read them
+    dequantised); else float ``MatMul``. ``shapes``: tensor dims, to find the transposes that
+    only move the time axis (default: onnx's shape inference of ``model``). Returns the names of
+    the operators that run as lean cells; when there are none (the model does not stream, has a
+    step path already, or has no GRU/RNN operator a cell covers) it is left as it is.
     """
     graph = model.graph
+    signature = signature or _signature(model)
     initializers = {init.name: init for init in graph.initializer}
-    new_nodes: list[onnx.NodeProto] = []
-    rewritten: list[str] = []
-    replaced: set[str] = set()
-    for index, node in enumerate(graph.node):
-        layer = _eligible(node, initializers)
-        if layer is None:
-            new_nodes.append(node)
-            continue
-        g = GraphBuilder(prefix=f"{node.name or node.op_type}_step{index}")
-        _emit(node, layer, g)
-        new_nodes.extend(g.nodes)
-        graph.initializer.extend(g.initializers)
-        replaced.update(node.input[1:4])
-        rewritten.append(node.name)
+    layers = {
+        name: lean_layer(_node(graph, name), initializers)
+        for name in step_path_nodes(model, signature)
+    }
+    if not layers:
+        return []
+    if shapes is None:
+        shapes = step_shapes(model)
+    taken = (
+        {i.name for i in graph.input}
+        | set(initializers)
+        | {o for n in graph.node for o in n.output}
+    )
+    outer = GraphBuilder(prefix=_fresh_prefix(taken, "step_path"))
+    weights = {name: lean_weights(layer, outer) for name, layer in layers.items()}
+    constant = _constant_nodes(graph, set(initializers) | {i.name for i in outer.initializers})
+    moving = [n for n in graph.node if n not in constant]
+    outer_names = (
+        {i.name for i in graph.input}
+        | set(initializers)
+        | {i.name for i in outer.initializers}
+        | {o for n in [*constant, *outer.nodes] for o in n.output}
+    )
+    x = signature.input.name
+    time_param = _dims(next(i for i in graph.input if i.name == x))[signature.input.time_axis]
+    if not isinstance(time_param, str):  # a fixed length: no dim can be told to be time's
+        time_param = None
+    step = _StepBranch(outer_names, shapes, time_param, initializers, outer, moving)
+    for node in moving:
+        if node.name in layers:
+            step.cell(node, layers[node.name], weights[node.name])
+        else:
+            step.copy(node)
+    outputs = [o.name for o in graph.output]
+    then_branch = step.graph([step.output(o) for o in outputs], graph.output)
+    else_branch = _chunk_branch(moving, weights, outputs, outer_names, graph.output)
+    axis = signature.input.time_axis
+    time = outer.op("Shape", [x], start=axis, end=axis + 1)[0]
+    is_step = outer.op("Equal", [time, outer.ints("one", [1])])[0]
+    wrap = helper.make_node(
+        "If", [is_step], outputs, STEP_PATH_NODE, then_branch=then_branch, else_branch=else_branch
+    )
+    nodes = [*constant, *outer.nodes, wrap]
     del graph.node[:]
-    graph.node.extend(new_nodes)
-    still_read = _read_names(graph)
-    for init in [i for i in graph.initializer if i.name in replaced - still_read]:
-        graph.initializer.remove(init)
-    if rewritten and not any(o.domain == MS_DOMAIN for o in model.opset_import):
+    graph.node.extend(nodes)
+    graph.initializer.extend(outer.initializers)
+    del graph.value_info[:]
+    _drop_unread_initializers(graph)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
-    return rewritten
+    return list(layers)
 
 
-def _read_names(graph: onnx.GraphProto) -> set[str]:
-    """Every tensor name a node of ``graph`` or of its subgraphs reads."""
-    names = set()
+def without_step_path(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (in place) with its step path removed: the chunk branch's nodes back at the top
+    level, the step's weights and nodes dropped. A model without one is returned as it is."""
+    graph = model.graph
+    wrap = next((n for n in graph.node if n.name == STEP_PATH_NODE), None)
+    if wrap is None:
+        return model
+    chunk = next(a.g for a in wrap.attribute if a.name == "else_branch")
+    back = {inner.name: name for inner, name in zip(chunk.output, wrap.output)}
+    nodes = [n for n in graph.node if n is not wrap]
+    for node in chunk.node:
+        node = onnx.NodeProto.FromString(node.SerializeToString())
+        _rename(node, back)
+        nodes.append(node)
+    del graph.node[:]
+    graph.node.extend(_prune(nodes, [o.name for o in graph.output]))
+    _drop_unread_initializers(graph)
+    return model
+
+
+def _fresh_prefix(names: set[str], prefix: str) -> str:
+    """``prefix``, lengthened until no tensor name starts with it: the cells' new tensors are
+    named under it, next to the graph's own tensors renamed under ``step/``."""
+    while any(name.startswith(prefix + "/") for name in names):
+        prefix += "_"
+    return prefix
+
+
+class _StepBranch:
+    """Builds the ``T == 1`` branch node by node, renaming its tensors under ``step/``."""
+
+    def __init__(
+        self,
+        outer_names: set[str],
+        shapes: Shapes,
+        time_param: int | str | None,
+        initializers: dict[str, onnx.TensorProto],
+        outer: GraphBuilder,
+        moving: list[onnx.NodeProto],
+    ) -> None:
+        taken = {o for n in moving for o in n.output}
+        self.g = GraphBuilder(prefix=_STEP + _fresh_prefix(taken, "lean"), _ids=outer._ids)
+        self.outer, self.outer_names = outer, outer_names
+        self.shapes, self.time_param, self.initializers = shapes, time_param, initializers
+        self.names: dict[str, str] = {}
+        self.unsqueezed: dict[str, str] = {}  # a cell's Y [1, 1, B, H] -> its h [1, B, H]
+
+    def read(self, name: str) -> str:
+        if not name or name in self.outer_names:
+            return name
+        if name in self.unsqueezed and name not in self.names:
+            h = self.unsqueezed[name]
+            self.names[name] = self.g.op("Unsqueeze", [h, self.outer.ints("axis", [1])])[0]
+        return self.names[name]
+
+    def cell(self, node: onnx.NodeProto, layer, weights) -> None:
+        h = emit_cell(self.g, layer, weights, self.read(node.input[0]), self.read(node.input[5]))
+        y, y_h = [*node.output, ""][:2]
+        if y:
+            self.unsqueezed[y] = h
+        if y_h:
+            self.names[y_h] = h
+
+    def copy(self, node: onnx.NodeProto) -> None:
+        if node.op_type == "Squeeze" and node.input[0] in self.unsqueezed:
+            axes = self._constant(node.input[1]) if len(node.input) > 1 else None
+            if axes is not None and axes.tolist() == [1]:
+                self.names[node.output[0]] = self.unsqueezed[node.input[0]]
+                return
+        if node.op_type == "Transpose":
+            shape = self._time_only_transpose(node)
+            if shape is not None:
+                target = self.outer.ints("shape", shape)
+                out = self.g.op("Reshape", [self.read(node.input[0]), target])[0]
+                self.names[node.output[0]] = out
+                return
+        new = onnx.NodeProto.FromString(node.SerializeToString())
+        del new.input[:]
+        new.input.extend(self.read(i) for i in node.input)
+        del new.output[:]
+        for name in node.output:
+            self.names[name] = _STEP + name if name else ""
+            new.output.append(self.names[name])
+        self.g.nodes.append(new)
+
+    def output(self, name: str) -> str:
+        read = self.read(name)
+        if read in self.outer_names:  # a branch must compute its outputs
+            return self.g.op("Identity", [read])[0]
+        return read
+
+    def graph(self, outputs: list[str], declared) -> onnx.GraphProto:
+        """The branch, owning a copy of each int8 matrix its products read: onnxruntime packs
+        the weights of a subgraph's integer products once at load only when the subgraph holds
+        them (read from the outer graph, they are packed again at every step)."""
+        self.outer.initializers.extend(self.g.initializers)
+        stored = {i.name: i for i in self.outer.initializers} | self.initializers
+        owned: dict[str, onnx.TensorProto] = {}
+        for node in self.g.nodes:
+            if node.op_type in _INTEGER_PRODUCTS and node.input[1] in stored:
+                name = node.input[1]
+                if name not in owned:
+                    owned[name] = onnx.TensorProto.FromString(stored[name].SerializeToString())
+                    owned[name].name = _STEP + name
+                node.input[1] = owned[name].name
+        values = [_like(name, d) for name, d in zip(outputs, declared)]
+        return helper.make_graph(self.g.nodes, "step", [], values, list(owned.values()))
+
+    def _constant(self, name: str) -> np.ndarray | None:
+        init = self.initializers.get(name)
+        return None if init is None else numpy_helper.to_array(init)
+
+    def _time_only_transpose(self, node: onnx.NodeProto) -> list[int] | None:
+        """The ``Reshape`` target equal to this transpose at T == 1, if it only moves unit axes
+        (time, sizes of 1) relative to the others and at most one of those is dynamic."""
+        dims = self.shapes.get(node.input[0])
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        if not dims or perm is None or None in dims or self.time_param not in dims:
+            return None
+        unit = [d == 1 or d == self.time_param for d in dims]
+        moved = [a for a in perm if not unit[a]]
+        if moved != sorted(moved):
+            return None
+        target = [1 if unit[a] else dims[a] for a in perm]
+        dynamic = [k for k, d in enumerate(target) if isinstance(d, str)]
+        if len(dynamic) > 1:
+            return None
+        return [-1 if isinstance(d, str) else d for d in target]
+
+
+def _chunk_branch(
+    nodes: list[onnx.NodeProto],
+    weights: dict,
+    outputs: list[str],
+    outer_names: set[str],
+    declared,
+) -> onnx.GraphProto:
+    """The graph as it was, its outputs renamed under ``chunk/`` (the ``If`` outputs the names)
+    and each lean-cell operator reading its weights as the step path stores them."""
+    renamed = {o: _CHUNK + o for o in outputs if o not in outer_names}
+    branch = []
+    for node in nodes:
+        node = onnx.NodeProto.FromString(node.SerializeToString())
+        _rename(node, renamed)
+        if node.name in weights:
+            node.input[1], node.input[2] = weights[node.name].w, weights[node.name].r
+        branch.append(node)
+    names = []
+    for name in outputs:
+        if name in renamed:
+            names.append(renamed[name])
+        else:  # a graph input or constant passed through
+            names.append(_CHUNK + name)
+            branch.append(helper.make_node("Identity", [name], [names[-1]]))
+    values = [_like(name, d) for name, d in zip(names, declared)]
+    return helper.make_graph(branch, "chunk", [], values)
+
+
+def _like(name: str, declared: onnx.ValueInfoProto) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, declared.type.tensor_type.elem_type, None)
+
+
+def _rename(node: onnx.NodeProto, names: dict[str, str]) -> None:
+    for field in (node.input, node.output):
+        for k, name in enumerate(field):
+            field[k] = names.get(name, name)
+
+
+def _signature(model: onnx.ModelProto) -> Signature | None:
+    props = {p.key: p.value for p in model.metadata_props}
+    return Signature.from_json(props[METADATA_KEY]) if METADATA_KEY in props else None
+
+
+def _node(graph: onnx.GraphProto, name: str) -> onnx.NodeProto:
+    return next(n for n in graph.node if n.name == name)
+
+
+def _constant_nodes(graph: onnx.GraphProto, known: set[str]) -> list[onnx.NodeProto]:
+    """The top-level nodes computed from initializers only (folded by onnxruntime at load)."""
+    known = set(known)
+    constant = []
     for node in graph.node:
-        names.update(node.input)
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                names |= _read_names(attr.g)
+        has_graph = any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute)
+        if not has_graph and all(i in known for i in node.input if i):
+            constant.append(node)
+            known.update(node.output)
+    return constant
+
+
+def _prune(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodeProto]:
+    """``nodes`` that the graph outputs depend on, in order."""
+    needed = set(outputs)
+    kept = []
+    for node in reversed(nodes):
+        if needed & set(node.output):
+            kept.append(node)
+            needed |= _reads(node)
+    return kept[::-1]
+
+
+def _reads(node: onnx.NodeProto) -> set[str]:
+    names = set(node.input)
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            for inner in attr.g.node:
+                names |= _reads(inner)
     return names
 
 
-def _eligible(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) -> _Layer | None:
-    """The operator's weights when the step path covers it, else ``None``."""
-    if node.op_type not in _DEFAULT_ACTIVATIONS or node.domain not in ("", "ai.onnx"):
-        return None
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    inputs = list(node.input) + [""] * (6 - len(node.input))
-    w_name, r_name, b_name, seq_lens, initial_h = inputs[1:6]
-    if w_name not in initializers or r_name not in initializers:
-        return None
-    if (b_name and b_name not in initializers) or seq_lens or not initial_h:
-        return None
-    if attrs.get("direction", b"forward") != b"forward" or attrs.get("layout", 0):
-        return None
-    if {"clip", "activation_alpha", "activation_beta"} & attrs.keys():
-        return None
-    if node.op_type == "GRU" and not attrs.get("linear_before_reset", 0):
-        return None
-    activations = [a.decode() for a in attrs.get("activations", [])]
-    if activations and activations not in _DEFAULT_ACTIVATIONS[node.op_type]:
-        return None
-    w = numpy_helper.to_array(initializers[w_name])
-    r = numpy_helper.to_array(initializers[r_name])
-    if w.dtype != np.float32 or r.dtype != np.float32:
-        return None
-    gh = r.shape[1]
-    b = numpy_helper.to_array(initializers[b_name])[0] if b_name else np.zeros(2 * gh, np.float32)
-    activation = activations[0] if activations else "Tanh"
-    return _Layer(node.op_type, w[0], r[0], b[:gh], b[gh:], activation)
+def _drop_unread_initializers(graph: onnx.GraphProto) -> None:
+    read = set().union(*(_reads(n) for n in graph.node)) | {o.name for o in graph.output}
+    for init in [i for i in graph.initializer if i.name not in read]:
+        graph.initializer.remove(init)
 
 
-def quantize_columns(w_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``w_t`` [K, N] as symmetric 7-bit int8 with one scale per output column."""
-    scale = np.maximum(np.abs(w_t).max(axis=0), 1e-12) / _INT8_LIMIT
-    q = np.clip(np.round(w_t / scale), -_INT8_LIMIT, _INT8_LIMIT).astype(np.int8)
-    return q, scale.astype(np.float32)
+def _dims(value: onnx.ValueInfoProto) -> list[int | str | None]:
+    return [
+        d.dim_param or (d.dim_value if d.HasField("dim_value") else None)
+        for d in value.type.tensor_type.shape.dim
+    ]
 
 
-def _emit(node: onnx.NodeProto, layer: _Layer, g: GraphBuilder) -> None:
-    """``If(T == 1)``: the lean step, else the operator over the same (dequantised) weights."""
-    weights = _int8_weights(layer, g)
-    time = g.op("Shape", [node.input[0]], start=0, end=1)[0]
-    is_step = g.op("Equal", [time, g.ints("one", [1])])[0]  # [1]: If takes one element
-    chunk = _chunk_node(node, layer, g, weights)
-    g.op(
-        "If",
-        [is_step],
-        out=[name for name in node.output if name],
-        then_branch=_step_branch(node, layer, g, weights),
-        else_branch=_branch_graph(f"{g.prefix}_chunk", [chunk], [o for o in chunk.output if o]),
-    )
+def step_shapes(model: onnx.ModelProto) -> Shapes:
+    """Every tensor's dims (unknown ones ``None``) by onnxruntime's symbolic shape inference, which
+    keeps ``time`` through a convolution's context (onnx's own names that dim anew); by onnx's
+    when the symbolic one fails (it raises whatever the graph trips it on)."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
 
-
-def _int8_weights(layer: _Layer, g: GraphBuilder) -> _Int8Weights:
-    """The stacked projection quantised, stored as its x and h blocks (``W`` and ``R``
-    transposed, int8, with their column scales) and assembled by outer-graph nodes of
-    initializers only, which onnxruntime folds when it loads the model: a GRU's zero blocks are
-    not stored."""
-    wr_t, bias = layer.stacked()
-    q, scale = quantize_columns(wr_t)
-    i, h = layer.inputs, layer.hidden
-    columns = np.arange(q.shape[1])
-    if layer.op_type == "GRU":  # x feeds z|r and x's n block, h feeds z|r and h's n block
-        x_cols, h_cols = columns[: 3 * h], np.r_[columns[: 2 * h], columns[3 * h :]]
-    else:
-        x_cols = h_cols = columns
-    wq, rq = g.const("Wq_t", q[:i, x_cols]), g.const("Rq_t", q[i:, h_cols])
-    if layer.op_type == "GRU":
-        zeros = {
-            rows: g.op(
-                "ConstantOfShape",
-                [g.ints("shape", [rows, h])],
-                value=helper.make_tensor("zero", TensorProto.INT8, [1], [0]),
-            )[0]
-            for rows in (i, h)
-        }
-        rq_zr, rq_n = g.op("Split", [rq, g.ints("sizes", [2 * h, h])], n_out=2, axis=1)
-        top = g.op("Concat", [wq, zeros[i]], axis=1)[0]
-        bottom = g.op("Concat", [rq_zr, zeros[h], rq_n], axis=1)[0]
-        stacked = g.op("Concat", [top, bottom], axis=0)[0]
-    else:
-        stacked = g.op("Concat", [wq, rq], axis=0)[0]
-    return _Int8Weights(
-        q=stacked,
-        scale=g.const("WR_scale", scale),
-        zero=g.const("WR_zero", np.zeros_like(scale, dtype=np.int8)),
-        bias=g.const("WR_bias", bias),
-        w_t=wq,
-        w_scale=g.const("W_scale", scale[x_cols]),
-        r_t=rq,
-        r_scale=g.const("R_scale", scale[h_cols]),
-    )
-
-
-def _branch_graph(name: str, nodes: list[onnx.NodeProto], outputs: list[str]) -> onnx.GraphProto:
-    values = [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs]
-    return helper.make_graph(nodes, name, [], values)
-
-
-def _step_branch(
-    node: onnx.NodeProto, layer: _Layer, g: GraphBuilder, weights: _Int8Weights
-) -> onnx.GraphProto:
-    """One step of ``X`` [1, B, I] from ``initial_h`` [1, B, H]: ``Y`` [1, 1, B, H], ``Y_h``."""
-    body = GraphBuilder(prefix=f"{g.prefix}/step", _ids=g._ids)
-    x, initial_h = node.input[0], node.input[5]
-    h = layer.hidden
-    xh = body.op("Concat", [x, initial_h], axis=2)[0]
-    ins = [xh, weights.q, weights.scale, weights.zero, weights.bias]
-    pre = body.op("DynamicQuantizeMatMul", ins, domain=MS_DOMAIN)[0]
-    if layer.op_type == "GRU":  # h' = n + z (h - n), n = tanh(xn + r hn)
-        zr, xn, hn = body.op("Split", [pre, g.ints("sizes", [2 * h, h, h])], n_out=3, axis=2)
-        z, reset = body.op("Split", [body.op("Sigmoid", [zr])[0]], n_out=2, axis=2, num_outputs=2)
-        n = body.op("Tanh", [body.op("Add", [xn, body.op("Mul", [reset, hn])[0]])[0]])[0]
-        kept = body.op("Mul", [z, body.op("Sub", [initial_h, n])[0]])[0]
-        h_new = body.op("Add", [n, kept])[0]
-    else:
-        h_new = body.op(layer.activation, [pre])[0]
-    y = body.op("Unsqueeze", [h_new, g.ints("axis", [1])])[0]
-    outputs = [value for value, name in zip((y, h_new), node.output) if name]
-    return _branch_graph(f"{g.prefix}_step", body.nodes, outputs)
-
-
-def _chunk_node(
-    node: onnx.NodeProto, layer: _Layer, g: GraphBuilder, weights: _Int8Weights
-) -> onnx.NodeProto:
-    """The float operator, for the chunk branch, over the int8 weights dequantised by
-    outer-graph nodes of initializers only (folded into constants at load)."""
-    first = g.ints("axis", [0])
-    float_weights = []
-    for q, scale in ((weights.w_t, weights.w_scale), (weights.r_t, weights.r_scale)):
-        value = g.op("Mul", [g.op("Cast", [q], to=TensorProto.FLOAT)[0], scale])[0]
-        float_weights += g.op("Unsqueeze", [g.op("Transpose", [value])[0], first])
-    outputs = [g.name(f"{tag}_chunk") if name else "" for tag, name in zip("yh", node.output)]
-    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    inputs = [node.input[0], *float_weights, *node.input[3:6]]
-    return helper.make_node(node.op_type, inputs, outputs, g.name("chunk"), **attrs)
+    try:
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # whatever the graph trips it on: onnx's inference instead
+        inferred = None
+    if inferred is None:
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError):
+            return {}
+    graph = inferred.graph
+    values = [*graph.input, *graph.value_info, *graph.output]
+    return {v.name: _dims(v) for v in values if v.type.tensor_type.HasField("shape")}

@@ -1,4 +1,5 @@
-"""The int8 step path (If on T == 1) of GRU and RNN layers: real torch against real onnxruntime."""
+"""The int8 step path (one If on T == 1 per model) of GRU and RNN models: real torch against real
+onnxruntime."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import rnnstream
-from rnnstream.export import TOLERANCES, ParitySettings, export, quantize
-from rnnstream.export.step_path import add_step_paths, step_path_nodes
-from rnnstream.models import CharLM, CharLMConfig
+from rnnstream.export import TOLERANCES, ParitySettings, export, quantize, quantize_file
+from rnnstream.export.lean_cells import lean_layer
+from rnnstream.export.parity import measure_parity
+from rnnstream.export.step_path import STEP_PATH_NODE, without_step_path
+from rnnstream.models import CRNN, CharLM, CharLMConfig, CRNNConfig
 
 INT8 = TOLERANCES["int8"]
 
@@ -83,6 +86,11 @@ def _op_types(graph: onnx.GraphProto) -> list[str]:
     return ops
 
 
+def _branch(model: onnx.ModelProto, branch: str) -> onnx.GraphProto:
+    wrap = next(n for n in model.graph.node if n.name == STEP_PATH_NODE)
+    return next(a.g for a in wrap.attribute if a.name == branch)
+
+
 def _one_branch(model: onnx.ModelProto, branch: str) -> onnx.ModelProto:
     """``model`` with every ``If`` replaced by the nodes of its ``branch``."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
@@ -93,6 +101,7 @@ def _one_branch(model: onnx.ModelProto, branch: str) -> onnx.ModelProto:
             continue
         body = next(a.g for a in node.attribute if a.name == branch)
         nodes += body.node
+        model.graph.initializer.extend(body.initializer)
         nodes += [
             helper.make_node("Identity", [o.name], [n]) for o, n in zip(body.output, node.output)
         ]
@@ -125,13 +134,15 @@ def test_int8_steps_and_chunks_match_pytorch(case: Case, tmp_path: Path) -> None
         for err in parity.errors[mode].values():
             assert err.within(INT8.atol, INT8.rtol), (mode, err)
     proto = onnx.load(path)
-    ops = _op_types(proto.graph)
-    assert ops.count("If") == case.layers and ops.count("DynamicQuantizeMatMul") >= case.layers
+    assert [n.op_type for n in proto.graph.node if n.op_type == "If"] == ["If"]
+    products = 2 if case.cell == "gru" else 1  # a GRU projects x and h apart
+    step_ops = _op_types(_branch(proto, "then_branch"))
+    assert step_ops.count("DynamicQuantizeMatMul") == products * case.layers
+    assert {"GRU", "RNN", "Transpose", "Unsqueeze", "Squeeze"}.isdisjoint(step_ops)
+    assert _op_types(_branch(proto, "else_branch")).count(case.cell[:3].upper()) == case.layers
     quantization = report.signature.source["quantization"]
     assert len(quantization["step_paths"]) == case.layers
     assert quantization["float_recurrent_nodes"] == []
-    int8 = [i for i in proto.graph.initializer if i.data_type == TensorProto.INT8]
-    assert len(int8) >= case.layers  # the stacked [W; R] of each layer, stored once
 
     # Streams, independently of the parity machinery: a batch stepped, and fed in chunks of 7.
     rng = np.random.default_rng(CASES.index(case))
@@ -210,31 +221,137 @@ def _node_model(op: str, **attrs) -> onnx.ModelProto:
         ("LSTM", {}),
     ],
 )
-def test_operators_the_step_path_does_not_cover_are_left_alone(op, attrs) -> None:
+def test_operators_a_lean_cell_does_not_cover(op, attrs) -> None:
     if op == "LSTM":
         model = _node_model("RNN")
         model.graph.node[0].op_type = "LSTM"
     else:
         model = _node_model(op, **attrs)
-    before = model.SerializeToString()
-    assert step_path_nodes(model) == []
-    assert add_step_paths(model) == []
-    assert model.SerializeToString() == before
+    initializers = {i.name: i for i in model.graph.initializer}
+    assert lean_layer(model.graph.node[0], initializers) is None
 
 
 @pytest.mark.parametrize("op,attrs", [("GRU", {"linear_before_reset": 1}), ("RNN", {})])
-def test_a_bare_operator_without_bias_gets_a_step_path(op, attrs) -> None:
+def test_a_bare_forward_operator_without_bias_is_covered(op, attrs) -> None:
     model = _node_model(op, **attrs)
-    rng = np.random.default_rng(1)
-    h0 = rng.standard_normal((1, 2, 4)).astype(np.float32)
-    feeds = [{"X": rng.standard_normal((t, 2, 3)).astype(np.float32), "h0": h0} for t in (1, 6)]
-    expected = [_run(model, f) for f in feeds]
-    assert add_step_paths(model) == ["cell"]
-    onnx.checker.check_model(model, full_check=True)
-    assert {i.name for i in model.graph.initializer}.isdisjoint({"W", "R"})
-    for f, want in zip(feeds, expected):
-        for got, w in zip(_run(model, f), want):
-            _assert_int8_close(got, w)
+    initializers = {i.name: i for i in model.graph.initializer}
+    layer = lean_layer(model.graph.node[0], initializers)
+    assert layer is not None and not layer.wb.any() and not layer.rb.any()
+
+
+def _broken(proto: onnx.ModelProto, branch: str) -> onnx.ModelProto:
+    """``proto`` with the int8 weights one branch reads negated (the step branch owns its copies;
+    the chunk branch's operator reads the outer graph's)."""
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    wrap = next(n for n in proto.graph.node if n.name == STEP_PATH_NODE)
+    step = next(a.g for a in wrap.attribute if a.name == "then_branch")
+    inits = step.initializer if branch == "step" else proto.graph.initializer
+    for init in inits:
+        if init.data_type == TensorProto.INT8 and "step_path/" in init.name:
+            init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), init.name))
+    return proto
+
+
+@pytest.mark.parametrize("cell", ["gru", "rnn_tanh"])
+def test_step_parity_measures_the_step_branch_and_chunk_parity_the_operator(cell, tmp_path) -> None:
+    """Break one branch's weights on purpose: only the parity mode that runs it fails."""
+    case = Case(cell, 6, 19, 2, True, True, 2)
+    torch.manual_seed(5)
+    net = Net(case).eval()
+    export(net, tmp_path / "m.onnx", precision="int8", parity=ParitySettings(steps=20))
+    proto = onnx.load(tmp_path / "m.onnx")
+    x = torch.randn(2, 30, case.input_size, generator=torch.Generator().manual_seed(5))
+    for broken, failing in (("step", "step"), ("chunk", "chunk")):
+        model = rnnstream.load(_broken(proto, broken).SerializeToString())
+        record = measure_parity(net, model, x, 8, INT8.atol, INT8.rtol)
+        fine = "chunk" if failing == "step" else "step"
+        assert all(e.within(INT8.atol, INT8.rtol) for e in record.errors[fine].values())
+        assert not all(e.within(INT8.atol, INT8.rtol) for e in record.errors[failing].values())
+
+
+def test_without_step_path_gives_back_the_chunk_graph(tmp_path: Path) -> None:
+    case = CASES[2]
+    torch.manual_seed(2)
+    export(Net(case).eval(), tmp_path / "m.onnx", precision="int8", parity=ParitySettings(steps=20))
+    proto = onnx.load(tmp_path / "m.onnx")
+    chunk_graph = without_step_path(onnx.load(tmp_path / "m.onnx"))
+    onnx.checker.check_model(chunk_graph, full_check=True)
+    assert "If" not in _op_types(chunk_graph.graph)
+    assert [n.op_type for n in chunk_graph.graph.node].count("GRU") == case.layers
+    rng = np.random.default_rng(2)
+    feeds = {
+        "x": rng.standard_normal((2, 5, case.input_size)).astype(np.float32),
+        "h0": rng.standard_normal((case.layers, 2, case.hidden)).astype(np.float32),
+    }
+    for got, want in zip(_run(chunk_graph, feeds), _run(proto, feeds)):
+        np.testing.assert_array_equal(got, want)
+
+
+class TwoHeads(nn.Module):
+    """A GRU under two heads, one returned flattened over time and batch (``view(-1, V)``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.GRU(5, 13, num_layers=2, batch_first=True)
+        self.logits = nn.Linear(13, 7)
+        self.value = nn.Linear(13, 1)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor | None = None):
+        y, h = self.rnn(x, h)
+        return self.logits(y).reshape(-1, 7), self.value(y), h
+
+
+class ConvGRU(nn.Module):
+    """A causal Conv1d front-end over ``[B, T, F]`` (transposed to channels first) and an RNN."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(4, 8, kernel_size=3, padding=2)
+        self.rnn = nn.RNN(8, 11, batch_first=True, nonlinearity="relu")
+        self.head = nn.Linear(11, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)
+        return self.head(self.rnn(torch.relu(features))[0])
+
+
+def _around_the_layers():
+    torch.manual_seed(7)
+    return {
+        "char-lm": CharLM(CharLMConfig(cell="gru", num_layers=2, hidden_size=24, embed_size=8)),
+        "crnn": CRNN(CRNNConfig(features=2, cell="gru", num_layers=2, hidden_size=17)),
+        "two-heads-flattened": TwoHeads(),
+        "conv-rnn": ConvGRU(),
+    }
+
+
+@pytest.mark.parametrize("name", list(_around_the_layers()))
+def test_models_around_the_layers_step_through_the_step_path(name: str, tmp_path: Path) -> None:
+    """Embeddings (token input), causal convolutions and their contexts, several and flattened
+    heads run inside the step branch: parity (step and chunk) within the int8 tolerance."""
+    net = _around_the_layers()[name].eval()
+    report = export(net, tmp_path / "m.onnx", precision="int8", parity=ParitySettings(steps=40))
+    assert report.parity.passed and len(report.signature.source["quantization"]["step_paths"]) >= 1
+    for mode in ("step", "chunk"):
+        for err in report.parity.errors[mode].values():
+            assert err.within(INT8.atol, INT8.rtol), (mode, err)
+    step_ops = _op_types(_branch(onnx.load(tmp_path / "m.onnx"), "then_branch"))
+    assert {"GRU", "RNN", "Transpose"}.isdisjoint(step_ops)
+
+
+def test_lstm_and_bidirectional_models_keep_their_int8_graphs(tmp_path: Path) -> None:
+    """No step path: an LSTM keeps DynamicQuantizeLSTM (faster than the lean cell, README), a
+    bidirectional GRU (whole sequences only) a Scan over int8 MatMuls."""
+    torch.manual_seed(8)
+    lstm = nn.LSTM(5, 9, num_layers=2, batch_first=True)
+    export(lstm, tmp_path / "lstm.onnx", precision="int8", parity=ParitySettings(steps=20))
+    ops = _op_types(onnx.load(tmp_path / "lstm.onnx").graph)
+    assert "If" not in ops and ops.count("DynamicQuantizeLSTM") == 2
+    bi = nn.GRU(5, 9, batch_first=True, bidirectional=True)
+    report = export(bi, tmp_path / "bi.onnx", precision="int8", parity=ParitySettings(steps=20))
+    ops = _op_types(onnx.load(tmp_path / "bi.onnx").graph)
+    assert "If" not in ops and "Scan" in ops
+    assert report.signature.source["quantization"]["step_paths"] == []
 
 
 def test_state_snapshots_and_pool_rows_behave_as_before(tmp_path: Path) -> None:
@@ -284,3 +401,27 @@ def test_char_lm_embedding_is_stored_int8_and_gathers_float_rows(tmp_path: Path)
     assert [t.data_type for t in tables] == [TensorProto.INT8]
     assert list(tables[0].dims) == [lm.config.vocab_size, 8]
     assert "DequantizeLinear" not in _op_types(proto.graph)
+
+
+class NamedLikeTheStepPath(nn.Module):
+    """Modules named as the step path names its own tensors (``step_path/...``, ``lean/...``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.step_path = nn.GRU(3, 8, num_layers=2, batch_first=True)
+        self.lean = nn.RNN(8, 5, batch_first=True)
+        self.head = nn.Linear(5, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.lean(self.step_path(x)[0])[0])
+
+
+def test_tensor_names_like_the_step_paths_own_do_not_clash(tmp_path: Path) -> None:
+    torch.manual_seed(9)
+    net = NamedLikeTheStepPath().eval()
+    source = export(net, tmp_path / "m.onnx", parity=ParitySettings(steps=20)).path
+    names = {o for n in onnx.load(source).graph.node for o in n.output}
+    assert any(name.startswith("step_path/") for name in names)
+    report = quantize_file(source, tmp_path / "m.int8.onnx", "int8", against=net)
+    assert report.parity.passed and len(report.signature.source["quantization"]["step_paths"]) == 3
+    onnx.checker.check_model(onnx.load(report.path), full_check=True)
