@@ -79,6 +79,7 @@ def _axes_line(sig: Any) -> str:
         by = "name, probe failed" if decision["by"].startswith("name (probe") else decision["by"]
         by += f", fixed {decision['size']}" if "size" in decision else ""
         by += f", at least {decision['least']} a run" if "least" in decision else ""
+        by += ", outputs the last step's: one step a run" if decision.get("last") else ""
         return by + (", steps mixed: a step is a whole chunk" if decision.get("mixed") else "")
 
     parts = [

@@ -220,6 +220,8 @@ def _decide_axes(
     }
     if time_axis in probe.least:  # a run takes at least that many steps (subsampling encoders)
         origins["time"]["least"] = probe.least[time_axis]
+    if time_axis in probe.last_only and time_by == "probe":
+        origins["time"]["last"] = True  # outputs are the last step's: one step a run
     return batch, time_axis, origins
 
 
@@ -298,6 +300,8 @@ def discover_signature(
                 x_dims = tuple(1 if a == axis else d for a, d in enumerate(x_dims))
                 for follows in probe.follows.values():
                     follows.pop(axis, None)
+    if origins["time"].get("last"):  # type: ignore[union-attr]
+        x_dims = tuple(1 if a == time_axis else d for a, d in enumerate(x_dims))
     for frame in origins["frame"]:  # type: ignore[union-attr]
         if "size" in frame:  # a fixed window: a step takes exactly that many
             x_dims = tuple(frame["size"] if a == frame["axis"] else d for a, d in enumerate(x_dims))

@@ -7,7 +7,9 @@ and 3 while the others stay at 1, and watched:
 - **batch**: the states take the same size, and each row run alone gives that row's outputs and
   new state (rows are independent);
 - **time**: one run over 2 units equals two runs of 1 with the state carried, and some output
-  follows the axis (one output per step);
+  follows the axis (one output per step), or the model outputs only its states, or every output
+  is the last step's (a classifier returning ``y[:, -1]``: ``Probe.last_only``, run one step at a
+  time);
 - **frame**: the model takes sizes 1, 2 and 3 and no output or state changes shape (one step
   consumes a window of any length); or an output follows the axis but one run over 2 units
   differs from two runs of 1 (a bidirectional or look-ahead layer mixes the steps): one step is
@@ -23,7 +25,8 @@ bins) is probed at the sizes it accepts, found from its own hints: the sizes onn
 when it refuses a run (a Reshape's requested shape), numbers in the axis's dim_param, windows of
 the pinned sample rate (32, 16, 10, 20, 30 ms), the fixed sizes of the model's inputs and
 outputs, and common window sizes, each tried until one runs.
-An axis that only runs at one size is a **frame** axis of that fixed size (``Probe.windows``);
+An axis that only runs at one size (or at its multiples but not one more: a Reshape traced at
+that size) is a **frame** axis of that fixed size (``Probe.windows``);
 one whose sizes change the output shapes takes at least some units a run (a time axis an
 encoder subsamples: ``Probe.least``, the fewest, bisected).
 When no size runs, ``Probe.failed`` says why and the names decide; when onnxruntime has no
@@ -75,6 +78,7 @@ class Probe:
     windows: dict[int, int] = field(default_factory=dict)  # frame axis -> the one size it takes
     mixed: set[int] = field(default_factory=set)  # frame axes whose steps the model mixes
     least: dict[int, int] = field(default_factory=dict)  # refused size 1: the fewest it runs
+    last_only: set[int] = field(default_factory=set)  # time axes whose outputs are the last step's
     num_tokens: int | None = None  # integer input: the first id the model refuses
     failed: str = ""  # why no run succeeded (then the names decide)
     unsupported: str = ""  # onnxruntime has no kernel for the model's types (float64 GRU)
@@ -261,8 +265,10 @@ class _Prober:
 
     def time_verdict(self, axis: int, x: np.ndarray, probe: Probe) -> str:
         """ "time" when one run over 2 units equals two runs of 1 with the state carried and some
-        output follows the axis; "mixed" when an output follows it but the two differ (the model
-        mixes its steps: bidirectional, look-ahead); "" otherwise."""
+        output follows the axis, or the model outputs only its states; "last" when they are
+        equal but every output is the last step's (a classifier's ``y[:, -1]``); "mixed" when an
+        output follows it but the two differ (the model mixes its steps: bidirectional,
+        look-ahead); "" otherwise."""
         whole = self.run(x, self.zero_states(1))
         first = self.run(np.take(x, [0], axis=axis), self.zero_states(1))
         if whole is None or first is None:
@@ -278,7 +284,12 @@ class _Prober:
                 same = same and nearly_equal(y, np.concatenate([y0, y1], axis=k))
                 output_axes[name] = k
         if not output_axes:
-            return ""
+            if not same or not self.pairs:
+                return ""
+            if not self.outputs:
+                return "time"
+            last = all(nearly_equal(y, y1) for y, y1 in zip(whole[0], second[0]))
+            return "last" if last else ""
         if not same:
             return "mixed"
         for name, k in output_axes.items():
@@ -302,12 +313,13 @@ class _Prober:
         return None
 
     def window(self, axis: int, base: Run) -> int | None:
-        """For an axis that refused size 1: its fixed window (twice the size is refused too),
-        0 when larger sizes run with every shape unchanged (a frame of at least that length),
-        None when they change shapes (not a frame)."""
+        """For an axis that refused size 1: its fixed window (twice the size, or one more, is
+        refused too: a traced Reshape can take multiples of the size it was exported at), 0 when
+        larger sizes run with every shape unchanged (a frame of at least that length), None when
+        they change shapes (not a frame)."""
         size = self.base[axis]
         run = self.run(self.frames({axis: 2 * size}), self.zero_states(1))
-        if run is None:
+        if run is None or self.run(self.frames({axis: size + 1}), self.zero_states(1)) is None:
             return size
         shapes = [y.shape for y in run[0]] + [s.shape for s in run[1].values()]
         same = shapes == [y.shape for y in base[0]] + [s.shape for s in base[1].values()]
@@ -420,8 +432,10 @@ def probe_axes(
             x = prober.frames({axis: 2})
             if states_grow and prober.is_batch(axis, x, probe):
                 probe.roles[axis] = "batch"
-            elif (verdict := prober.time_verdict(axis, x, probe)) == "time":
+            elif (verdict := prober.time_verdict(axis, x, probe)) in ("time", "last"):
                 probe.roles[axis] = "time"
+                if verdict == "last":  # one step a run, or the outputs of the others are lost
+                    probe.last_only.add(axis)
             elif verdict == "mixed":  # not time: one step takes a whole chunk of any length
                 probe.roles[axis] = "frame"
                 probe.mixed.add(axis)
