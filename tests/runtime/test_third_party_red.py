@@ -704,3 +704,51 @@ def test_a_model_returning_only_its_state_steps_and_feeds(tmp_path, cli):
     for stream in (stepped, fed):
         assert_close(stream.state["h"], h, KERNELS)
         assert_close(stream.state["c"], c, KERNELS)
+
+
+class OffsetCounter(nn.Module):
+    """A GRU plus positions from an int64 ``offset [1]`` state that counts the frames seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn, self.position = nn.GRU(F, H, batch_first=True), nn.Linear(1, H)
+
+    def forward(self, x, h, offset):
+        y, h = self.rnn(x, h)
+        steps = (offset + torch.arange(x.shape[1])).float()[None, :, None] * 0.01
+        return y + self.position(steps), h, offset + x.shape[1]
+
+
+def test_a_frame_counter_state_streams_and_a_pool_is_refused_naming_it(tmp_path):
+    """``offset [1]`` is shared by every row of a run, so rows at different offsets cannot
+    share one: the pool is refused naming it; a stream carries it like any state."""
+    path = tmp_path / "counter.onnx"
+    torch.manual_seed(0)
+    example = (torch.randn(2, 3, F), _zeros(1, 2, H), torch.zeros(1, dtype=torch.int64))
+    dims = {"x": {0: "B", 1: "T"}, "y": {0: "B", 1: "T"}, "h": {1: "B"}, "hn": {1: "B"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            OffsetCounter().eval(), example, str(path), dynamo=False,
+            input_names=["x", "h", "offset"], output_names=["y", "hn", "next_offset"],
+            dynamic_axes=dims,
+        )  # fmt: skip
+    model = rnnstream.load(path)
+    assert {s.input: s.output for s in model.signature.states} == {
+        "h": "hn",
+        "offset": "next_offset",
+    }
+    with pytest.raises(SignatureError, match=re.escape("state 'offset' [1] at axis 0")):
+        model.pool()
+    frames = np.random.default_rng(7).uniform(-1, 1, (5, F)).astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    h, offset, want = np.zeros((1, 1, H), np.float32), np.zeros(1, np.int64), []
+    for frame in frames:
+        y, h, offset = session.run(None, {"x": frame.reshape(1, 1, F), "h": h, "offset": offset})
+        want.append(y.reshape(-1))
+    stepped = model.stream()
+    assert_close(np.stack([np.ravel(stepped.step(f)) for f in frames]), np.stack(want), KERNELS)
+    fed = model.stream()
+    chunks = [fed.feed(frames[:2]), fed.feed(frames[2:])]
+    assert_close(np.concatenate(chunks), np.stack(want), KERNELS)
+    assert fed.state["offset"].tolist() == stepped.state["offset"].tolist() == [5]
