@@ -15,6 +15,8 @@ model, and the same bits per character).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -22,7 +24,14 @@ from onnx import TensorProto, helper, numpy_helper
 from rnnstream.errors import ExportError
 from rnnstream.export.scan_cells import rewrite_as_scan
 
-__all__ = ["BLOCK_SIZES", "DEFAULT_BLOCK_SIZE", "check_block_size", "pack_nbits", "to_int4"]
+__all__ = [
+    "BLOCK_SIZES",
+    "DEFAULT_BLOCK_SIZE",
+    "all_nodes",
+    "check_block_size",
+    "pack_nbits",
+    "to_int4",
+]
 
 MS_DOMAIN = "com.microsoft"
 BLOCK_SIZES = (16, 32, 64, 128, 256)  # powers of two MatMulNBits accepts (>= 16)
@@ -89,7 +98,7 @@ def to_int4(model: onnx.ModelProto, block_size: int) -> tuple[onnx.ModelProto, d
     rewriter.rewrite(model.graph)
     if not rewriter.packed:
         raise ExportError("int4: the model has no MatMul or Gemm with a float32 weight to quantise")
-    used = {name for node in _all_nodes(model.graph) for name in node.input}
+    used = {name for node in all_nodes(model.graph) for name in node.input}
     for init in [i for i in model.graph.initializer if i.name not in used]:
         model.graph.initializer.remove(init)
     if all(o.domain != MS_DOMAIN for o in model.opset_import):
@@ -105,14 +114,15 @@ def to_int4(model: onnx.ModelProto, block_size: int) -> tuple[onnx.ModelProto, d
     return model, details
 
 
-def _all_nodes(graph: onnx.GraphProto):
+def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """The nodes of ``graph`` and of every subgraph in it, depth first."""
     for node in graph.node:
         yield node
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(attr.g)
+                yield from all_nodes(attr.g)
             for sub in attr.graphs:
-                yield from _all_nodes(sub)
+                yield from all_nodes(sub)
 
 
 class _Rewriter:

@@ -37,7 +37,7 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
 from rnnstream.errors import ExportError
-from rnnstream.export.int4 import DEFAULT_BLOCK_SIZE, check_block_size, to_int4
+from rnnstream.export.int4 import DEFAULT_BLOCK_SIZE, all_nodes, check_block_size, to_int4
 from rnnstream.export.scan_cells import rewrite_as_scan
 from rnnstream.export.step_path import (
     add_step_path,
@@ -154,6 +154,7 @@ def _int8(model: onnx.ModelProto, signature: Signature) -> tuple[onnx.ModelProto
             extra_options={"EnableSubgraph": True},
         )
         converted = onnx.load(str(out))
+    _declare_domains(converted)
     tables = _int8_tables(converted)
     add_step_path(converted, signature, shapes=shapes)
     details = {
@@ -165,6 +166,16 @@ def _int8(model: onnx.ModelProto, signature: Signature) -> tuple[onnx.ModelProto
         "tables": "int8, symmetric, per row, dequantised when loaded" if tables else None,
     }
     return converted, details
+
+
+def _declare_domains(model: onnx.ModelProto) -> None:
+    """Import every operator domain a node uses, in the graph or in any subgraph:
+    ``quantize_dynamic`` declares ``com.microsoft`` only for the top-level nodes it converts, not
+    for a ``DynamicQuantizeLSTM`` it puts in a cell loop's ``Scan`` body."""
+    declared = {o.domain for o in model.opset_import}
+    used = {node.domain for node in all_nodes(model.graph)} - declared - {"ai.onnx"}
+    for domain in sorted(used):
+        model.opset_import.append(helper.make_opsetid(domain, 1))
 
 
 def _int8_tables(model: onnx.ModelProto) -> list[str]:
