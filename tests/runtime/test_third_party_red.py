@@ -35,6 +35,7 @@ from torch import nn
 
 import rnnstream
 from rnnstream.errors import InputError, SignatureError
+from tests.runtime.third_party import assert_steps_match, ort_loop, outputs_by_name
 from tests.tolerances import KERNELS, assert_close
 
 F, H, V = 6, 5, 11
@@ -523,34 +524,15 @@ def _frames(case: Case, steps: int, seed: int) -> list[np.ndarray]:
 
 def _loop(path: Path, case: Case, frames: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """The hand-written onnxruntime loop: one run per step, the new states fed back."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    args = {a.name: a for a in session.get_inputs()}
+    args = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()
+    shapes = {a.name: a.shape for a in args}
     states = {
-        name: np.zeros([d if isinstance(d, int) else 1 for d in args[name].shape], np.float32)
+        name: np.zeros([d if isinstance(d, int) else 1 for d in shapes[name]], np.float32)
         for name in case.pairs
     }
-    x_name = next(iter(args))
-    names = [o.name for o in session.get_outputs()]
-    results = []
-    for frame in frames:
-        feeds = {x_name: np.asarray(frame).reshape(case.step), **states, **case.extra}
-        out = dict(zip(names, session.run(None, feeds)))
-        states = {name_in: out[name_out] for name_in, name_out in case.pairs.items()}
-        results.append({n: v for n, v in out.items() if n not in case.pairs.values()})
-    return results
-
-
-def _outputs(output: object, names: list[str]) -> dict[str, np.ndarray]:
-    return dict(output) if isinstance(output, dict) else {names[0]: np.asarray(output)}
-
-
-def _assert_steps(got: list[dict], want: list[dict]) -> None:
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.keys() == w.keys()
-        for name in w:
-            assert g[name].size == w[name].size, name
-            assert_close(g[name].reshape(-1), w[name].reshape(-1), KERNELS)
+    steps = [{args[0].name: np.asarray(f).reshape(case.step), **case.extra} for f in frames]
+    outs = ort_loop(path, steps, states, case.pairs)
+    return [{n: v for n, v in out.items() if n not in case.pairs.values()} for out in outs]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -563,11 +545,13 @@ def test_loads_without_help_and_streams_like_an_onnxruntime_loop(name, exported,
     want = _loop(path, case, frames)
 
     stream = model.stream()
-    _assert_steps([_outputs(stream.step(f), names) for f in frames], want)
+    assert_steps_match([outputs_by_name(stream.step(f), names) for f in frames], want)
 
     stream = model.stream()
-    chunks = [_outputs(stream.feed(np.stack(part)), names) for part in (frames[:3], frames[3:])]
-    _assert_steps(
+    chunks = [
+        outputs_by_name(stream.feed(np.stack(part)), names) for part in (frames[:3], frames[3:])
+    ]
+    assert_steps_match(
         [{n: c[n][t] for n in names} for c in chunks for t in range(len(c[names[0]]))], want
     )
 
@@ -576,7 +560,9 @@ def test_loads_without_help_and_streams_like_an_onnxruntime_loop(name, exported,
     ids = [pool.open(), pool.open()]
     ticks = [pool.step(dict(zip(ids, step))) for step in zip(*rows)]
     for stream_id, row in zip(ids, rows):
-        _assert_steps([_outputs(t[stream_id], names) for t in ticks], _loop(path, case, row))
+        assert_steps_match(
+            [outputs_by_name(t[stream_id], names) for t in ticks], _loop(path, case, row)
+        )
 
     text = cli("-q", "info", str(path)).output
     assert f"stream input {model.signature.input.name}: {case.axes}\n" in text

@@ -26,6 +26,7 @@ from torch import nn
 
 import rnnstream
 from rnnstream.errors import InputError, SignatureError
+from tests.runtime.third_party import assert_steps_match, ort_loop, outputs_by_name
 from tests.tolerances import KERNELS, assert_close
 
 F, H, V = 6, 5, 13
@@ -258,33 +259,14 @@ def _model_step(case: Case, frame: np.ndarray) -> np.ndarray:
 
 def _loop(path: Path, case: Case, frames: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
     """The hand-written onnxruntime loop: one run per step, the new states fed back."""
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    args = session.get_inputs()
+    args = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()
     states = {
         a.name: np.zeros([d if isinstance(d, int) else 1 for d in a.shape], np.float32)
         for a in args[1:]
     }
-    names = [o.name for o in session.get_outputs()]
-    results = []
-    for frame in frames:
-        out = dict(
-            zip(names, session.run(None, {args[0].name: _model_step(case, frame), **states}))
-        )
-        states = {name_in: out[name_out] for name_in, name_out in case.pairs.items()}
-        results.append({n: v for n, v in out.items() if n not in case.pairs.values()})
-    return results
-
-
-def _outputs(output: object, names: list[str]) -> dict[str, np.ndarray]:
-    return dict(output) if isinstance(output, dict) else {names[0]: np.asarray(output)}
-
-
-def _assert_steps(got: list[dict], want: list[dict]) -> None:
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.keys() == w.keys()
-        for name in w:
-            assert_close(g[name].reshape(-1), w[name].reshape(-1), KERNELS)
+    steps = [{args[0].name: _model_step(case, frame)} for frame in frames]
+    outs = ort_loop(path, steps, states, case.pairs)
+    return [{n: v for n, v in out.items() if n not in case.pairs.values()} for out in outs]
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -297,12 +279,14 @@ def test_loads_without_help_and_streams_like_an_onnxruntime_loop(name, exported,
     want = _loop(path, case, frames)
 
     stream = model.stream()
-    _assert_steps([_outputs(stream.step(f), names) for f in frames], want)
+    assert_steps_match([outputs_by_name(stream.step(f), names) for f in frames], want)
 
     stream = model.stream()
-    chunks = [_outputs(stream.feed(np.stack(part)), names) for part in (frames[:3], frames[3:])]
+    chunks = [
+        outputs_by_name(stream.feed(np.stack(part)), names) for part in (frames[:3], frames[3:])
+    ]
     fed = [{n: c[n][t] for n in names} for c in chunks for t in range(len(c[names[0]]))]
-    _assert_steps(fed, want)
+    assert_steps_match(fed, want)
 
     text = cli("-q", "info", str(path)).output
     assert f"stream input {model.signature.input.name}: {case.axes}\n" in text
@@ -326,7 +310,9 @@ def test_a_pool_batches_the_rows_or_says_why_not(name, exported):
     ids = [pool.open(), pool.open()]
     ticks = [pool.step(dict(zip(ids, step))) for step in zip(*rows)]
     for stream_id, frames in zip(ids, rows):
-        _assert_steps([_outputs(t[stream_id], names) for t in ticks], _loop(path, case, frames))
+        assert_steps_match(
+            [outputs_by_name(t[stream_id], names) for t in ticks], _loop(path, case, frames)
+        )
 
 
 def test_a_bidirectional_layer_takes_whole_chunks(tmp_path, cli):

@@ -26,6 +26,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from tests.tolerances import KERNELS, assert_close
+
 f32, i64 = TensorProto.FLOAT, TensorProto.INT64
 _rng = np.random.default_rng(31)  # fixed weights (test data comes from per-test seeds)
 
@@ -299,3 +301,18 @@ def ort_loop(
         states = {name_in: out[name_out] for name_in, name_out in pairs.items()}
         results.append(out)
     return results
+
+
+def outputs_by_name(output: object, names: list[str]) -> dict[str, np.ndarray]:
+    """A stream's result as ``{output name: array}`` (a lone output comes back bare)."""
+    return dict(output) if isinstance(output, dict) else {names[0]: np.asarray(output)}
+
+
+def assert_steps_match(got: list[dict], want: list[dict]) -> None:
+    """Step by step, the same outputs with the same values (``KERNELS`` closeness)."""
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.keys() == w.keys()
+        for name in w:
+            assert g[name].size == w[name].size, name
+            assert_close(g[name].reshape(-1), w[name].reshape(-1), KERNELS)
