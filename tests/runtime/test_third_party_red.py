@@ -35,7 +35,12 @@ from torch import nn
 
 import rnnstream
 from rnnstream.errors import InputError, SignatureError
-from tests.runtime.third_party import assert_steps_match, ort_loop, outputs_by_name
+from tests.runtime.third_party import (
+    assert_step_and_feed_match,
+    assert_steps_match,
+    ort_loop,
+    outputs_by_name,
+)
 from tests.tolerances import KERNELS, assert_close
 
 F, H, V = 6, 5, 11
@@ -544,16 +549,7 @@ def test_loads_without_help_and_streams_like_an_onnxruntime_loop(name, exported,
     frames = _frames(case, 7, seed=1)
     want = _loop(path, case, frames)
 
-    stream = model.stream()
-    assert_steps_match([outputs_by_name(stream.step(f), names) for f in frames], want)
-
-    stream = model.stream()
-    chunks = [
-        outputs_by_name(stream.feed(np.stack(part)), names) for part in (frames[:3], frames[3:])
-    ]
-    assert_steps_match(
-        [{n: c[n][t] for n in names} for c in chunks for t in range(len(c[names[0]]))], want
-    )
+    assert_step_and_feed_match(model, frames, want)
 
     pool = model.pool()
     rows = [frames[:4], _frames(case, 4, seed=2)]

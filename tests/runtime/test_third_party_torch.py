@@ -26,7 +26,12 @@ from torch import nn
 
 import rnnstream
 from rnnstream.errors import InputError, SignatureError
-from tests.runtime.third_party import assert_steps_match, ort_loop, outputs_by_name
+from tests.runtime.third_party import (
+    assert_step_and_feed_match,
+    assert_steps_match,
+    ort_loop,
+    outputs_by_name,
+)
 from tests.tolerances import KERNELS, assert_close
 
 F, H, V = 6, 5, 13
@@ -274,19 +279,10 @@ def test_loads_without_help_and_streams_like_an_onnxruntime_loop(name, exported,
     case, path = CASES[name], exported(name)
     model = rnnstream.load(path)
     assert {s.input: s.output for s in model.signature.states} == case.pairs
-    names = [o.name for o in model.signature.outputs]
     frames = _frames(case, 7, seed=1)
     want = _loop(path, case, frames)
 
-    stream = model.stream()
-    assert_steps_match([outputs_by_name(stream.step(f), names) for f in frames], want)
-
-    stream = model.stream()
-    chunks = [
-        outputs_by_name(stream.feed(np.stack(part)), names) for part in (frames[:3], frames[3:])
-    ]
-    fed = [{n: c[n][t] for n in names} for c in chunks for t in range(len(c[names[0]]))]
-    assert_steps_match(fed, want)
+    assert_step_and_feed_match(model, frames, want)
 
     text = cli("-q", "info", str(path)).output
     assert f"stream input {model.signature.input.name}: {case.axes}\n" in text

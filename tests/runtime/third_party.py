@@ -316,3 +316,15 @@ def assert_steps_match(got: list[dict], want: list[dict]) -> None:
         for name in w:
             assert g[name].size == w[name].size, name
             assert_close(g[name].reshape(-1), w[name].reshape(-1), KERNELS)
+
+
+def assert_step_and_feed_match(model, frames: list[np.ndarray], want: list[dict]) -> None:
+    """``model``'s streams give ``want`` stepped frame by frame and fed in two chunks (3 + rest)."""
+    names = [o.name for o in model.signature.outputs]
+    stream = model.stream()
+    assert_steps_match([outputs_by_name(stream.step(f), names) for f in frames], want)
+    stream = model.stream()
+    parts = (frames[:3], frames[3:])
+    chunks = [outputs_by_name(stream.feed(np.stack(part)), names) for part in parts]
+    fed = [{n: c[n][t] for n in names} for c in chunks for t in range(len(c[names[0]]))]
+    assert_steps_match(fed, want)
