@@ -31,6 +31,7 @@ __all__ = [
     "assert_snapshot_restores",
     "assert_steps_and_chunks_match",
     "batch_time",
+    "by_name",
     "export_and_stream_like_pytorch",
     "prepared",
     "refusal",
@@ -202,10 +203,10 @@ class Case:
     batch_first: bool = True
     example: bool = False  # export with example= (the input cannot be guessed)
 
-    def input(self, seed: int) -> torch.Tensor:
-        """A seeded input of USER_BATCH sequences of USER_STEPS steps, as the model reads it."""
+    def input(self, seed: int, batch: int = USER_BATCH, steps: int = USER_STEPS) -> torch.Tensor:
+        """A seeded input of ``batch`` sequences of ``steps`` steps, as the model reads it."""
         gen = torch.Generator().manual_seed(seed)
-        lead = (USER_BATCH, USER_STEPS) if self.batch_first else (USER_STEPS, USER_BATCH)
+        lead = (batch, steps) if self.batch_first else (steps, batch)
         if self.tokens is not None:
             return torch.randint(0, self.tokens, lead, generator=gen)
         if self.features is None:
@@ -215,7 +216,8 @@ class Case:
         return torch.randn(*lead, *features, generator=gen)
 
 
-def _by_name(result: object, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+def by_name(result: object, names: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """A stream's outputs by name: a dict as it is, a lone output under ``names[0]``."""
     return result if isinstance(result, dict) else {names[0]: result}
 
 
@@ -242,7 +244,7 @@ def export_and_stream_like_pytorch(case: Case, tmp_path: Path) -> None:
             calls = [
                 stream.feed(frames[:, t : t + USER_CHUNK]) for t in range(0, USER_STEPS, USER_CHUNK)
             ]
-        results = [_by_name(result, case.names) for result in calls]
+        results = [by_name(result, case.names) for result in calls]
         for spec, ref in zip(sig.outputs, refs):
             ref = ref.swapaxes(0, 1) if spec.time_axis is not None and spec.batch_axis == 1 else ref
             per_call = [r[spec.name] for r in results]

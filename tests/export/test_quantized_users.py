@@ -11,8 +11,6 @@ Found and fixed:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +20,7 @@ from torch import nn
 
 import rnnstream
 from rnnstream.export import TOLERANCES, ParitySettings, export, verify
+from tests.export.streaming import Case
 
 SETTINGS = ParitySettings(steps=24, chunk=4)
 BATCH, STEPS, CHUNK, SPLIT = 2, 9, 4, 5
@@ -59,27 +58,15 @@ class SteppedTwoLayerLstmStateArguments(nn.Module):
         return torch.cat(ys, 1), h, c
 
 
-@dataclass(frozen=True)
-class Case:
-    """A model, PyTorch's per-step outputs (``[batch, time, ...]``) from the zero state, its
-    input's features."""
-
-    name: str
-    make: Callable[[], nn.Module]
-    call: Callable[[nn.Module, torch.Tensor], torch.Tensor]
-    features: int = 4
-
-    def sample(self, seed: int) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(seed)
-        return torch.randn(BATCH, STEPS, self.features, generator=gen)
-
-
+# the harness's Case: ``call`` gives PyTorch's per-step output ([batch, time, ...]) from the zero
+# state
 CASES = [
-    Case("lstm_stepped", SteppedLstm, lambda m, x: m(x)),
+    Case("lstm_stepped", SteppedLstm, lambda m, x: [m(x)], features=4),
     Case(
         "lstm_2_layers_stepped_h_c_arguments",
         SteppedTwoLayerLstmStateArguments,
-        lambda m, x: m(x, torch.zeros(2, len(x), 6), torch.zeros(2, len(x), 6))[0],
+        lambda m, x: [m(x, torch.zeros(2, len(x), 6), torch.zeros(2, len(x), 6))[0]],
+        features=4,
     ),
 ]
 PRECISIONS = ["int8", "float16", "int4"]
@@ -102,9 +89,9 @@ def test_users_model_streams_at_lower_precision(case: Case, precision: str, tmp_
     report = export(model, path, parity=SETTINGS, precision=precision)
     assert report.signature.precision == precision
     assert report.parity is not None and report.parity.passed
-    x = case.sample(seed=7)
+    x = case.input(seed=7, batch=BATCH, steps=STEPS)
     with torch.no_grad():
-        want = case.call(model, x).numpy()
+        (want,) = (y.numpy() for y in case.call(model, x))
     frames = x.numpy()
     loaded = rnnstream.load(path)
     stream = loaded.stream(batch=BATCH)
