@@ -127,8 +127,10 @@ class Stream:
         if not self._input.takes_chunks:
             return self._feed_steps(chunk)
         x = self._input.convert(chunk, self._rows, self._single, time=True)
-        if x.shape[self.model.signature.input.time_axis] < self._least:
-            raise self._too_few(x.shape[self.model.signature.input.time_axis])
+        if self._least > 1:
+            steps = x.shape[self.model.signature.input.time_axis]
+            if steps < self._least:
+                raise self._too_few(steps)
         return self._run(x, step=False)
 
     def _too_few(self, steps: int) -> InputError:
