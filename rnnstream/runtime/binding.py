@@ -3,6 +3,8 @@
 Each run reads the state from one set of arrays and writes the new state into the other, through
 IOBinding, so no state is copied or re-fed as a dict per step. A failed run leaves the current set
 untouched (only the other set may be half written), which is what keeps a rejected step harmless.
+Single steps are bound on the runner's step session for ``rows`` (pinned shapes, see
+:mod:`rnnstream.runtime.runner`), chunks on its general session; both share the state buffers.
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ class PingPongState:
             self._step_outputs = [
                 np.zeros(shape, dtype=o.dtype) for shape, o in zip(step_shapes, sig.outputs)
             ]
+        # Steps with outputs of a known shape run on the session pinned to that shape
+        fixed_steps = self._step_outputs is not None
+        self._step_session = runner.step_session(rows) if fixed_steps else self._session
         # Lengths inputs: bound once for steps when a step's count is fixed (a time axis: 1),
         # else bound on each run from the input
         self._length_feeds = runner.length_feeds if runner.lengths else None
@@ -50,7 +55,9 @@ class PingPongState:
             1 if s.counts == x_spec.time_axis else x_spec.shape[s.counts] for s in runner.lengths
         ]
         self._step_lengths_vary = not all(isinstance(n, int) for n in step_counts)
-        self._step = [self._bind(runner, k, self._step_outputs) for k in range(2)]
+        self._step = [
+            self._bind(runner, self._step_session, k, self._step_outputs) for k in range(2)
+        ]
         if runner.lengths and not self._step_lengths_vary:
             rows_fed = 1 if x_spec.batch_axis is None else rows
             self._bound_lengths = []  # kept alive: the bindings share their memory
@@ -59,10 +66,16 @@ class PingPongState:
                 self._bound_lengths.append(value)
                 for io in self._step:
                     io.bind_cpu_input(s.name, value)
-        self._chunk = [self._bind(runner, k, None) for k in range(2)]
+        self._chunk = [self._bind(runner, self._session, k, None) for k in range(2)]
 
-    def _bind(self, runner: Runner, k: int, outputs: list[np.ndarray] | None) -> ort.IOBinding:
-        io = self._session.io_binding()
+    def _bind(
+        self,
+        runner: Runner,
+        session: ort.InferenceSession,
+        k: int,
+        outputs: list[np.ndarray] | None,
+    ) -> ort.IOBinding:
+        io = session.io_binding()
         for name, value in runner.constants.items():
             io.bind_cpu_input(name, value)
         # Outputs first: copy_outputs_to_cpu returns them in binding order.
@@ -105,7 +118,7 @@ class PingPongState:
             for name in self._output_names:
                 io.bind_output(name)
         try:
-            self._session.run_with_iobinding(io)
+            (self._step_session if fixed else self._session).run_with_iobinding(io)
         except Exception as e:  # onnxruntime's own error types, worded by the runner
             raise self._error(e) from e
         self.turn ^= 1

@@ -16,7 +16,7 @@ from rnnstream.runtime.discover import AxesSpec, discover_signature, guessed_con
 from rnnstream.runtime.dtypes import numpy_dtype
 from rnnstream.runtime.layout import InputLayout, OutputLayout, as_array
 from rnnstream.runtime.pool import StreamPool
-from rnnstream.runtime.runner import Runner
+from rnnstream.runtime.runner import Runner, SessionOpener
 from rnnstream.runtime.signature import METADATA_KEY, Signature
 from rnnstream.runtime.stream import Stream
 from rnnstream.runtime.validate import check_signature
@@ -31,8 +31,11 @@ _NO_KERNEL_TYPE = re.compile(
 )
 
 
-def session_options(threads: int, optimized_cache: str | None = None) -> ort.SessionOptions:
-    """Options for low-latency streaming on a small CPU."""
+def session_options(
+    threads: int, optimized_cache: str | None = None, pinned: Mapping[str, int] | None = None
+) -> ort.SessionOptions:
+    """Options for low-latency streaming on a small CPU; ``pinned`` fixes free dimensions by
+    name (``{"batch": 1, "time": 1}``)."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
@@ -41,13 +44,43 @@ def session_options(threads: int, optimized_cache: str | None = None) -> ort.Ses
     opts.log_severity_level = 4  # a failed run is raised as one InputError, not also logged
     if optimized_cache:
         opts.optimized_model_filepath = optimized_cache
+    for name, size in (pinned or {}).items():
+        opts.add_free_dimension_override_by_name(name, size)
     return opts
+
+
+def _session_opener(source: str | bytes, threads: int, providers: list[str]) -> SessionOpener:
+    """Loads ``source`` again with dimensions pinned (never into the optimized-model cache,
+    which holds the general graph). A file changed since it was loaded is refused."""
+    stamp = _file_stamp(source)
+
+    def open_session(pinned: Mapping[str, int]) -> ort.InferenceSession:
+        if _file_stamp(source) != stamp:
+            raise ModelFileError(f"{source} changed since it was loaded")
+        return ort.InferenceSession(
+            source, session_options(threads, pinned=pinned), providers=providers
+        )
+
+    return open_session
+
+
+def _file_stamp(source: str | bytes) -> tuple[int, int] | None:
+    """The size and modification time of a model file (None for bytes, or a file now gone)."""
+    if isinstance(source, bytes):
+        return None
+    try:
+        stat = os.stat(source)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 class Model:
     """An ONNX recurrent model ready to stream; :meth:`stream` and :meth:`pool` make streams.
 
-    Its :class:`Runner` (``model.runner``) owns the onnxruntime session; streams made here share it.
+    Its :class:`Runner` (``model.runner``) owns the onnxruntime session; streams made here share it
+    (and, for their single steps, a session pinned to their number of rows, made by
+    ``open_session``: see :mod:`rnnstream.runtime.runner`).
     """
 
     def __init__(
@@ -56,8 +89,9 @@ class Model:
         signature: Signature,
         name: str,
         constants: Mapping[str, np.ndarray] | None = None,
+        open_session: SessionOpener | None = None,
     ) -> None:
-        self.runner = Runner(session, signature, name, constants or {})
+        self.runner = Runner(session, signature, name, constants or {}, open_session)
         self.signature = signature
         self.name = name
 
@@ -157,6 +191,7 @@ def load(
     constants: Mapping[str, object] | None = None,
     optimized_cache: str | os.PathLike | None = None,
     axes: AxesSpec | None = None,
+    pin_steps: bool = True,
 ) -> Model:
     """Load an ONNX model (a path, or the file's bytes) for streaming.
 
@@ -173,13 +208,17 @@ def load(
     ``optimized_cache`` names a file where onnxruntime saves the optimised graph. Weights stored
     as external data load from the model's folder; a reference that leaves the folder is refused
     (onnxruntime >= 1.25 validates the paths, for files and for bytes alike).
+    With ``pin_steps`` (the default) a stream's single steps run on a second session of the same
+    file with its shapes pinned to the stream's rows (faster; made at the first ``stream()`` of
+    that many rows, one per rows value, a few ms and about the weights' size in memory each:
+    :mod:`rnnstream.runtime.runner`); ``pin_steps=False`` keeps one session for everything.
     """
     model_source, name = _source(source)
     opts = session_options(threads, str(optimized_cache) if optimized_cache else None)
+    providers = providers or ["CPUExecutionProvider"]
+    open_session = _session_opener(model_source, threads, providers) if pin_steps else None
     try:
-        session = ort.InferenceSession(
-            model_source, opts, providers=providers or ["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(model_source, opts, providers=providers)
     except Exception as e:  # onnxruntime raises its own untyped errors for bad files
         first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         kernel = _NO_KERNEL_TYPE.search(first_line)
@@ -203,4 +242,4 @@ def load(
         check_signature(signature, session, pinned)
     except SignatureError as e:
         raise SignatureError(f"{name}: {e}") from e
-    return Model(session, signature, name, pinned)
+    return Model(session, signature, name, pinned, open_session)

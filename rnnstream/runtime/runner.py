@@ -6,11 +6,22 @@ state, the IOBinding state buffers, onnxruntime's errors as an ``InputError`` na
 the inputs it fills itself (frame counts such as ``x_lens``: :meth:`Runner.length_feeds`),
 and the one outputs layout of every streaming call (a model with one output gives an array, a
 model with several gives ``{name: array}``).
+
+The step session: a :class:`Stream`'s single steps run on a second session of the same model
+bytes, loaded with every free dimension a step fixes pinned by name (the batch's to the stream's
+rows, the time's to 1: :mod:`rnnstream.runtime.pinning`). With the shapes known onnxruntime folds
+the shape arithmetic, and an exported step path's ``If`` with it, into one plain graph (the int8
+GRU reference step: ~9% faster). One is made per rows value, when the first stream of that many
+rows is made, and shared by all of them; chunks, :meth:`Runner.run` (``Model.run``) and pools run
+on the general session (a pool's batch changes as streams open and close). Where nothing can be
+pinned (unnamed or ambiguous dimensions, no free ones) steps run on the general session.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+import threading
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import onnxruntime as ort
@@ -18,16 +29,22 @@ import onnxruntime as ort
 from rnnstream.errors import InputError, SignatureError
 from rnnstream.runtime.binding import PingPongState
 from rnnstream.runtime.layout import OutputLayout
+from rnnstream.runtime.pinning import step_dims
 from rnnstream.runtime.signature import Signature
 
-__all__ = ["Output", "Runner"]
+__all__ = ["Output", "Runner", "SessionOpener"]
+
+log = logging.getLogger(__name__)
 
 Output = np.ndarray | dict[str, np.ndarray]
+# Loads the model again with free dimensions pinned ({name: size}): the step sessions
+SessionOpener = Callable[[Mapping[str, int]], ort.InferenceSession]
 
 
 class Runner:
     """Runs one model's session: plain runs (whole sequences, pools); bound state buffers for
-    streams (their runs raise this runner's errors)."""
+    streams (their runs raise this runner's errors), whose steps run on a pinned step session
+    when ``open_session`` can make one."""
 
     def __init__(
         self,
@@ -35,6 +52,7 @@ class Runner:
         signature: Signature,
         name: str,
         constants: Mapping[str, np.ndarray],
+        open_session: SessionOpener | None = None,
     ) -> None:
         self.session = session
         self.signature = signature
@@ -49,6 +67,9 @@ class Runner:
         self._batch_axis = signature.input.batch_axis
         self._layouts = [OutputLayout(o) for o in signature.outputs]
         self._one_output = len(self._layouts) == 1
+        self._open_session = open_session
+        self._step_sessions: dict[int, ort.InferenceSession] = {}
+        self._step_sessions_lock = threading.Lock()
 
     def require_streamable(self) -> None:
         """Refuse to stream a model that needs whole sequences."""
@@ -68,6 +89,27 @@ class Runner:
     def state_buffers(self, rows: int) -> PingPongState:
         """Bound state buffers for ``rows`` sequences that run steps and chunks in place."""
         return PingPongState(self, rows)
+
+    def step_session(self, rows: int) -> ort.InferenceSession:
+        """The session single steps of ``rows`` sequences run on: the step session pinned to
+        ``rows`` (made on the first call for ``rows``, then shared), or the general session when
+        nothing can be pinned or the pinned one cannot be loaded."""
+        with self._step_sessions_lock:
+            if rows not in self._step_sessions:
+                self._step_sessions[rows] = self._pinned_session(rows)
+            return self._step_sessions[rows]
+
+    def _pinned_session(self, rows: int) -> ort.InferenceSession:
+        least = self.signature.source.get("axes", {}).get("time", {}).get("least", 1)
+        dims = step_dims(self.session.get_inputs(), self.signature, self.constants, rows)
+        if self._open_session is None or dims is None or least > 1:
+            return self.session
+        try:
+            return self._open_session(dims)
+        except Exception as e:  # onnxruntime's own errors, or the file changed since load
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            log.warning("%s: steps run unpinned (pinning %s failed: %s)", self.name, dims, first)
+            return self.session
 
     def length_feeds(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """The lengths inputs for ``x`` (in the model's layout): each the size of the axis it
