@@ -1,6 +1,8 @@
 """Every cell kind x precision in one table, measured side by side in one run (issue 12).
 
-    python -m rnnstream.bench.precisions [--steps N] [--rounds N] [--bpc-tokens N] [--json FILE]
+    python -m rnnstream.bench.precisions [--models lstm,gru,rnn_tanh,demo]
+        [--precisions float32,float16,int8,int4] [--unpinned] [--steps N] [--rounds N]
+        [--bpc-tokens N] [--json FILE]
 
 (``make bench-precisions``.) Rows: a seeded ``RecurrentNet`` of each cell kind on the reference
 shape (2 layers, input 64, hidden 256, head 256->64) exported at float32 and converted to float16,
@@ -8,8 +10,10 @@ int8 and int4 with parity against PyTorch, as ``rnnstream export``/``quantize`` 
 shipped demo model (2x256 character LSTM) at the same four precisions. For each: the file size,
 ``Stream.step`` (batch 1, one onnxruntime thread) median and p99, ``Stream.feed`` of a 64-frame
 chunk in µs per frame, and the largest relative error of the parity record (reference shape) or
-the bits per character streamed on held-out validation text (demo model). All timings are
-interleaved rounds of the same run: on a shared machine, read the ratios, not the absolute times.
+the bits per character streamed on held-out validation text (demo model). ``--unpinned`` adds
+``Stream.step`` of the same file loaded with ``pin_steps=False`` (steps on the general session,
+as before step sessions: what pinning gains). All timings are interleaved rounds of the same
+run: on a shared machine, read the ratios, not the absolute times.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from rnnstream.export import ParitySettings, export, quantize_file
 from rnnstream.export.quality import char_lm_tokens, stream_bits_per_token
 from rnnstream.models import RecurrentNet, RecurrentNetConfig
 
-__all__ = ["PRECISIONS", "main", "run", "table"]
+__all__ = ["MODELS", "PRECISIONS", "main", "run", "table"]
 
 PRECISIONS = ("float32", "float16", "int8", "int4")
 CELLS = ("lstm", "gru", "rnn_tanh")
+MODELS = (*CELLS, "demo")
 REFERENCE = {"num_layers": 2, "input_size": 64, "hidden_size": 256, "output_size": 64}
 DEMO_FILES = {
     "float32": DEMO_ONNX,
@@ -47,23 +52,30 @@ CHUNK = 64
 
 
 def reference_files(
-    cell: str, folder: Path, parity_steps: int, hidden: int = REFERENCE["hidden_size"]
+    cell: str,
+    folder: Path,
+    parity_steps: int,
+    hidden: int = REFERENCE["hidden_size"],
+    precisions: tuple[str, ...] = PRECISIONS,
 ) -> dict[str, Path]:
-    """The reference-shape model of ``cell`` at every precision, each with its parity record."""
+    """The reference-shape model of ``cell`` at ``precisions`` (float32 always), each with its
+    parity record."""
     torch.manual_seed(0)
     shape = {**REFERENCE, "hidden_size": hidden}
     net = RecurrentNet(RecurrentNetConfig(cell=cell, **shape)).eval()
     fp32 = folder / f"{cell}.float32.onnx"
     export(net, fp32, parity=ParitySettings(steps=parity_steps))
     files = {"float32": fp32}
-    for precision in PRECISIONS[1:]:
+    for precision in [p for p in PRECISIONS[1:] if p in precisions]:
         path = folder / f"{cell}.{precision}.onnx"
         quantize_file(fp32, path, precision, against=net, parity=ParitySettings(steps=parity_steps))
         files[precision] = path
     return files
 
 
-def _timed(model: rnnstream.Model, frame: object, chunk: np.ndarray) -> dict[str, tuple]:
+def _timed(
+    path: Path, model: rnnstream.Model, frame: object, chunk: np.ndarray, unpinned: bool
+) -> dict[str, tuple]:
     step_stream, chunk_stream = model.stream(), model.stream()
 
     def step() -> None:
@@ -72,7 +84,15 @@ def _timed(model: rnnstream.Model, frame: object, chunk: np.ndarray) -> dict[str
     def feed() -> None:
         chunk_stream.feed(chunk)
 
-    return {"step": (step, 1), "chunk": (feed, len(chunk))}
+    methods = {"step": (step, 1), "chunk": (feed, len(chunk))}
+    if unpinned:
+        general_stream = rnnstream.load(path, pin_steps=False).stream()
+
+        def step_unpinned() -> None:
+            general_stream.step(frame)
+
+        methods["step_unpinned"] = (step_unpinned, 1)
+    return methods
 
 
 def run(
@@ -81,23 +101,30 @@ def run(
     bpc_tokens: int,
     parity_steps: int,
     hidden: int = REFERENCE["hidden_size"],
+    models: tuple[str, ...] = MODELS,
+    precisions: tuple[str, ...] = PRECISIONS,
+    unpinned: bool = False,
 ) -> dict:
-    """The rows (``"<model> <precision>"``): size, step median/p99, chunk µs/frame, quality."""
+    """The rows (``"<model> <precision>"``): size, step median/p99 (and unpinned), chunk
+    µs/frame, quality; ``models`` and ``precisions`` choose the rows (float32 always)."""
     rows: dict[str, dict] = {}
     methods: dict[str, tuple[Callable[[], object], int]] = {}
     rng = np.random.default_rng(0)
     frames = rng.standard_normal((CHUNK, REFERENCE["input_size"])).astype(np.float32)
     with tempfile.TemporaryDirectory(prefix="rnnstream-precisions-") as tmp:
-        models: dict[str, tuple[Path, rnnstream.Model]] = {}
-        for cell in CELLS:
-            files = reference_files(cell, Path(tmp), parity_steps, hidden)
+        loaded: dict[str, tuple[Path, rnnstream.Model]] = {}
+        for cell in [c for c in CELLS if c in models]:
+            files = reference_files(cell, Path(tmp), parity_steps, hidden, precisions)
             for precision, path in files.items():
-                models[f"{cell} {precision}"] = (path, rnnstream.load(path))
-        for precision, path in DEMO_FILES.items():
-            models[f"demo {precision}"] = (path, rnnstream.load(path))
-        demo_sig = models["demo float32"][1].signature
-        tokens = char_lm_tokens(demo_sig, "stdlib", 100_000 + bpc_tokens)[100_000:]
-        for name, (path, model) in models.items():
+                loaded[f"{cell} {precision}"] = (path, rnnstream.load(path))
+        tokens = np.zeros(0, np.int64)
+        if "demo" in models:
+            for precision in [p for p in PRECISIONS if p in precisions or p == "float32"]:
+                path = DEMO_FILES[precision]
+                loaded[f"demo {precision}"] = (path, rnnstream.load(path))
+            demo_sig = loaded["demo float32"][1].signature
+            tokens = char_lm_tokens(demo_sig, "stdlib", 100_000 + bpc_tokens)[100_000:]
+        for name, (path, model) in loaded.items():
             row: dict = {"size_bytes": path.stat().st_size}
             if name.startswith("demo"):
                 row["bpc"] = round(stream_bits_per_token(model, tokens), 4)
@@ -107,7 +134,7 @@ def run(
                 row["max_rel_err"] = round(parity.max_rel_err, 4)
                 frame, chunk = frames[0], frames
             rows[name] = row
-            for what, method in _timed(model, frame, chunk).items():
+            for what, method in _timed(path, model, frame, chunk, unpinned).items():
                 methods[f"{name}|{what}"] = method
         for key, stats in measure(methods, steps, rounds).items():
             name, what = key.split("|")
@@ -122,13 +149,17 @@ def run(
 
 
 def table(report: dict) -> str:
-    """The rows as a Markdown table, sizes and step times also as ratios to the float32 row."""
+    """The rows as a Markdown table, sizes and step times also as ratios to the float32 row
+    (with ``--unpinned``: the unpinned step, its ratio to the unpinned float32 step, and what
+    pinning gains)."""
+    rows = report["rows"]
+    unpinned = any("step_unpinned_median_us" in row for row in rows.values())
+    extra = " unpinned µs | unpinned vs f32 | pinned gain |" if unpinned else ""
     lines = [
         "| model | precision | size KB | vs f32 | step µs median (p99) | step vs f32 "
-        "| chunk µs/frame | quality |",
-        "|---|---|---|---|---|---|---|---|",
+        "| chunk µs/frame | quality |" + extra,
+        "|---|---|---|---|---|---|---|---|" + "---|" * (3 if unpinned else 0),
     ]
-    rows = report["rows"]
     for name, row in rows.items():
         model, precision = name.split()
         base = rows[f"{model} float32"]
@@ -139,8 +170,17 @@ def table(report: dict) -> str:
             f"| {row['step_median_us']:.1f} ({row['step_p99_us']:.0f}) "
             f"| {base['step_median_us'] / row['step_median_us']:.2f}x "
             f"| {row['chunk_median_us']:.1f} | {quality} |"
+            + (_unpinned_columns(row, base) if unpinned else "")
         )
     return "\n".join(lines)
+
+
+def _unpinned_columns(row: dict, base: dict) -> str:
+    general = row["step_unpinned_median_us"]
+    return (
+        f" {general:.1f} | {base['step_unpinned_median_us'] / general:.2f}x "
+        f"| {general / row['step_median_us']:.2f}x |"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -152,9 +192,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--hidden", type=int, default=REFERENCE["hidden_size"], help="(smoke tests)"
     )
+    parser.add_argument("--models", default=",".join(MODELS), help="some of " + ",".join(MODELS))
+    parser.add_argument("--precisions", default=",".join(PRECISIONS), help="float32 always")
+    parser.add_argument(
+        "--unpinned", action="store_true", help="also time steps without the pinned session"
+    )
     parser.add_argument("--json", type=Path, default=Path(__file__).with_name("precisions.json"))
     args = parser.parse_args(argv)
-    report = run(args.steps, args.rounds, args.bpc_tokens, args.parity_steps, args.hidden)
+    models, precisions = tuple(args.models.split(",")), tuple(args.precisions.split(","))
+    unknown = sorted(set(models) - set(MODELS)) + sorted(set(precisions) - set(PRECISIONS))
+    if unknown:
+        parser.error(f"unknown models or precisions: {unknown}")
+    report = run(
+        args.steps,
+        args.rounds,
+        args.bpc_tokens,
+        args.parity_steps,
+        args.hidden,
+        models,
+        precisions,
+        args.unpinned,
+    )
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(table(report))
 
