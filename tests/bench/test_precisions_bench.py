@@ -35,3 +35,19 @@ def test_precisions_bench_writes_every_cell_and_precision(
     demo = {p: rows[f"demo {p}"]["bpc"] for p in PRECISIONS}
     assert abs(demo["float16"] - demo["float32"]) < 0.01 and demo["int4"] < demo["float32"] + 0.2
     assert "| demo | int4 |" in stdout
+
+
+def test_precisions_bench_times_the_unpinned_step_beside_the_pinned(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "precisions.json"
+    args = ["--models", "rnn_tanh", "--precisions", "int8", "--unpinned", "--hidden", "16"]
+    args += ["--steps", "5", "--rounds", "1", "--parity-steps", "20", "--json", str(out)]
+    precisions.main(args)
+    rows = json.loads(out.read_text())["rows"]
+    assert list(rows) == ["rnn_tanh float32", "rnn_tanh int8"]
+    for name, row in rows.items():
+        assert row["step_unpinned_median_us"] > 0 and row["step_median_us"] > 0, name
+    assert "| pinned gain |" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        precisions.main(["--models", "rnn_tanh,transformer"])
