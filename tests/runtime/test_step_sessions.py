@@ -344,3 +344,53 @@ def test_parity_step_mode_runs_on_the_step_session(step_path_files) -> None:
     assert all(e.within(tol.atol, tol.rtol) for e in record.errors["chunk"].values())
     assert not all(e.within(tol.atol, tol.rtol) for e in record.errors["step"].values())
     assert measure_parity(net, good, x, 4, tol.atol, tol.rtol).passed
+
+
+@pytest.mark.parametrize("lens_dims", [["N"], ["batch_size"], []], ids=["N", "own-name", "scalar"])
+def test_frame_counts_are_pinned_with_the_batch(lens_dims: list, tmp_path: Path) -> None:
+    """A frame-count input (``x_lens``, filled by the runtime) is fed in a step too: its dim is
+    pinned to the rows (whatever it is named), and its count output comes back per step."""
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"], perm=[1, 0, 2]),
+        helper.make_node("GRU", ["xt", "W", "R", "", "", "h"], ["y4", "next_h"], hidden_size=H),
+        helper.make_node("Squeeze", ["y4", "one"], ["y3"]),
+        helper.make_node("Transpose", ["y3"], ["encoder_out"], perm=[1, 0, 2]),
+        helper.make_node("Identity", ["x_lens"], ["encoder_out_lens"]),
+    ]
+    i64 = onnx.TensorProto.INT64
+    path = save_graph(
+        tmp_path / "lens.onnx",
+        nodes,
+        [
+            value_info("x", f32, ["N", "T", F]),
+            value_info("x_lens", i64, lens_dims),
+            value_info("h", f32, [1, "N", H]),
+        ],
+        [
+            value_info("encoder_out", f32, ["N", "T", H]),
+            value_info("encoder_out_lens", i64, lens_dims),
+            value_info("next_h", f32, [1, "N", H]),
+        ],
+        {"W": _W, "R": _R, "one": np.array([1], np.int64)},
+    )
+    model = rnnstream.load(path)
+    assert [s.name for s in model.signature.lengths] == ["x_lens"]
+    for rows in (1, 3):
+        dims = step_dims(model.session.get_inputs(), model.signature, {}, rows)
+        assert dims == {
+            "N": rows,
+            "T": 1,
+            **({"batch_size": rows} if "batch_size" in lens_dims else {}),
+        }
+        stream = model.stream(batch=rows)
+        assert model.runner.step_session(rows) is not model.session
+        frames = np.random.default_rng(rows).standard_normal((6, rows, F)).astype(np.float32)
+        names = ["encoder_out", "encoder_out_lens"]
+        got = [outputs_by_name(stream.step(f), names) for f in frames]
+        counts = np.ones([rows] if lens_dims else [], np.int64)
+        feeds = [{"x": f[:, None], "x_lens": counts} for f in frames]
+        zero = {"h": np.zeros((1, rows, H), np.float32)}
+        want = ort_loop(path, feeds, zero, {"h": "next_h"})
+        for g, w in zip(got, want):
+            assert_close(g["encoder_out"].reshape(-1), w["encoder_out"].reshape(-1), KERNELS)
+            np.testing.assert_array_equal(g["encoder_out_lens"].reshape(-1), counts.reshape(-1))
