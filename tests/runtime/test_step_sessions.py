@@ -394,3 +394,33 @@ def test_frame_counts_are_pinned_with_the_batch(lens_dims: list, tmp_path: Path)
         for g, w in zip(got, want):
             assert_close(g["encoder_out"].reshape(-1), w["encoder_out"].reshape(-1), KERNELS)
             np.testing.assert_array_equal(g["encoder_out_lens"].reshape(-1), counts.reshape(-1))
+
+
+def test_a_model_that_takes_at_least_three_frames_is_not_pinned_to_one(tmp_path, caplog) -> None:
+    """A Conv of kernel 3 without padding before the GRU: the model refuses fewer than 3 frames
+    (found at load), so streams take chunks only and no step session is tried."""
+    kernel = (0.4 * np.random.default_rng(14).standard_normal((F, F, 3))).astype(np.float32)
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xc"], perm=[0, 2, 1]),
+        helper.make_node("Conv", ["xc", "K"], ["yc"]),
+        helper.make_node("Transpose", ["yc"], ["yt"], perm=[2, 0, 1]),
+        helper.make_node("GRU", ["yt", "W", "R", "", "", "h0"], ["y4", "hn"], hidden_size=H),
+        helper.make_node("Squeeze", ["y4", "one"], ["y3"]),
+        helper.make_node("Transpose", ["y3"], ["y"], perm=[1, 0, 2]),
+    ]
+    path = save_graph(
+        tmp_path / "conv3.onnx",
+        nodes,
+        [value_info("x", f32, ["N", "T", F]), value_info("h0", f32, [1, "N", H])],
+        [value_info("y", f32, ["N", "T2", H]), value_info("hn", f32, [1, "N", H])],
+        {"W": _W, "R": _R, "K": kernel, "one": np.array([1], np.int64)},
+    )
+    model = rnnstream.load(path)
+    assert model.signature.source["axes"]["time"]["least"] == 3
+    with caplog.at_level(logging.WARNING, logger="rnnstream.runtime.runner"):
+        stream = model.stream()
+    assert model.runner.step_session(1) is model.session and caplog.text == ""
+    chunk = np.random.default_rng(15).standard_normal((5, F)).astype(np.float32)
+    assert stream.feed(chunk).shape == (3, H)
+    with pytest.raises(InputError, match="at least 3"):
+        stream.step(chunk[0])
