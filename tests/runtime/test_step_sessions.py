@@ -424,3 +424,19 @@ def test_a_model_that_takes_at_least_three_frames_is_not_pinned_to_one(tmp_path,
     assert stream.feed(chunk).shape == (3, H)
     with pytest.raises(InputError, match="at least 3"):
         stream.step(chunk[0])
+
+
+def test_the_optimized_cache_keeps_the_general_graph(step_path_files, tmp_path) -> None:
+    """``optimized_cache`` is the general session's: making a step session does not overwrite it
+    with the pinned graph (which would fail any chunk of a later load of the cache)."""
+    cache = tmp_path / "gru.optimized.onnx"
+    model = rnnstream.load(step_path_files["gru"], optimized_cache=cache)
+    written = cache.read_bytes()
+    stream = model.stream(batch=2)
+    assert model.runner.step_session(2) is not model.session
+    assert cache.read_bytes() == written
+    assert "If" in [n.op_type for n in onnx.load(cache).graph.node]
+    frames = np.random.default_rng(16).standard_normal((2, 6, 5)).astype(np.float32)
+    cached = rnnstream.load(cache).stream(batch=2)
+    _assert_same(cached.feed(frames), stream.feed(frames), "int8")
+    _assert_same(cached.step(frames[:, 0]), stream.step(frames[:, 0]), "int8")
