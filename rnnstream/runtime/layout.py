@@ -240,6 +240,7 @@ class StepFrame:
         self._view = view
         self._flat = buffer.reshape(-1)  # a view: the buffer is contiguous
         self._shape = view.shape
+        self._dtype = buffer.dtype
         self._kinds = layout.castable_kinds
         self._check_finite = layout.check_finite
         self._num_tokens = layout.num_tokens
@@ -258,7 +259,11 @@ class StepFrame:
             or (self._num_tokens is not None and not _ids_in_range(arr, self._num_tokens))
         ):
             return self._convert(x)
-        self._view[...] = arr  # the cast, if any (kinds checked above): half np.copyto's cost
+        if arr.dtype == self._dtype:
+            self._view[...] = arr  # half np.copyto's cost
+        else:
+            with np.errstate(over="ignore"):  # an overflow to infinity is refused just below
+                self._view[...] = arr  # the cast (of a kind convert() casts too)
         if self._check_finite and not _flat_finite(self._flat):
             self._convert(x)  # NaN, infinity, or beyond the dtype's range: worded there
 
