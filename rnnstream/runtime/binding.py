@@ -3,6 +3,8 @@
 Each run reads the state from one set of arrays and writes the new state into the other, through
 IOBinding, so no state is copied or re-fed as a dict per step. A failed run leaves the current set
 untouched (only the other set may be half written), which is what keeps a rejected step harmless.
+When a step's shapes are fixed, its outputs and (:meth:`PingPongState.keep_step_input`) its input
+are buffers bound once as well: a step then binds nothing.
 """
 
 from __future__ import annotations

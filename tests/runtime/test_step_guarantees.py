@@ -1,10 +1,10 @@
 """What ``Stream.step``'s short path (a frame copied into a buffer bound once, outputs copied out
 of views of the bound outputs) must keep, across the class of models it serves: frame and token
-models, time-major, batch-first and a layout with the batch last, one and several outputs,
-one stream, a batch of one and of three.
+models, time-major, batch-first and a layout with the batch last, one and several outputs, one
+number a step, one stream, a batch of one and of three.
 
 - a returned output is the caller's: the next step does not change it, and changing it does not
-  change the stream;
+  change the stream (a model giving one number a step returns a 0-d array, a copy as well);
 - frames written the many ways projects write them (float64, lists, tuples, numpy scalars,
   Python ints, int32/uint8 ids) step exactly as the model's own dtype does;
 - every rejected step raises an ``InputError`` naming the input and changes no state, and the
@@ -76,6 +76,27 @@ def _batch_last(path: Path) -> Path:
     return path
 
 
+def _scalar_per_step(path: Path) -> Path:
+    """``graphs.two_heads`` with its score squeezed to ``[time, batch]``: one stream's step gives
+    a 0-d array, the case where an index of the bound output is no view unless kept one."""
+    model = graphs.two_heads_graph()
+    graph = model.graph
+    graph.node.append(helper.make_node("Squeeze", ["score", "axis2"], ["p"]))
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array([2], np.int64), "axis2"))
+    del graph.output[:]
+    graph.output.extend(
+        [
+            helper.make_tensor_value_info("p", onnx.TensorProto.FLOAT, ["time", "batch"]),
+            helper.make_tensor_value_info("h_out", onnx.TensorProto.FLOAT, [1, "batch", graphs.H]),
+        ]
+    )
+    signature = graphs.two_heads_signature()
+    signature["outputs"] = [{**signature["outputs"][1], "name": "p", "shape": ["time", "batch"]}]
+    helper.set_model_props(model, {METADATA_KEY: json.dumps(signature)})
+    onnx.save(model, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, rnnstream.Model]:
     tmp = tmp_path_factory.mktemp("guarantees")
@@ -90,10 +111,17 @@ def models(tmp_path_factory) -> dict[str, rnnstream.Model]:
         ),
         "batch last, two outputs": rnnstream.load(_batch_last(tmp / "last.onnx")),
         "token ids": rnnstream.load(tmp / "tokens.onnx"),
+        "one number a step": rnnstream.load(_scalar_per_step(tmp / "scalar.onnx")),
     }
 
 
-KINDS = ["batch-first frames", "time-major, two outputs", "batch last, two outputs", "token ids"]
+KINDS = [
+    "batch-first frames",
+    "time-major, two outputs",
+    "batch last, two outputs",
+    "token ids",
+    "one number a step",
+]
 BATCHES = [None, 1, 3]
 
 
@@ -146,6 +174,17 @@ def test_a_returned_output_is_the_callers(models, kind, batch) -> None:
         _assert_same(out, copy)
     _assert_state_equal(stream, twin.state)
     _assert_same(stream.step(frames[0]), twin.step(frames[0]))
+
+
+def test_one_number_a_step_comes_back_as_its_own_0d_array(models) -> None:
+    model = models["one number a step"]
+    frames = _steps(model, None, 3, seed=16)
+    stream = model.stream()
+    first, second = stream.step(frames[0]), stream.step(frames[1])
+    assert isinstance(first, np.ndarray) and first.shape == () and second.shape == ()
+    _, score = graphs.two_heads_reference(np.stack(frames[:2]))
+    assert_close(np.stack([first, second]), score[:, 0], KERNELS)
+    assert model.stream(batch=3).step(np.stack(frames)).shape == (3,)
 
 
 @pytest.mark.parametrize("batch", BATCHES)
