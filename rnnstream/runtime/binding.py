@@ -5,6 +5,8 @@ IOBinding, so no state is copied or re-fed as a dict per step. A failed run leav
 untouched (only the other set may be half written), which is what keeps a rejected step harmless.
 Single steps are bound on the runner's step session for ``rows`` (pinned shapes, see
 :mod:`rnnstream.runtime.runner`), chunks on its general session; both share the state buffers.
+When a step's shapes are fixed, its outputs and (:meth:`PingPongState.keep_step_input`) its input
+are buffers bound once as well: a step then binds nothing.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class PingPongState:
                 for io in self._step:
                     io.bind_cpu_input(s.name, value)
         self._chunk = [self._bind(runner, self._session, k, None) for k in range(2)]
+        self._kept_input: np.ndarray | None = None
 
     def _bind(
         self,
@@ -103,11 +106,45 @@ class PingPongState:
         for name, axis in self._batch_axes:
             np.copyto(current[name], np.take(current[name], rows, axis=axis))
 
+    @property
+    def step_outputs(self) -> list[np.ndarray] | None:
+        """The arrays every step writes its outputs into (live, not copies), or None when an
+        output's step shape is not fixed (each step then gets fresh ones)."""
+        return self._step_outputs
+
+    def keep_step_input(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+        """A zeroed buffer for one step's input (``shape`` in the model's layout), bound once to
+        both step runs: fill it, then :meth:`run_step`. None when a step's outputs or lengths
+        are not fixed (then every step binds its own input through :meth:`run`)."""
+        if self._step_outputs is None or self._step_lengths_vary:
+            return None
+        self._kept_input = np.zeros(shape, dtype)
+        value = _wrap(self._kept_input)
+        for io in self._step:
+            io.bind_ortvalue_input(self._input_name, value)
+        return self._kept_input
+
+    def run_step(self) -> None:
+        """One step on the kept input (:meth:`keep_step_input`): the state advances and the
+        outputs are written into :attr:`step_outputs`.
+
+        A failed run raises the runner's ``InputError`` and leaves the current state as it was.
+        """
+        try:
+            self._step_session.run_with_iobinding(self._step[self.turn])
+        except Exception as e:  # onnxruntime's own error types, worded by the runner
+            raise self._error(e) from e
+        self.turn ^= 1
+
     def run(self, x: np.ndarray, step: bool) -> list[np.ndarray]:
         """Run on ``x`` (model layout), advance the state, return copies of the outputs.
 
         A failed run raises the runner's ``InputError`` and leaves the current state as it was.
         """
+        if step and self._kept_input is not None:
+            np.copyto(self._kept_input, x)
+            self.run_step()
+            return [y.copy() for y in self._step_outputs]
         fixed = step and self._step_outputs is not None
         io = (self._step if fixed else self._chunk)[self.turn]
         io.bind_cpu_input(self._input_name, x)

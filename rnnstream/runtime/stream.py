@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from rnnstream.errors import InputError, SignatureError
-from rnnstream.runtime.layout import InputLayout, as_array
+from rnnstream.runtime.layout import InputLayout, StepFrame, as_array
 from rnnstream.runtime.runner import Output
 
 if TYPE_CHECKING:
@@ -50,6 +50,17 @@ class Stream:
         self._rows = 1 if batch is None else batch
         self._input = InputLayout(sig.input, check_finite, sig.num_tokens)
         self._state = runner.state_buffers(self._rows)
+        # The common step (fixed frame and output shapes): the frame is copied into a buffer
+        # bound once, the outputs are copied out of views of the bound outputs in the caller's
+        # layout (built here, once)
+        self._frame: StepFrame | None = None
+        self._step_views: Output | None = None
+        shapes = self._input.step_shapes(self._rows, self._single)
+        if shapes is not None and 0 not in shapes[1]:
+            kept = self._state.keep_step_input(shapes[1], self._input.dtype)
+            if kept is not None:
+                self._frame = self._input.step_frame(kept, self._rows, self._single)
+                self._step_views = runner.outputs(self._state.step_outputs, self._single, True)
         # A model that refused one time step at load (a subsampling encoder) takes chunks only
         self._least = sig.source.get("axes", {}).get("time", {}).get("least", 1)
         if self._least > 1:
@@ -115,7 +126,15 @@ class Stream:
 
     def step(self, x: object) -> Output:
         """One time step: a frame ``[F...]`` or token id (``[B, F...]``/``[B]`` when batched)."""
-        return self._run(self._input.convert_step(x, self._rows, self._single), step=True)
+        frame = self._frame
+        if frame is None:  # a free frame or output dimension: each step binds its own arrays
+            return self._run(self._input.convert_step(x, self._rows, self._single), step=True)
+        frame.fill(x)  # a rejected frame raises here, before anything runs
+        self._state.run_step()
+        views = self._step_views  # the bound outputs: copied, so no step changes a result
+        if type(views) is dict:
+            return {name: view.copy() for name, view in views.items()}
+        return views.copy()
 
     def feed(self, chunk: object) -> Output:
         """T time steps in one run: ``[T, F...]`` (``[B, T, F...]`` when batched) → ``[T, ...]``.
