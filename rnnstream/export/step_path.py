@@ -31,7 +31,6 @@ __all__ = ["STEP_PATH_NODE", "add_step_path", "step_path_nodes", "step_shapes", 
 
 STEP_PATH_NODE = "rnnstream/step_path"
 _STEP, _CHUNK = "step/", "chunk/"
-_INTEGER_PRODUCTS = ("DynamicQuantizeMatMul", "MatMulInteger")
 Shapes = dict[str, list[int | str | None]]
 
 
@@ -211,21 +210,13 @@ class _StepBranch:
         return read
 
     def graph(self, outputs: list[str], declared) -> onnx.GraphProto:
-        """The branch, owning a copy of each int8 matrix its products read: onnxruntime packs
-        the weights of a subgraph's integer products once at load only when the subgraph holds
-        them (read from the outer graph, they are packed again at every step)."""
+        """The branch. Its int8 matrices stay in the outer graph, stored once: a stream's step
+        session pins the model's time dim to 1, which folds the ``If`` and inlines this branch,
+        so onnxruntime prepacks them as main-graph initializers (unpinned, as a pool's tick runs
+        it, the branch's integer products pack them again at every run: README "Faster steps")."""
         self.outer.initializers.extend(self.g.initializers)
-        stored = {i.name: i for i in self.outer.initializers} | self.initializers
-        owned: dict[str, onnx.TensorProto] = {}
-        for node in self.g.nodes:
-            if node.op_type in _INTEGER_PRODUCTS and node.input[1] in stored:
-                name = node.input[1]
-                if name not in owned:
-                    owned[name] = onnx.TensorProto.FromString(stored[name].SerializeToString())
-                    owned[name].name = _STEP + name
-                node.input[1] = owned[name].name
         values = [_like(name, d) for name, d in zip(outputs, declared)]
-        return helper.make_graph(self.g.nodes, "step", [], values, list(owned.values()))
+        return helper.make_graph(self.g.nodes, "step", [], values)
 
     def _constant(self, name: str) -> np.ndarray | None:
         init = self.initializers.get(name)

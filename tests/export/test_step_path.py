@@ -140,6 +140,10 @@ def test_int8_steps_and_chunks_match_pytorch(case: Case, tmp_path: Path) -> None
     assert step_ops.count("DynamicQuantizeMatMul") == products * case.layers
     assert {"GRU", "RNN", "Transpose", "Unsqueeze", "Squeeze"}.isdisjoint(step_ops)
     assert _op_types(_branch(proto, "else_branch")).count(case.cell[:3].upper()) == case.layers
+    # The int8 matrices are stored once, in the outer graph (no branch-owned copies).
+    assert not _branch(proto, "then_branch").initializer
+    stored = [i for i in proto.graph.initializer if i.data_type == TensorProto.INT8 and i.dims[1:]]
+    assert len(stored) == len({i.name for i in stored}) == products * case.layers + 1  # + head
     quantization = report.signature.source["quantization"]
     assert len(quantization["step_paths"]) == case.layers
     assert quantization["float_recurrent_nodes"] == []
@@ -240,15 +244,29 @@ def test_a_bare_forward_operator_without_bias_is_covered(op, attrs) -> None:
 
 
 def _broken(proto: onnx.ModelProto, branch: str) -> onnx.ModelProto:
-    """``proto`` with the int8 weights one branch reads negated (the step branch owns its copies;
-    the chunk branch's operator reads the outer graph's)."""
+    """``proto`` with the recurrent weights one branch reads negated inside that branch: the step
+    branch's int8 matrices (stored once, in the outer graph) or the chunk branch's operator
+    weights (dequantised from the same int8 values by outer nodes)."""
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    wrap = next(n for n in proto.graph.node if n.name == STEP_PATH_NODE)
-    step = next(a.g for a in wrap.attribute if a.name == "then_branch")
-    inits = step.initializer if branch == "step" else proto.graph.initializer
-    for init in inits:
-        if init.data_type == TensorProto.INT8 and "step_path/" in init.name:
-            init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), init.name))
+    outer = {i.name: i for i in proto.graph.initializer}
+    body = _branch(proto, "then_branch" if branch == "step" else "else_branch")
+    negations = []
+    for node in body.node:
+        if branch == "step" and node.op_type == "DynamicQuantizeMatMul":
+            name = node.input[1]
+            if outer[name].data_type == TensorProto.INT8 and "step_path/" in name:
+                negated = -numpy_helper.to_array(outer[name])
+                body.initializer.append(numpy_helper.from_array(negated, f"broken/{name}"))
+                node.input[1] = f"broken/{name}"
+        if branch == "chunk" and node.op_type in ("GRU", "RNN"):
+            for k in (1, 2):
+                negations.append(
+                    helper.make_node("Neg", [node.input[k]], [f"broken/{k}/{node.name}"])
+                )
+                node.input[k] = negations[-1].output[0]
+    nodes = negations + list(body.node)  # the operators' weights are outer tensors: Neg them first
+    del body.node[:]
+    body.node.extend(nodes)
     return proto
 
 
@@ -425,3 +443,32 @@ def test_tensor_names_like_the_step_paths_own_do_not_clash(tmp_path: Path) -> No
     report = quantize_file(source, tmp_path / "m.int8.onnx", "int8", against=net)
     assert report.parity.passed and len(report.signature.source["quantization"]["step_paths"]) == 3
     onnx.checker.check_model(onnx.load(report.path), full_check=True)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[3]], ids=[CASES[1].id, CASES[3].id])
+def test_a_session_pinned_to_one_step_inlines_the_step_branch(case: Case, tmp_path: Path) -> None:
+    """With the batch and time dims pinned (as a stream's step session pins them) onnxruntime
+    folds the ``If`` and runs the step branch inline, over the outer int8 weights: the same
+    outputs, step after step, as the general session."""
+    torch.manual_seed(4)
+    path = tmp_path / "m.onnx"
+    export(Net(case).eval(), path, precision="int8", parity=ParitySettings(steps=20))
+    options = ort.SessionOptions()
+    options.add_free_dimension_override_by_name("batch", case.batch)
+    options.add_free_dimension_override_by_name("time", 1)
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    pinned = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    assert "If" not in _op_types(onnx.load(tmp_path / "optimized.onnx").graph)
+    general = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(4)
+    shape = (
+        (case.batch, 1, case.input_size) if case.batch_first else (1, case.batch, case.input_size)
+    )
+    h = {"pinned": np.zeros((case.layers, case.batch, case.hidden), np.float32)}
+    h["general"] = h["pinned"]
+    for _ in range(10):
+        x = rng.standard_normal(shape).astype(np.float32)
+        y_pinned, h["pinned"] = pinned.run(None, {"x": x, "h0": h["pinned"]})
+        y_general, h["general"] = general.run(None, {"x": x, "h0": h["general"]})
+        np.testing.assert_array_equal(y_pinned, y_general)
+        np.testing.assert_array_equal(h["pinned"], h["general"])
