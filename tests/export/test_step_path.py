@@ -531,6 +531,11 @@ def test_float32_rnn_steps_through_float_cells_and_chunks_through_the_operator(
     chunked = model.stream(batch=case.batch)
     fed = np.concatenate([chunked.feed(frames[:, t : t + 7]) for t in range(0, 40, 7)], axis=1)
     assert_close(fed, expected, PARITY)
+    pool = model.pool()  # its ticks run the general session's step branch, one row a stream
+    ids = [pool.open() for _ in range(case.batch)]
+    ticked = [pool.step({i: frames[row, t] for row, i in enumerate(ids)}) for t in range(40)]
+    for row, stream_id in enumerate(ids):
+        assert_close(np.stack([tick[stream_id] for tick in ticked]), expected[row], PARITY)
 
 
 def test_float32_gru_and_lstm_models_keep_their_graphs(tmp_path: Path) -> None:
