@@ -11,8 +11,9 @@ int8 weights are symmetric per output column in 7 bits (±63), as ``quantize_dyn
 ``reduce_range`` stores them: onnxruntime's x86 kernels without VNNI sum uint8 x int8 products in
 pairs into int16, which saturates at full range. The operator of the chunk path reads the same
 int8 values dequantised by outer-graph nodes of initializers only, which onnxruntime folds into
-constants when it loads the model; at float32 it reads its own weights and the step's stacked
-ones are the nodes folded."""
+constants when it loads the model. At float32 the operator keeps its own weights, and the
+step's stacked ones are computed from them by such folded nodes.
+"""
 
 from __future__ import annotations
 
