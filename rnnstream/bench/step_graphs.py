@@ -1,4 +1,4 @@
-"""Candidate one-step graphs against today's exports, side by side (issues 12 and 17, step one).
+"""Candidate one-step graphs against today's exports, side by side (issues 12 and 17).
 
     python -m rnnstream.bench.step_graphs [--cells lstm,gru,rnn_tanh] [--steps N] [--rounds N]
                                           [--without-step-path] [--json FILE]
@@ -6,24 +6,33 @@
 For each cell on the reference shape (2 layers, input 64, hidden 256, head 256->64, batch 1, one
 onnxruntime thread), a seeded ``RecurrentNet`` is exported by rnnstream at float32 and int8 (with
 parity, as ``rnnstream export`` does), and the same weights are built by hand into *lean* step
-graphs: per layer one projection over ``concat[x, h]`` with ``[W; R]`` stacked (one pass over the
-weights) and the gate arithmetic, with the projections as
+graphs (per-layer state tensors, no edge transposes, no squeezes): per layer one projection over
+``concat[x, h]`` with ``[W; R]`` stacked (one pass over the weights) and the gate arithmetic,
+with the projections as
 
 * ``float32``: ``Gemm``;
 * ``dqmm``: com.microsoft ``DynamicQuantizeMatMul`` (7-bit int8 weights per output column; the
   activation quantised once per layer, inside the operator);
 * ``mmint``: ``DynamicQuantizeLinear`` + ``MatMulInteger`` + scale, spelled out;
 * ``nbits8`` / ``nbits4``: weight-only com.microsoft ``MatMulNBits`` (block 32,
-  ``accuracy_level`` 4: int8 activations inside the kernel).
+  ``accuracy_level`` 4: int8 activations inside the kernel);
+
+or ``native``: onnxruntime's own ``LSTM`` / ``GRU`` / ``RNN`` operator per layer, float32, and
+the head as one ``Gemm`` (what a float32 step branch keeping the operators could at best be).
 
 Every variant is timed with the same bare ``session.run`` loop carrying its state (rounds
-interleaved, medians and p99 per step); the exports are also timed through ``Stream.step`` and on
-chunks of 64 frames (µs per frame). The int8 exports are what ``rnnstream export --quantize int8``
-writes: ``DynamicQuantizeLSTM`` for LSTM layers, the step path of
-:mod:`rnnstream.export.step_path` for GRU and RNN models (``--without-step-path`` adds the same
-int8 file with its step path removed: what the step path gains). Each lean graph is checked against
-PyTorch over 64 steps (max abs error of ``y``). Shared machines are noisy: read the ratios within
-one run, not the absolute numbers.
+interleaved, medians and p99 per step). The exports are timed on two sessions: the general one
+(free ``batch`` and ``time`` dims: what a pool's tick and chunks run) and one with those dims
+pinned to 1 (``add_free_dimension_override_by_name``: what a stream's steps run once the runtime
+pins them; onnxruntime then folds the step path's ``If`` and inlines its step branch), and also
+through ``Stream.step`` and on chunks of 64 frames (µs per frame). The lean graphs have fixed
+shapes (nothing to pin): their one time is in the pinned column. The int8 exports are what
+``rnnstream export --quantize int8`` writes: ``DynamicQuantizeLSTM`` for LSTM layers, the step
+path of :mod:`rnnstream.export.step_path` for GRU and RNN models (float32 RNN models have one
+too, with float cells; ``--without-step-path`` adds each file that has a step path with it
+removed: what the step path gains). Each lean graph is checked against PyTorch over 64 steps
+(max abs error of ``y``). Shared machines are noisy: read the ratios within one run, not the
+absolute numbers.
 """
 
 from __future__ import annotations
@@ -46,14 +55,14 @@ from rnnstream.export import ParitySettings, export
 from rnnstream.export.int4 import pack_nbits
 from rnnstream.export.layers import GraphBuilder
 from rnnstream.export.lean_cells import quantize_columns
-from rnnstream.export.step_path import without_step_path
+from rnnstream.export.step_path import STEP_PATH_NODE, without_step_path
 from rnnstream.models import RecurrentNet, RecurrentNetConfig
 from rnnstream.runtime import load
 from rnnstream.runtime.model import session_options
 
 __all__ = ["LEAN_KINDS", "lean_step_graph", "main", "step_lean"]
 
-LEAN_KINDS = ("float32", "dqmm", "mmint", "nbits8", "nbits4")
+LEAN_KINDS = ("float32", "native", "dqmm", "mmint", "nbits8", "nbits4")
 REFERENCE = {"num_layers": 2, "input_size": 64, "hidden_size": 256, "output_size": 64}
 NBITS_BLOCK = 32
 MS_DOMAIN = "com.microsoft"
@@ -62,7 +71,7 @@ MS_DOMAIN = "com.microsoft"
 def _linear(g: GraphBuilder, a: str, w: np.ndarray, bias: np.ndarray, kind: str) -> str:
     """``a @ w.T + bias`` for ``w`` [N, K], its weights stored as ``kind`` says."""
     n, k = w.shape
-    if kind == "float32":
+    if kind in ("float32", "native"):
         return g.op("Gemm", [a, g.const("w", w.T), g.const("b", bias)])[0]
     if kind == "dqmm":
         q, scale = quantize_columns(w.T)
@@ -91,8 +100,38 @@ def _layer_weights(rnn: torch.nn.RNNBase, layer: int) -> tuple[np.ndarray, ...]:
     )
 
 
+def _native_cell(g: GraphBuilder, cell: str, x: str, states: list[str], weights) -> list[str]:
+    """One layer's step as onnxruntime's own operator, float32: the new states."""
+    w, r, b_ih, b_hh = weights
+    hidden = r.shape[1]
+    blocks = {"lstm": [0, 3, 1, 2], "gru": [1, 0, 2]}.get(cell, [0])  # torch -> ONNX gate order
+
+    def onnx_order(value: np.ndarray) -> np.ndarray:
+        return np.concatenate([value[k * hidden : (k + 1) * hidden] for k in blocks])[None]
+
+    w, r, bias = (
+        onnx_order(w),
+        onnx_order(r),
+        np.concatenate([onnx_order(b_ih), onnx_order(b_hh)], 1),
+    )
+    attrs = {"hidden_size": hidden}
+    if cell == "gru":
+        attrs["linear_before_reset"] = 1
+    if cell.startswith("rnn_"):
+        attrs["activations"] = ["Relu" if cell == "rnn_relu" else "Tanh"]
+    op = {"lstm": "LSTM", "gru": "GRU"}.get(cell, "RNN")
+    unit = g.ints("unit", [1, 1, -1])
+    ins = [g.op("Reshape", [x, unit])[0], g.const("w", w), g.const("r", r), g.const("b", bias), ""]
+    ins += [g.op("Reshape", [s, unit])[0] for s in states]
+    outs = g.op(op, ins, n_out=len(states) + 1, **attrs)[1:]
+    flat = g.ints("flat", [1, hidden])
+    return [g.op("Reshape", [out, flat])[0] for out in outs]
+
+
 def _lean_cell(g: GraphBuilder, cell: str, x: str, states: list[str], weights, kind: str):
     """One layer's step: the new states (``[h]`` or ``[h, c]``)."""
+    if kind == "native":
+        return _native_cell(g, cell, x, states, weights)
     w, r, b_ih, b_hh = weights
     hidden = r.shape[1]
     xh = g.op("Concat", [x, states[0]], axis=1)[0]
@@ -146,9 +185,14 @@ def lean_step_graph(net: RecurrentNet, kind: str) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=opsets, ir_version=9)
 
 
-def _session(model: bytes | str) -> ort.InferenceSession:
-    """A session with the options every rnnstream stream uses (one thread, sequential)."""
-    return ort.InferenceSession(model, session_options(1), providers=["CPUExecutionProvider"])
+def _session(model: bytes | str, pinned: bool = False) -> ort.InferenceSession:
+    """A session with the options every rnnstream stream uses (one thread, sequential); with
+    ``pinned``, the exports' free ``batch`` and ``time`` dims fixed to 1 (a stream's steps)."""
+    options = session_options(1)
+    if pinned:
+        options.add_free_dimension_override_by_name("batch", 1)
+        options.add_free_dimension_override_by_name("time", 1)
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
 def _stepper(session: ort.InferenceSession, feeds: dict[str, np.ndarray]) -> Callable[[], None]:
@@ -209,8 +253,21 @@ def _lean_error(session: ort.InferenceSession, net: RecurrentNet, steps: int) ->
     return float(np.abs(step_lean(session, xs) - expected).max())
 
 
+def _export_methods(name: str, model: bytes | str, x1: np.ndarray, x64: np.ndarray) -> dict:
+    """The timed calls of one exported file: a step on the general and on the pinned session,
+    ``Stream.step``, a 64-frame chunk."""
+    general, pinned = _session(model), _session(model, pinned=True)
+    return {
+        f"{name}|step": (_stepper(general, _exported_feeds(general, x1)), 1),
+        f"{name}|pinned": (_stepper(pinned, _exported_feeds(pinned, x1)), 1),
+        f"{name}|stream": (partial(load(model).stream().step, x1[0, 0]), 1),
+        f"{name}|chunk": (_stepper(general, _exported_feeds(general, x64)), 64),
+    }
+
+
 def run(cells: list[str], steps: int, rounds: int, without_step: bool = False) -> dict:
-    """Every cell x variant: file size, step median/p99, chunk µs/frame, error vs PyTorch."""
+    """Every cell x variant: file size, step median/p99 (general and pinned session),
+    ``Stream.step``, chunk µs/frame, error vs PyTorch."""
     rows: dict[str, dict] = {}
     methods = {}
     x1 = np.random.default_rng(0).standard_normal((1, 1, 64)).astype(np.float32)
@@ -222,20 +279,14 @@ def run(cells: list[str], steps: int, rounds: int, without_step: bool = False) -
         for precision in ("float32", "int8"):
             path = tmp / f"{cell}-{precision}.onnx"
             export(net, path, parity=ParitySettings(steps=64), precision=precision)
-            session = _session(str(path))
             name = f"{cell} export {precision}"
             rows[name] = {"size_bytes": path.stat().st_size}
-            methods[f"{name}|step"] = (_stepper(session, _exported_feeds(session, x1)), 1)
-            methods[f"{name}|chunk"] = (_stepper(session, _exported_feeds(session, x64)), 64)
-            methods[f"{name}|stream"] = (partial(load(path).stream().step, x1[0, 0]), 1)
-            if precision == "int8" and without_step and cell != "lstm":
-                chunk_graph = without_step_path(onnx.load(path)).SerializeToString()
-                session = _session(chunk_graph)
-                name = f"{cell} export int8 without step path"
-                rows[name] = {"size_bytes": len(chunk_graph)}
-                methods[f"{name}|step"] = (_stepper(session, _exported_feeds(session, x1)), 1)
-                stream = load(chunk_graph).stream()
-                methods[f"{name}|stream"] = (partial(stream.step, x1[0, 0]), 1)
+            methods |= _export_methods(name, str(path), x1, x64)
+            proto = onnx.load(path)
+            if without_step and any(n.name == STEP_PATH_NODE for n in proto.graph.node):
+                data = without_step_path(proto).SerializeToString()
+                rows[f"{name} without step path"] = {"size_bytes": len(data)}
+                methods |= _export_methods(f"{name} without step path", data, x1, x64)
         for kind in LEAN_KINDS:
             proto = lean_step_graph(net, kind).SerializeToString()
             session = _session(proto)
@@ -243,7 +294,7 @@ def run(cells: list[str], steps: int, rounds: int, without_step: bool = False) -
             rows[name] = {"size_bytes": len(proto), "max_abs_error": _lean_error(session, net, 64)}
             feeds = {i.name: np.zeros(i.shape, np.float32) for i in session.get_inputs()}
             feeds["x"] = x1[0]
-            methods[f"{name}|step"] = (_stepper(session, feeds), 1)
+            methods[f"{name}|pinned"] = (_stepper(session, feeds), 1)
     for key, stats in measure(methods, steps, rounds).items():
         name, what = key.split("|")
         rows[name][f"{what}_median_us"] = round(stats["median_us"], 2)
@@ -252,26 +303,26 @@ def run(cells: list[str], steps: int, rounds: int, without_step: bool = False) -
 
 
 def table(report: dict) -> str:
-    """The rows as a Markdown table, each step time also as a ratio to its cell's float32 export."""
+    """The rows as a Markdown table, each time also as a ratio to its cell's float32 export's
+    (``step``: the general session, a pool's tick; ``pinned``: a stream's step session)."""
     lines = [
-        "| variant | size KB | step µs (p99) | vs export f32 | Stream.step µs | vs export f32 "
-        "| chunk µs/frame | max abs err |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | size KB | step µs (p99) | vs f32 | pinned µs (p99) | vs f32 pinned "
+        "| Stream.step µs | vs f32 | chunk µs/frame | max abs err |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     rows = report["rows"]
     for name, row in rows.items():
-        base_row = rows[f"{name.split()[0]} export float32"]
-        base = base_row["step_median_us"]
-        chunk = f"{row['chunk_median_us']:.1f}" if "chunk_median_us" in row else ""
-        stream = stream_ratio = ""
-        if "stream_median_us" in row:
-            stream = f"{row['stream_median_us']:.1f}"
-            stream_ratio = f"{base_row['stream_median_us'] / row['stream_median_us']:.2f}x"
-        error = f"{row['max_abs_error']:.1e}" if "max_abs_error" in row else ""
-        step = f"{row['step_median_us']:.1f} ({row['step_p99_us']:.0f})"
-        ratio = f"{base / row['step_median_us']:.2f}x"
-        size = f"{row['size_bytes'] / 1024:.0f}"
-        cells = [name, size, step, ratio, stream, stream_ratio, chunk, error]
+        base = rows[f"{name.split()[0]} export float32"]
+        cells = [name, f"{row['size_bytes'] / 1024:.0f}"]
+        for what in ("step", "pinned", "stream"):
+            if f"{what}_median_us" not in row:
+                cells += ["", ""]
+                continue
+            median = row[f"{what}_median_us"]
+            p99 = f" ({row[f'{what}_p99_us']:.0f})" if what != "stream" else ""
+            cells += [f"{median:.1f}{p99}", f"{base[f'{what}_median_us'] / median:.2f}x"]
+        cells.append(f"{row['chunk_median_us']:.1f}" if "chunk_median_us" in row else "")
+        cells.append(f"{row['max_abs_error']:.1e}" if "max_abs_error" in row else "")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

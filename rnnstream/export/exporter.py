@@ -28,7 +28,7 @@ from rnnstream.export.quantize import quantize
 from rnnstream.export.same_model import refuse_other_model
 from rnnstream.export.settings import ParitySettings
 from rnnstream.export.splice import splice_recurrent
-from rnnstream.export.step_path import without_step_path
+from rnnstream.export.step_path import add_step_path, without_step_path
 from rnnstream.export.streaming_conv import TimeConv, find_time_convs
 from rnnstream.export.time_mixing import time_mixing_note
 from rnnstream.export.tolerance import Tolerance, tolerance_for
@@ -273,8 +273,9 @@ def export(
     :class:`ParitySettings`). ``precision`` ``"int8"``, ``"int4"`` (``block_size`` weights per
     scale, default 32) or ``"float16"`` writes a quantised model
     (see :func:`rnnstream.export.quantize`), whose parity record also scores the task metric (bits
-    per character for a char LM) next to PyTorch's. Raises :class:`ParityError` (nothing is
-    written) when the errors exceed the precision's tolerance
+    per character for a char LM) next to PyTorch's. A float32 model with forward ``RNN`` layers
+    gets a step path (float cells at ``T == 1``: :mod:`rnnstream.export.step_path`). Raises
+    :class:`ParityError` (nothing is written) when the errors exceed the precision's tolerance
     (:data:`~rnnstream.export.tolerance.TOLERANCES`; ``parity.atol`` overrides its absolute part).
     """
     tolerance = _tolerance(tolerance_for(precision), parity)
@@ -293,6 +294,8 @@ def export(
         if precision != "float32":
             log.info("converting to %s", precision)
             proto = quantize(proto, precision, block_size=block_size)
+        else:
+            add_step_path(proto, int8=False)
         runtime_model = load(proto.SerializeToString())
         x = inputs.sample(parity.batch, parity.steps, parity.seed)
         record = _measure(model, runtime_model, x, tolerance, parity)

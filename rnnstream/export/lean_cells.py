@@ -1,17 +1,18 @@
-"""Lean one-step int8 GRU and RNN cells for the step path (:mod:`rnnstream.export.step_path`).
+"""Lean one-step GRU and RNN cells for the step path (:mod:`rnnstream.export.step_path`).
 
 A cell runs one time step of an ONNX ``GRU`` / ``RNN`` operator on time-major ``[1, B, F]``
-tensors with com.microsoft ``DynamicQuantizeMatMul`` projections (the activation quantised once
-per projection): an RNN's one over ``concat[x, h]`` with ``[W; R]`` stacked, a GRU's one over
+tensors: an RNN's one projection over ``concat[x, h]`` with ``[W; R]`` stacked, a GRU's one over
 ``x`` and one over ``h`` (stacked, a quarter of its ``[W; R]`` would be zeros: measured no faster,
 README "Faster steps"), then the gate arithmetic, the update and reset gates one block under one
-``Sigmoid``.
+``Sigmoid``. The projections are com.microsoft ``DynamicQuantizeMatMul`` (int8; the activation
+quantised once per projection) or float32 ``MatMul``.
 
-Weights are symmetric int8 per output column in 7 bits (±63), as ``quantize_dynamic``'s
+int8 weights are symmetric per output column in 7 bits (±63), as ``quantize_dynamic``'s
 ``reduce_range`` stores them: onnxruntime's x86 kernels without VNNI sum uint8 x int8 products in
 pairs into int16, which saturates at full range. The operator of the chunk path reads the same
 int8 values dequantised by outer-graph nodes of initializers only, which onnxruntime folds into
-constants when it loads the model.
+constants when it loads the model. At float32 the operator keeps its own weights, and the
+step's stacked ones are computed from them by such folded nodes.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class LeanLayer:
     wb: np.ndarray  # [G*H]
     rb: np.ndarray  # [G*H]
     activation: str
+    stored: tuple[str, str]  # the initializers of W [1, G*H, I] and R [1, G*H, H]
 
     @property
     def hidden(self) -> int:
@@ -118,7 +120,7 @@ def lean_layer(node: onnx.NodeProto, initializers: dict[str, onnx.TensorProto]) 
     gh = r.shape[1]
     b = numpy_helper.to_array(initializers[b_name])[0] if b_name else np.zeros(2 * gh, np.float32)
     activation = activations[0] if activations else "Tanh"
-    return LeanLayer(node.op_type, w[0], r[0], b[:gh], b[gh:], activation)
+    return LeanLayer(node.op_type, w[0], r[0], b[:gh], b[gh:], activation, (w_name, r_name))
 
 
 def quantize_columns(w_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -128,9 +130,17 @@ def quantize_columns(w_t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale.astype(np.float32)
 
 
-def lean_weights(layer: LeanLayer, g: GraphBuilder) -> LeanWeights:
-    """The cell's int8 projections, quantised per column, and the operator's ``W`` and ``R``
-    dequantised from the same int8 values (an RNN's ``[W; R]`` is stored once)."""
+def lean_weights(layer: LeanLayer, g: GraphBuilder, *, int8: bool = True) -> LeanWeights:
+    """The cell's projections and the ``W`` and ``R`` the operator reads, each stored once.
+
+    ``int8``: the projections quantised per column, the operator's weights dequantised from the
+    same int8 values (an RNN's ``[W; R]`` stored once). Else float32: the operator keeps its own
+    initializers and the projections are computed from them (nodes of initializers only, which
+    onnxruntime folds at load), so :func:`~rnnstream.export.step_path.without_step_path` gives
+    the float graph back as it was.
+    """
+    if not int8:
+        return _float_weights(layer, g)
     projections, blocks = [], []
     for reads, weights, bias in layer.projections():
         q, scale = quantize_columns(weights)
@@ -149,14 +159,32 @@ def lean_weights(layer: LeanLayer, g: GraphBuilder) -> LeanWeights:
     return LeanWeights(tuple(projections), *float_weights)
 
 
+def _float_weights(layer: LeanLayer, g: GraphBuilder) -> LeanWeights:
+    """Float32 projections read from the operator's ``W`` and ``R`` (transposed, an RNN's
+    stacked) and its summed biases (the one new initializer, ``[G*H]``)."""
+    w, r = layer.stored
+    squeeze = g.ints("axis", [0])
+    matrices = {"x": [w], "h": [r], "xh": [w, r]}
+    projections = []
+    for reads, _, bias in layer.projections():
+        parts = [g.op("Squeeze", [m, squeeze])[0] for m in matrices[reads]]
+        rows = g.op("Concat", parts, axis=1)[0] if len(parts) > 1 else parts[0]
+        weights = g.op("Transpose", [rows])[0]
+        projections.append(Projection(reads, weights, "", "", g.const(f"{reads}_bias", bias)))
+    return LeanWeights(tuple(projections), w, r)
+
+
 def emit_cell(g: GraphBuilder, layer: LeanLayer, weights: LeanWeights, x: str, h_prev: str) -> str:
     """One step from ``x`` [1, B, I] and ``h_prev`` [1, B, H]: the new ``h`` [1, B, H]."""
     operands = {"x": x, "h": h_prev}
     pre = []
     for p in weights.projections:
         a = operands.get(p.reads) or g.op("Concat", [x, h_prev], axis=2)[0]
-        ins = [a, p.q, p.scale, p.zero, p.bias]
-        pre += g.op("DynamicQuantizeMatMul", ins, domain=MS_DOMAIN)
+        if p.scale:
+            ins = [a, p.q, p.scale, p.zero, p.bias]
+            pre += g.op("DynamicQuantizeMatMul", ins, domain=MS_DOMAIN)
+        else:
+            pre += g.op("Add", [g.op("MatMul", [a, p.q])[0], p.bias])
     if layer.op_type == "RNN":
         return g.op(layer.activation, pre)[0]
     # GRU: h' = n + z (h - n), n = tanh(xn + r hn); z|r are one block under one Sigmoid

@@ -3,8 +3,8 @@
 ``add_step_path`` wraps a streamable export's graph in one ``If`` on the input's time length:
 
 * ``T == 1`` (``Stream.step``, a pool's tick): the whole model's lean step. Its nodes are the
-  graph's own, rewritten for a time axis of one: every forward ``GRU`` / ``RNN`` operator a lean
-  cell (:mod:`rnnstream.export.lean_cells`: one projection over ``concat[x, h]``, float or int8),
+  graph's own, rewritten for a time axis of one: every forward ``GRU`` / ``RNN`` operator (int8
+  models) or ``RNN`` operator (float32) a lean cell (:mod:`rnnstream.export.lean_cells`),
   whose output feeds the next layer without the ``Unsqueeze``/``Squeeze`` around the operator; a
   ``Transpose`` that only moves the time axis (the batch-first edges, a conv front-end's
   ``[B, T, C]`` to ``[B, C, T]``) a ``Reshape``, which onnxruntime runs without a copy. Other
@@ -15,6 +15,11 @@
 Nodes that read only initializers stay outside the ``If`` (onnxruntime folds them when it loads
 the model): the assembly of the stacked step weights from the operator's ones, the dequantisation
 of int8 weights. ``without_step_path`` undoes the wrapping (what the quantisers start from).
+
+A stream's step session pins the batch and time dims (``T == 1``): onnxruntime then folds the
+``If`` and inlines the step branch, whose weights are main-graph initializers it prepacks. The
+general session (a pool's tick) runs the ``If``: ~6 µs a run, and the step's int8 products
+repack their outer-scope weights at every run (README "Faster steps").
 """
 
 from __future__ import annotations
@@ -31,13 +36,16 @@ __all__ = ["STEP_PATH_NODE", "add_step_path", "step_path_nodes", "step_shapes", 
 
 STEP_PATH_NODE = "rnnstream/step_path"
 _STEP, _CHUNK = "step/", "chunk/"
-_INTEGER_PRODUCTS = ("DynamicQuantizeMatMul", "MatMulInteger")
+_INT8_CELLS, _FLOAT_CELLS = ("GRU", "RNN"), ("RNN",)
 Shapes = dict[str, list[int | str | None]]
 
 
-def step_path_nodes(model: onnx.ModelProto, signature: Signature | None = None) -> list[str]:
+def step_path_nodes(
+    model: onnx.ModelProto, signature: Signature | None = None, *, int8: bool = True
+) -> list[str]:
     """The top-level operators of ``model`` a step path would run as lean cells (none when the
-    model does not stream or has a step path already)."""
+    model does not stream or has a step path already): ``GRU`` and ``RNN`` at int8, ``RNN`` at
+    float32 (onnxruntime's float ``GRU`` kernel beats the lean cell, README "Faster steps")."""
     graph = model.graph
     signature = signature or _signature(model)
     if signature is None or any(n.name == STEP_PATH_NODE for n in graph.node):
@@ -45,7 +53,8 @@ def step_path_nodes(model: onnx.ModelProto, signature: Signature | None = None) 
     if not signature.streamable or signature.input.time_axis is None:
         return []
     initializers = {init.name: init for init in graph.initializer}
-    return [n.name for n in graph.node if lean_layer(n, initializers)]
+    ops = _INT8_CELLS if int8 else _FLOAT_CELLS
+    return [n.name for n in graph.node if n.op_type in ops and lean_layer(n, initializers)]
 
 
 def add_step_path(
@@ -53,22 +62,24 @@ def add_step_path(
     signature: Signature | None = None,
     *,
     shapes: Shapes | None = None,
+    int8: bool = True,
 ) -> list[str]:
     """Wrap ``model``'s graph (in place) in one ``If`` whose ``T == 1`` branch is the lean step.
 
     ``signature``: the model's (default: read from its metadata). ``int8``: the lean cells'
     projections are ``DynamicQuantizeMatMul`` over int8 weights (the operators read them
-    dequantised); else float ``MatMul``. ``shapes``: tensor dims, to find the transposes that
-    only move the time axis (default: onnx's shape inference of ``model``). Returns the names of
-    the operators that run as lean cells; when there are none (the model does not stream, has a
-    step path already, or has no GRU/RNN operator a cell covers) it is left as it is.
+    dequantised); else float ``MatMul`` over the operators' own weights, for ``RNN`` operators
+    only (:func:`step_path_nodes`). ``shapes``: tensor dims, to find the transposes that only
+    move the time axis (default: onnxruntime's symbolic shape inference of ``model``). Returns
+    the names of the operators that run as lean cells; when there are none (the model does not
+    stream, has a step path already, or has no operator a cell covers) it is left as it is.
     """
     graph = model.graph
     signature = signature or _signature(model)
     initializers = {init.name: init for init in graph.initializer}
     layers = {
         name: lean_layer(_node(graph, name), initializers)
-        for name in step_path_nodes(model, signature)
+        for name in step_path_nodes(model, signature, int8=int8)
     }
     if not layers:
         return []
@@ -80,7 +91,7 @@ def add_step_path(
         | {o for n in graph.node for o in n.output}
     )
     outer = GraphBuilder(prefix=_fresh_prefix(taken, "step_path"))
-    weights = {name: lean_weights(layer, outer) for name, layer in layers.items()}
+    weights = {name: lean_weights(layer, outer, int8=int8) for name, layer in layers.items()}
     constant = _constant_nodes(graph, set(initializers) | {i.name for i in outer.initializers})
     moving = [n for n in graph.node if n not in constant]
     outer_names = (
@@ -114,7 +125,7 @@ def add_step_path(
     graph.initializer.extend(outer.initializers)
     del graph.value_info[:]
     _drop_unread_initializers(graph)
-    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+    if int8 and not any(o.domain == MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return list(layers)
 
@@ -211,21 +222,13 @@ class _StepBranch:
         return read
 
     def graph(self, outputs: list[str], declared) -> onnx.GraphProto:
-        """The branch, owning a copy of each int8 matrix its products read: onnxruntime packs
-        the weights of a subgraph's integer products once at load only when the subgraph holds
-        them (read from the outer graph, they are packed again at every step)."""
+        """The branch. Its int8 matrices stay in the outer graph, stored once: a stream's step
+        session pins the model's time dim to 1, which folds the ``If`` and inlines this branch,
+        so onnxruntime prepacks them as main-graph initializers (unpinned, as a pool's tick runs
+        it, the branch's integer products pack them again at every run: README "Faster steps")."""
         self.outer.initializers.extend(self.g.initializers)
-        stored = {i.name: i for i in self.outer.initializers} | self.initializers
-        owned: dict[str, onnx.TensorProto] = {}
-        for node in self.g.nodes:
-            if node.op_type in _INTEGER_PRODUCTS and node.input[1] in stored:
-                name = node.input[1]
-                if name not in owned:
-                    owned[name] = onnx.TensorProto.FromString(stored[name].SerializeToString())
-                    owned[name].name = _STEP + name
-                node.input[1] = owned[name].name
         values = [_like(name, d) for name, d in zip(outputs, declared)]
-        return helper.make_graph(self.g.nodes, "step", [], values, list(owned.values()))
+        return helper.make_graph(self.g.nodes, "step", [], values)
 
     def _constant(self, name: str) -> np.ndarray | None:
         init = self.initializers.get(name)

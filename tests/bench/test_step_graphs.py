@@ -30,10 +30,11 @@ def _net_and_reference(cell: str, steps: int = 40) -> tuple[RecurrentNet, np.nda
     return net, xs, expected
 
 
+@pytest.mark.parametrize("kind", ["float32", "native"])
 @pytest.mark.parametrize("cell", CELLS)
-def test_lean_float32_step_matches_pytorch(cell: str) -> None:
+def test_lean_float32_step_matches_pytorch(cell: str, kind: str) -> None:
     net, xs, expected = _net_and_reference(cell)
-    session = _session(lean_step_graph(net, "float32").SerializeToString())
+    session = _session(lean_step_graph(net, kind).SerializeToString())
     assert_close(step_lean(session, xs), expected, PARITY)
 
 
@@ -48,16 +49,26 @@ def test_int8_lean_steps_stay_within_the_int8_bound(cell: str, kind: str) -> Non
 
 def test_bench_script_writes_every_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "steps.json"
-    main(["--cells", "rnn_tanh", "--steps", "5", "--rounds", "1", "--json", str(out)])
+    argv = ["--cells", "rnn_tanh", "--steps", "5", "--rounds", "1", "--without-step-path"]
+    main([*argv, "--json", str(out)])
     stdout = capsys.readouterr().out
     rows = json.loads(out.read_text())["rows"]
-    kinds = ["float32", "dqmm", "mmint", "nbits8", "nbits4"]
-    expected = ["rnn_tanh export float32", "rnn_tanh export int8"]
-    assert list(rows) == expected + [f"rnn_tanh lean {k}" for k in kinds]
+    kinds = ["float32", "native", "dqmm", "mmint", "nbits8", "nbits4"]
+    exports = [
+        f"rnn_tanh export {precision}{without}"
+        for precision in ("float32", "int8")
+        for without in ("", " without step path")
+    ]
+    assert list(rows) == exports + [f"rnn_tanh lean {k}" for k in kinds]
     for name, row in rows.items():
-        assert row["size_bytes"] > 0 and row["step_median_us"] > 0, name
-    assert rows["rnn_tanh export int8"]["chunk_median_us"] > 0
-    assert rows["rnn_tanh export int8"]["stream_median_us"] > 0
+        assert row["size_bytes"] > 0 and row["pinned_median_us"] > 0, name
+    for name in exports:  # a general and a pinned session, the stream, chunks
+        for what in ("step", "pinned", "stream", "chunk"):
+            assert rows[name][f"{what}_median_us"] > 0, (name, what)
     assert rows["rnn_tanh lean nbits4"]["size_bytes"] < rows["rnn_tanh lean nbits8"]["size_bytes"]
     assert rows["rnn_tanh lean float32"]["max_abs_error"] < 1e-5
-    assert "| rnn_tanh lean nbits4 |" in stdout
+    assert rows["rnn_tanh lean native"]["max_abs_error"] < 1e-5
+    assert (
+        "| rnn_tanh lean nbits4 |" in stdout
+        and "| rnn_tanh export int8 without step path |" in stdout
+    )

@@ -1,5 +1,5 @@
-"""The int8 step path (one If on T == 1 per model) of GRU and RNN models: real torch against real
-onnxruntime."""
+"""The step path (one If on T == 1 per model) of int8 GRU and RNN models and of float32 RNN models:
+real torch against real onnxruntime."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from rnnstream.export.lean_cells import lean_layer
 from rnnstream.export.parity import measure_parity
 from rnnstream.export.step_path import STEP_PATH_NODE, without_step_path
 from rnnstream.models import CRNN, CharLM, CharLMConfig, CRNNConfig
+from tests.tolerances import PARITY, assert_close
 
 INT8 = TOLERANCES["int8"]
 
@@ -140,6 +141,10 @@ def test_int8_steps_and_chunks_match_pytorch(case: Case, tmp_path: Path) -> None
     assert step_ops.count("DynamicQuantizeMatMul") == products * case.layers
     assert {"GRU", "RNN", "Transpose", "Unsqueeze", "Squeeze"}.isdisjoint(step_ops)
     assert _op_types(_branch(proto, "else_branch")).count(case.cell[:3].upper()) == case.layers
+    # The int8 matrices are stored once, in the outer graph (no branch-owned copies).
+    assert not _branch(proto, "then_branch").initializer
+    stored = [i for i in proto.graph.initializer if i.data_type == TensorProto.INT8 and i.dims[1:]]
+    assert len(stored) == len({i.name for i in stored}) == products * case.layers + 1  # + head
     quantization = report.signature.source["quantization"]
     assert len(quantization["step_paths"]) == case.layers
     assert quantization["float_recurrent_nodes"] == []
@@ -240,33 +245,54 @@ def test_a_bare_forward_operator_without_bias_is_covered(op, attrs) -> None:
 
 
 def _broken(proto: onnx.ModelProto, branch: str) -> onnx.ModelProto:
-    """``proto`` with the int8 weights one branch reads negated (the step branch owns its copies;
-    the chunk branch's operator reads the outer graph's)."""
+    """``proto`` with the recurrent weights one branch reads negated inside that branch: the step
+    cells' int8 matrices or float projections (outer tensors named ``step_path/...``, stored or
+    folded once) or the chunk operators' ``W`` and ``R`` (the same values, as they read them)."""
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    wrap = next(n for n in proto.graph.node if n.name == STEP_PATH_NODE)
-    step = next(a.g for a in wrap.attribute if a.name == "then_branch")
-    inits = step.initializer if branch == "step" else proto.graph.initializer
-    for init in inits:
-        if init.data_type == TensorProto.INT8 and "step_path/" in init.name:
-            init.CopyFrom(numpy_helper.from_array(-numpy_helper.to_array(init), init.name))
+    outer = {i.name: i for i in proto.graph.initializer}
+    body = _branch(proto, "then_branch" if branch == "step" else "else_branch")
+    negations = []
+    for node in body.node:
+        if branch == "step" and node.op_type == "DynamicQuantizeMatMul":
+            name = node.input[1]
+            if outer[name].data_type == TensorProto.INT8 and name.startswith("step_path/"):
+                negated = -numpy_helper.to_array(outer[name])
+                body.initializer.append(numpy_helper.from_array(negated, f"broken/{name}"))
+                node.input[1] = f"broken/{name}"
+        if branch == "step" and node.op_type == "MatMul" and node.input[1].startswith("step_path/"):
+            negations.append(helper.make_node("Neg", [node.input[1]], [f"broken/{node.name}"]))
+            node.input[1] = negations[-1].output[0]
+        if branch == "chunk" and node.op_type in ("GRU", "RNN"):
+            for k in (1, 2):
+                negated = f"broken/{k}/{node.name}"
+                negations.append(helper.make_node("Neg", [node.input[k]], [negated]))
+                node.input[k] = negated
+    nodes = negations + list(body.node)  # they read outer tensors: negate them first thing
+    del body.node[:]
+    body.node.extend(nodes)
     return proto
 
 
-@pytest.mark.parametrize("cell", ["gru", "rnn_tanh"])
-def test_step_parity_measures_the_step_branch_and_chunk_parity_the_operator(cell, tmp_path) -> None:
+@pytest.mark.parametrize(
+    "cell,precision", [("gru", "int8"), ("rnn_tanh", "int8"), ("rnn_relu", "float32")]
+)
+def test_step_parity_measures_the_step_branch_and_chunk_parity_the_operator(
+    cell, precision, tmp_path
+) -> None:
     """Break one branch's weights on purpose: only the parity mode that runs it fails."""
     case = Case(cell, 6, 19, 2, True, True, 2)
     torch.manual_seed(5)
     net = Net(case).eval()
-    export(net, tmp_path / "m.onnx", precision="int8", parity=ParitySettings(steps=20))
+    export(net, tmp_path / "m.onnx", precision=precision, parity=ParitySettings(steps=20))
     proto = onnx.load(tmp_path / "m.onnx")
+    bound = TOLERANCES[precision]
     x = torch.randn(2, 30, case.input_size, generator=torch.Generator().manual_seed(5))
-    for broken, failing in (("step", "step"), ("chunk", "chunk")):
+    for broken in ("step", "chunk"):
         model = rnnstream.load(_broken(proto, broken).SerializeToString())
-        record = measure_parity(net, model, x, 8, INT8.atol, INT8.rtol)
-        fine = "chunk" if failing == "step" else "step"
-        assert all(e.within(INT8.atol, INT8.rtol) for e in record.errors[fine].values())
-        assert not all(e.within(INT8.atol, INT8.rtol) for e in record.errors[failing].values())
+        record = measure_parity(net, model, x, 8, bound.atol, bound.rtol)
+        fine = "chunk" if broken == "step" else "step"
+        assert all(e.within(bound.atol, bound.rtol) for e in record.errors[fine].values())
+        assert not all(e.within(bound.atol, bound.rtol) for e in record.errors[broken].values())
 
 
 def test_without_step_path_gives_back_the_chunk_graph(tmp_path: Path) -> None:
@@ -420,8 +446,128 @@ def test_tensor_names_like_the_step_paths_own_do_not_clash(tmp_path: Path) -> No
     torch.manual_seed(9)
     net = NamedLikeTheStepPath().eval()
     source = export(net, tmp_path / "m.onnx", parity=ParitySettings(steps=20)).path
-    names = {o for n in onnx.load(source).graph.node for o in n.output}
+    names = {o for n in without_step_path(onnx.load(source)).graph.node for o in n.output}
     assert any(name.startswith("step_path/") for name in names)
     report = quantize_file(source, tmp_path / "m.int8.onnx", "int8", against=net)
     assert report.parity.passed and len(report.signature.source["quantization"]["step_paths"]) == 3
     onnx.checker.check_model(onnx.load(report.path), full_check=True)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[3]], ids=[CASES[1].id, CASES[3].id])
+def test_a_session_pinned_to_one_step_inlines_the_step_branch(case: Case, tmp_path: Path) -> None:
+    """With the batch and time dims pinned (as a stream's step session pins them) onnxruntime
+    folds the ``If`` and runs the step branch inline, over the outer int8 weights: the same
+    outputs, step after step, as the general session."""
+    torch.manual_seed(4)
+    path = tmp_path / "m.onnx"
+    export(Net(case).eval(), path, precision="int8", parity=ParitySettings(steps=20))
+    options = ort.SessionOptions()
+    options.add_free_dimension_override_by_name("batch", case.batch)
+    options.add_free_dimension_override_by_name("time", 1)
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    pinned = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    assert "If" not in _op_types(onnx.load(tmp_path / "optimized.onnx").graph)
+    general = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(4)
+    shape = (
+        (case.batch, 1, case.input_size) if case.batch_first else (1, case.batch, case.input_size)
+    )
+    h = {"pinned": np.zeros((case.layers, case.batch, case.hidden), np.float32)}
+    h["general"] = h["pinned"]
+    for _ in range(10):
+        x = rng.standard_normal(shape).astype(np.float32)
+        y_pinned, h["pinned"] = pinned.run(None, {"x": x, "h0": h["pinned"]})
+        y_general, h["general"] = general.run(None, {"x": x, "h0": h["general"]})
+        np.testing.assert_array_equal(y_pinned, y_general)
+        np.testing.assert_array_equal(h["pinned"], h["general"])
+
+
+RNN_CASES = [c for c in CASES if c.cell.startswith("rnn_")]
+
+
+@pytest.mark.parametrize("case", RNN_CASES, ids=[c.id for c in RNN_CASES])
+def test_float32_rnn_steps_through_float_cells_and_chunks_through_the_operator(
+    case: Case, tmp_path: Path
+) -> None:
+    torch.manual_seed(10 + CASES.index(case))
+    net = Net(case).eval()
+    path = tmp_path / "m.onnx"
+    report = export(net, path, parity=ParitySettings(steps=100, batch=case.batch))
+    assert report.parity.passed and set(report.parity.errors) == {"step", "chunk"}
+    proto = onnx.load(path)
+    assert [n.op_type for n in proto.graph.node if n.op_type == "If"] == ["If"]
+    step_ops = _op_types(_branch(proto, "then_branch"))
+    assert step_ops.count("MatMul") == case.layers + 1  # a cell per layer, the head
+    assert {"RNN", "Transpose", "Squeeze", "DynamicQuantizeMatMul"}.isdisjoint(step_ops)
+    assert _op_types(_branch(proto, "else_branch")).count("RNN") == case.layers
+    assert "com.microsoft" not in {o.domain for o in proto.opset_import}
+
+    # The weights are the operators' own, stored once (the step's stacked ones are folded at
+    # load; the summed biases are the one new tensor), and the plain graph comes back as it was.
+    plain = without_step_path(onnx.load(path))
+    initializers = {i.name: i for i in plain.graph.initializer}
+    for node in (n for n in plain.graph.node if n.op_type == "RNN"):
+        assert all(initializers[name].data_type == TensorProto.FLOAT for name in node.input[1:3])
+
+    def float_elements(model: onnx.ModelProto) -> int:
+        sizes = [np.prod(i.dims) for i in model.graph.initializer if i.data_type == 1]
+        return int(sum(sizes))
+
+    assert float_elements(proto) - float_elements(plain) == case.layers * case.hidden
+    int8 = quantize(path, "int8")  # starts from the plain graph: gets its own step path
+    assert len(int8.metadata_props) and _op_types(int8.graph).count("If") == 1
+    assert _op_types(_branch(int8, "then_branch")).count("DynamicQuantizeMatMul") == case.layers
+
+    rng = np.random.default_rng(CASES.index(case))
+    frames = rng.standard_normal((case.batch, 40, case.input_size)).astype(np.float32)
+    x = torch.from_numpy(frames if case.batch_first else frames.transpose(1, 0, 2).copy())
+    with torch.no_grad():
+        y, _ = net(x, torch.zeros(case.layers, case.batch, case.hidden))
+    expected = y.numpy() if case.batch_first else y.numpy().transpose(1, 0, 2)
+    model = rnnstream.load(path)
+    stream = model.stream(batch=case.batch)
+    stepped = np.stack([stream.step(frames[:, t]) for t in range(40)], axis=1)
+    assert_close(stepped, expected, PARITY)
+    chunked = model.stream(batch=case.batch)
+    fed = np.concatenate([chunked.feed(frames[:, t : t + 7]) for t in range(0, 40, 7)], axis=1)
+    assert_close(fed, expected, PARITY)
+    pool = model.pool()  # its ticks run the general session's step branch, one row a stream
+    ids = [pool.open() for _ in range(case.batch)]
+    ticked = [pool.step({i: frames[row, t] for row, i in enumerate(ids)}) for t in range(40)]
+    for row, stream_id in enumerate(ids):
+        assert_close(np.stack([tick[stream_id] for tick in ticked]), expected[row], PARITY)
+
+
+def test_float32_gru_and_lstm_models_keep_their_graphs(tmp_path: Path) -> None:
+    """No float32 step path where onnxruntime's kernel beats the lean cell (README)."""
+    torch.manual_seed(11)
+    for name, net in (("gru", nn.GRU(5, 9, 2)), ("lstm", nn.LSTM(5, 9, batch_first=True))):
+        export(net, tmp_path / f"{name}.onnx", parity=ParitySettings(steps=20))
+        assert "If" not in _op_types(onnx.load(tmp_path / f"{name}.onnx").graph)
+
+
+def _float32_rnn_models() -> dict[str, nn.Module]:
+    torch.manual_seed(12)
+    heads = TwoHeads()
+    heads.rnn = nn.RNN(5, 13, num_layers=2, batch_first=True)
+    return {
+        "conv-rnn": ConvGRU(),
+        "gru-then-rnn": NamedLikeTheStepPath(),
+        "char-lm": CharLM(
+            CharLMConfig(cell="rnn_tanh", num_layers=2, hidden_size=24, embed_size=8)
+        ),
+        "two-heads-flattened": heads,
+    }
+
+
+@pytest.mark.parametrize("name", list(_float32_rnn_models()))
+def test_float32_models_around_rnn_layers_step_through_the_step_path(name, tmp_path) -> None:
+    """A conv front-end (its transposes become reshapes), a GRU under an RNN (the GRU layers run
+    as their operators inside the step branch, the RNN as a float cell), an embedding (token
+    input), a flattened and a second head: step and chunk parity within float32's tolerance."""
+    net = _float32_rnn_models()[name].eval()
+    report = export(net, tmp_path / "m.onnx", parity=ParitySettings(steps=40, batch=2))
+    assert report.parity.passed and set(report.parity.errors) == {"step", "chunk"}
+    step_ops = _op_types(_branch(onnx.load(tmp_path / "m.onnx"), "then_branch"))
+    assert {"RNN", "Transpose"}.isdisjoint(step_ops)
+    assert step_ops.count("GRU") == (2 if name == "gru-then-rnn" else 0)
