@@ -51,7 +51,7 @@ class Stream:
         self._input = InputLayout(sig.input, check_finite, sig.num_tokens)
         self._state = runner.state_buffers(self._rows)
         # A model that refused one time step at load (a subsampling encoder) takes chunks only
-        self._least = sig.source.get("axes", {}).get("time", {}).get("least", 1)
+        self._least = sig.least_steps
         if self._least > 1:
             self.step = self._refuse_step  # type: ignore[method-assign]
 
