@@ -32,10 +32,13 @@ demo: $(STAMP)
 	$(BIN)/rnnstream verify $(CRNN).onnx --against $(CRNN).safetensors
 	$(BIN)/python -c '$(SERIES_TAIL)' | $(BIN)/rnnstream stream $(CRNN).onnx --format csv
 
+# The suite runs on TEST_WORKERS processes (pytest-xdist), each test file whole in one of them
+# (its module fixtures export once); `make test TEST_WORKERS=1` runs it in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # The torch-free runtime on aarch64 under qemu user-mode emulation (needs root and a Debian host):
 # the first run installs qemu-user-static, binfmt-support and debootstrap and caches an aarch64

@@ -1,7 +1,9 @@
-"""Fixtures every test shares: seeded RNGs, one torch thread, a CLI runner, exported models."""
+"""Fixtures every test shares: seeded RNGs, one torch thread, torchlib listed once, a CLI runner,
+exported models."""
 
 from __future__ import annotations
 
+import functools
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,6 +42,26 @@ def torch_single_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torchlib_listed_once() -> Iterator[None]:
+    """List onnxscript's torchlib functions once a session instead of at every export.
+
+    ``torch.onnx.export`` builds its operator registry from that list at every call, and
+    onnxscript makes it by re-parsing the source of each of its ~500 functions: half of a small
+    model's export, and the suite exports hundreds. The list depends only on the installed
+    onnxscript, so one serves every export. Where torch reads it elsewhere (another torch), the
+    exports run as they are.
+    """
+    try:
+        from onnxscript._framework_apis import torch_2_11 as torch_apis
+    except ImportError:
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch_apis, "get_torchlib_ops", functools.cache(torch_apis.get_torchlib_ops))
+        yield
 
 
 Cli = Callable[..., Result]

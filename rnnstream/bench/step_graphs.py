@@ -52,6 +52,7 @@ from onnx import TensorProto, helper
 
 from rnnstream.bench.latency import measure
 from rnnstream.export import ParitySettings, export
+from rnnstream.export.graph_walk import MS_DOMAIN
 from rnnstream.export.int4 import pack_nbits
 from rnnstream.export.layers import GraphBuilder
 from rnnstream.export.lean_cells import quantize_columns
@@ -65,7 +66,6 @@ __all__ = ["LEAN_KINDS", "lean_step_graph", "main", "step_lean"]
 LEAN_KINDS = ("float32", "native", "dqmm", "mmint", "nbits8", "nbits4")
 REFERENCE = {"num_layers": 2, "input_size": 64, "hidden_size": 256, "output_size": 64}
 NBITS_BLOCK = 32
-MS_DOMAIN = "com.microsoft"
 
 
 def _linear(g: GraphBuilder, a: str, w: np.ndarray, bias: np.ndarray, kind: str) -> str:

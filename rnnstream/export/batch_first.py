@@ -10,7 +10,6 @@ written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import onnxruntime as ort
 from onnx import helper
 
 from rnnstream.errors import ExportError, ParityError
+from rnnstream.export.graph_walk import all_nodes
 from rnnstream.export.tolerance import tolerance_for
 from rnnstream.runtime import METADATA_KEY, Model, Signature, StateSpec, TensorSpec, load
 
@@ -182,17 +182,9 @@ def _rename(graph: onnx.GraphProto, renames: dict[str, str]) -> None:
     """Rename tensors everywhere in ``graph``, subgraphs (loop and scan bodies) included."""
     for value in [*graph.input, *graph.output, *graph.value_info]:
         value.name = renames.get(value.name, value.name)
-    for node in _all_nodes(graph):
+    for node in all_nodes(graph):
         node.input[:] = [renames.get(n, n) for n in node.input]
         node.output[:] = [renames.get(n, n) for n in node.output]
-
-
-def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in [attr.g, *attr.graphs] if attr.HasField("g") else attr.graphs:
-                yield from _all_nodes(sub)
 
 
 def _dims(value: onnx.ValueInfoProto) -> list[int | str]:

@@ -7,10 +7,11 @@ export recorded in the signature instead.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import onnx
 from onnx import numpy_helper
+
+from rnnstream.export.graph_walk import all_graphs
 
 __all__ = ["graph_cost"]
 
@@ -30,17 +31,6 @@ _CONVOLUTIONS = ("Conv", "ConvInteger")
 Dims = list[int | str]
 
 
-def _graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
-    """``graph`` and every subgraph in it (Scan, Loop and If bodies)."""
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(attr.g)
-            for sub in attr.graphs:
-                yield from _graphs(sub)
-
-
 def graph_cost(model: onnx.ModelProto) -> dict[str, int]:
     """``{"parameters": ..., "macs_per_step": ...}`` for one step of one sequence.
 
@@ -51,7 +41,7 @@ def graph_cost(model: onnx.ModelProto) -> dict[str, int]:
     over time and frequency (``Conv2d``). A step's positions are the output's spatial sizes known
     as numbers (the time axis has a symbolic size and counts once).
     """
-    graphs = list(_graphs(model.graph))
+    graphs = list(all_graphs(model.graph))
     initializers = [init for graph in graphs for init in graph.initializer]
     sizes = {
         init.name: numpy_helper.to_array(init).size
@@ -82,7 +72,7 @@ def _shapes(model: onnx.ModelProto) -> dict[str, Dims]:
         return {}
     return {
         value.name: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
-        for graph in _graphs(inferred.graph)
+        for graph in all_graphs(inferred.graph)
         for value in [*graph.input, *graph.value_info, *graph.output]
     }
 

@@ -15,25 +15,22 @@ model, and the same bits per character).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from rnnstream.errors import ExportError
+from rnnstream.export.graph_walk import MS_DOMAIN, all_nodes, subgraphs
 from rnnstream.export.scan_cells import rewrite_as_scan
 
 __all__ = [
     "BLOCK_SIZES",
     "DEFAULT_BLOCK_SIZE",
-    "all_nodes",
     "check_block_size",
     "pack_nbits",
     "to_int4",
 ]
 
-MS_DOMAIN = "com.microsoft"
 BLOCK_SIZES = (16, 32, 64, 128, 256)  # powers of two MatMulNBits accepts (>= 16)
 DEFAULT_BLOCK_SIZE = 32
 ACCURACY_LEVEL = 4  # activations int8 inside the kernel: 2x faster than 1 (float32), same bpc
@@ -114,17 +111,6 @@ def to_int4(model: onnx.ModelProto, block_size: int) -> tuple[onnx.ModelProto, d
     return model, details
 
 
-def all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    """The nodes of ``graph`` and of every subgraph in it, depth first."""
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from all_nodes(attr.g)
-            for sub in attr.graphs:
-                yield from all_nodes(sub)
-
-
 class _Rewriter:
     """Replaces MatMul/Gemm nodes with a float32 initializer weight by ``MatMulNBits``, in a graph
     and its subgraphs; each weight is packed once however many nodes read it."""
@@ -138,11 +124,8 @@ class _Rewriter:
     def rewrite(self, graph: onnx.GraphProto) -> None:
         nodes: list[onnx.NodeProto] = []
         for node in graph.node:
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    self.rewrite(attr.g)
-                for sub in attr.graphs:
-                    self.rewrite(sub)
+            for sub in subgraphs(node):
+                self.rewrite(sub)
             nodes.extend(self._replacement(node) or [node])
         del graph.node[:]
         graph.node.extend(nodes)

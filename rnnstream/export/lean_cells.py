@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from rnnstream.export.graph_walk import MS_DOMAIN
 from rnnstream.export.layers import GraphBuilder
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "quantize_columns",
 ]
 
-MS_DOMAIN = "com.microsoft"
 _INT8_LIMIT = 63  # 7-bit weights: see the module docstring
 _DEFAULT_ACTIVATIONS = {"GRU": [["Sigmoid", "Tanh"]], "RNN": [["Tanh"], ["Relu"]]}
 

@@ -37,7 +37,8 @@ from google.protobuf.message import DecodeError
 from onnx import TensorProto, helper, numpy_helper
 
 from rnnstream.errors import ExportError
-from rnnstream.export.int4 import DEFAULT_BLOCK_SIZE, all_nodes, check_block_size, to_int4
+from rnnstream.export.graph_walk import all_nodes
+from rnnstream.export.int4 import DEFAULT_BLOCK_SIZE, check_block_size, to_int4
 from rnnstream.export.scan_cells import rewrite_as_scan
 from rnnstream.export.step_path import (
     add_step_path,

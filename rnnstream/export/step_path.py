@@ -28,8 +28,9 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from rnnstream.export.graph_walk import MS_DOMAIN, read_names
 from rnnstream.export.layers import GraphBuilder
-from rnnstream.export.lean_cells import MS_DOMAIN, emit_cell, lean_layer, lean_weights
+from rnnstream.export.lean_cells import emit_cell, lean_layer, lean_weights
 from rnnstream.runtime import METADATA_KEY, Signature
 
 __all__ = ["STEP_PATH_NODE", "add_step_path", "step_path_nodes", "step_shapes", "without_step_path"]
@@ -318,21 +319,12 @@ def _prune(nodes: list[onnx.NodeProto], outputs: list[str]) -> list[onnx.NodePro
     for node in reversed(nodes):
         if needed & set(node.output):
             kept.append(node)
-            needed |= _reads(node)
+            needed |= read_names(node)
     return kept[::-1]
 
 
-def _reads(node: onnx.NodeProto) -> set[str]:
-    names = set(node.input)
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            for inner in attr.g.node:
-                names |= _reads(inner)
-    return names
-
-
 def _drop_unread_initializers(graph: onnx.GraphProto) -> None:
-    read = set().union(*(_reads(n) for n in graph.node)) | {o.name for o in graph.output}
+    read = set().union(*(read_names(n) for n in graph.node)) | {o.name for o in graph.output}
     for init in [i for i in graph.initializer if i.name not in read]:
         graph.initializer.remove(init)
 

@@ -48,7 +48,7 @@ class StreamPool:
                 f"{model.name} has no batch axis (its states hold one sequence): a pool cannot "
                 "batch its streams; make one model.stream() per sequence instead"
             )
-        least = sig.source.get("axes", {}).get("time", {}).get("least", 1)
+        least = sig.least_steps
         if least > 1:
             raise SignatureError(
                 f"{model.name} runs on at least {least} time steps at once (it refused fewer "

@@ -224,6 +224,12 @@ class Signature:
     def with_parity(self, parity: ParityRecord) -> Signature:
         return replace(self, parity=parity)
 
+    @property
+    def least_steps(self) -> int:
+        """The fewest time steps one run takes: 1, or more for a model that refused fewer when it
+        was probed at load (a subsampling encoder; recorded in ``source["axes"]["time"]``)."""
+        return self.source.get("axes", {}).get("time", {}).get("least", 1)
+
     @classmethod
     def from_dict(cls, d: object) -> Signature:
         """Parse ``d`` strictly: any malformed field is a :class:`SignatureError` naming it."""

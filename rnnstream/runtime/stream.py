@@ -62,7 +62,7 @@ class Stream:
                 self._frame = self._input.step_frame(kept, self._rows, self._single)
                 self._step_views = runner.outputs(self._state.step_outputs, self._single, True)
         # A model that refused one time step at load (a subsampling encoder) takes chunks only
-        self._least = sig.source.get("axes", {}).get("time", {}).get("least", 1)
+        self._least = sig.least_steps
         if self._least > 1:
             self.step = self._refuse_step  # type: ignore[method-assign]
 

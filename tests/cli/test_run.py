@@ -70,8 +70,17 @@ def test_stream_bad_frame_is_a_clear_error(cli, frames_model):
     assert "InputError" in result.stderr and "'x'" in result.stderr and "[3]" in result.stderr
 
 
+# The command line with Ctrl-C handled as in a terminal: a shell starts background jobs (and all
+# they start: a CI runner's pytest, then this test's process) with SIGINT ignored, and Python
+# keeps a SIGINT it was started ignoring ignored.
+WITH_CTRL_C = (
+    "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from rnnstream.cli import main; main()"
+)
+
+
 def test_ctrl_c_ends_the_stream_cleanly(frames_model):
-    command = [sys.executable, "-m", "rnnstream.cli", "-q", "stream", str(frames_model.onnx), "-"]
+    command = [sys.executable, "-c", WITH_CTRL_C, "-q", "stream", str(frames_model.onnx), "-"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
     proc = subprocess.Popen(command, text=True, env=env, **pipes)

@@ -15,6 +15,7 @@ from torch import nn
 import rnnstream
 from rnnstream.errors import ExportError
 from rnnstream.export import TOLERANCES, ParitySettings, export, quantize, quantize_file
+from rnnstream.export.graph_walk import all_nodes
 from rnnstream.export.int4 import pack_nbits, to_int4
 from rnnstream.export.scan_cells import rewrite_as_scan
 from rnnstream.models import (
@@ -265,7 +266,7 @@ def test_block_size_is_recorded_and_changes_the_file(tmp_path) -> None:
             fp32, out, "int4", against=net, parity=ParitySettings(steps=100), block_size=block
         )
         assert report.signature.source["quantization"]["block_size"] == block
-        nbits = [n for n in _all_nodes(onnx.load(str(out)).graph) if n.op_type == "MatMulNBits"]
+        nbits = [n for n in all_nodes(onnx.load(str(out)).graph) if n.op_type == "MatMulNBits"]
         assert {
             helper.get_attribute_value(a)
             for n in nbits
@@ -274,14 +275,6 @@ def test_block_size_is_recorded_and_changes_the_file(tmp_path) -> None:
         } == {block}
         sizes[block] = out.stat().st_size
     assert sizes[16] > sizes[64]  # one scale per 16 weights instead of per 64
-
-
-def _all_nodes(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            if attr.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(attr.g)
 
 
 @pytest.fixture(scope="module")

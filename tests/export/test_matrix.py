@@ -2,7 +2,9 @@
 
 A covering set of configurations rather than the full cartesian product: every cell type meets
 both biases, both layouts, batch 1 and batch 3, and a spread of layer counts, hidden sizes and
-input sizes (hidden 1024 only with one layer and a small input, to keep the run short).
+input sizes. Hidden 1024 is one LSTM (time-major, batch 3, 1000 steps): the widest dot products,
+which onnxruntime computes with the same GEMM for every cell; the GRU and RNN cells (and the
+batch-first LSTM) meet the wide end at hidden 256, a sixteenth of the weights, for a short run.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ CASES = [
     C("lstm", 3, 2, 2, False, True, 3),
     C("lstm", 8, 64, 3, True, False, 3),
     C("lstm", 5, 64, 4, False, True, 1),
-    C("lstm", 2, 1024, 1, True, True, 1),
+    C("lstm", 2, 256, 1, True, True, 1),
     C("lstm", 1, 1024, 1, False, False, 3),
     # LSTM with proj_size (a Scan over an explicit cell)
     C("lstm", 4, 16, 1, True, False, 3, proj=4),
@@ -87,7 +89,7 @@ CASES = [
     C("gru", 4, 2, 2, True, False, 1),
     C("gru", 8, 64, 1, True, True, 3),
     C("gru", 3, 64, 3, False, False, 3),
-    C("gru", 2, 1024, 1, False, False, 3),
+    C("gru", 2, 256, 1, False, False, 3),
     C("gru", 1, 2, 4, True, True, 1),
     C("gru", 12, 64, 2, True, False, 1),
     # RNN tanh
@@ -95,14 +97,14 @@ CASES = [
     C("rnn_tanh", 5, 2, 2, False, False, 3),
     C("rnn_tanh", 8, 64, 4, True, False, 3),
     C("rnn_tanh", 3, 64, 1, False, True, 1),
-    C("rnn_tanh", 2, 1024, 1, True, False, 3),
+    C("rnn_tanh", 2, 256, 1, True, False, 3),
     C("rnn_tanh", 1, 2, 3, True, True, 3),
     # RNN relu
     C("rnn_relu", 1, 1, 1, False, False, 3),
     C("rnn_relu", 4, 2, 3, True, True, 1),
     C("rnn_relu", 6, 64, 2, True, False, 3),
     C("rnn_relu", 2, 64, 4, False, True, 3),
-    C("rnn_relu", 1, 1024, 1, False, True, 1),
+    C("rnn_relu", 1, 256, 1, False, True, 1),
     C("rnn_relu", 3, 2, 1, True, False, 3),
 ]
 

@@ -21,25 +21,10 @@ from torch import nn
 import rnnstream
 from rnnstream.export import TOLERANCES, ParitySettings, export, verify
 from tests.export.streaming import Case
+from tests.export.test_user_models_3 import BatchFirstStepLoop  # streamed there at float32
 
 SETTINGS = ParitySettings(steps=24, chunk=4)
 BATCH, STEPS, CHUNK, SPLIT = 2, 9, 4, 5
-
-
-class SteppedLstm(nn.Module):
-    """``out, h = self.lstm(x[:, t:t+1], h)`` from ``h = None``, a head on each step."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.lstm = nn.LSTM(4, 6, batch_first=True)
-        self.fc = nn.Linear(6, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h, outs = None, []
-        for t in range(x.size(1)):
-            out, h = self.lstm(x[:, t : t + 1], h)
-            outs.append(self.fc(out))
-        return torch.cat(outs, dim=1)
 
 
 class SteppedTwoLayerLstmStateArguments(nn.Module):
@@ -61,7 +46,7 @@ class SteppedTwoLayerLstmStateArguments(nn.Module):
 # the harness's Case: ``call`` gives PyTorch's per-step output ([batch, time, ...]) from the zero
 # state
 CASES = [
-    Case("lstm_stepped", SteppedLstm, lambda m, x: [m(x)], features=4),
+    Case("lstm_stepped", BatchFirstStepLoop, lambda m, x: [m(x)], features=4),
     Case(
         "lstm_2_layers_stepped_h_c_arguments",
         SteppedTwoLayerLstmStateArguments,

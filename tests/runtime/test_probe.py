@@ -135,6 +135,7 @@ def test_windows_without_batch_axis_stream_by_step_and_feed(tmp_path):
         {"axis": 0, "by": "probe"},
         [],
     )
+    assert sig.least_steps == 1  # it ran one step when probed
     xs = np.random.default_rng(1).standard_normal((9, F)).astype(np.float32)
     zeros = {"h": np.zeros((1, 1, H), np.float32), "c": np.zeros((1, 1, H), np.float32)}
     steps = [{"x": xs[t : t + 1]} for t in range(9)]

@@ -556,6 +556,7 @@ def test_an_encoder_that_subsamples_time_takes_chunks_of_its_least_size(tmp_path
     path = _export(SubsamplingEncoder, example, case.names, dynamic, tmp_path / "sub.onnx")
     model = rnnstream.load(path)
     assert model.signature.source["axes"]["time"] == {"axis": 1, "by": "name", "least": 3}
+    assert model.signature.least_steps == 3
     assert "time axis 1 (name, at least 3 a run)" in cli("-q", "info", str(path)).output
 
     stream = model.stream()

@@ -38,8 +38,10 @@ from rnnstream.errors import InputError, SignatureError
 from tests.runtime.third_party import (
     assert_step_and_feed_match,
     assert_steps_match,
+    exported_once,
     ort_loop,
     outputs_by_name,
+    random_frames,
 )
 from tests.tolerances import KERNELS, assert_close
 
@@ -484,7 +486,7 @@ def _export(case: Case, path: Path) -> Path:
 DYNAMO = sorted(name for name, case in CASES.items() if case.names is None)
 
 
-def _export_apart(folder: Path) -> dict[str, Path]:
+def _export_apart(folder: Path) -> None:
     """The dynamo files, exported in one interpreter of their own (the baked one last): torch
     2.13's dynamo exporter carries a time size it specialised in one export into later exports
     of the same process (an LSTM exported after this file's baked one comes out with its time
@@ -496,35 +498,32 @@ def _export_apart(folder: Path) -> dict[str, Path]:
         "\nfor name in t.DYNAMO: t._export(t.CASES[name], Path(sys.argv[1]) / name / 'model.onnx')"
     )
     for name in DYNAMO:
-        (folder / name).mkdir()
+        (folder / name).mkdir(exist_ok=True)
     root = Path(__file__).resolve().parents[2]
     subprocess.run(
         [sys.executable, "-c", code, str(folder)], cwd=root, check=True, capture_output=True
     )
-    return {name: folder / name / "model.onnx" for name in DYNAMO}
+
+
+def _export_case(name: str, path: Path) -> Path:
+    """``name``'s file: a dynamo one from the subprocess that writes them all, the first time one
+    is asked for; any other exported here."""
+    if name in DYNAMO:
+        if not path.exists():
+            _export_apart(path.parents[1])
+        return path
+    return _export(CASES[name], path)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Callable[[str], Path]:
     """Each case's file, exported once for the module."""
-    folder, paths = tmp_path_factory.mktemp("red_exports"), {}
-
-    def get(name: str) -> Path:
-        if name in DYNAMO and name not in paths:
-            paths.update(_export_apart(folder))
-        if name not in paths:
-            (folder / name).mkdir()
-            paths[name] = _export(CASES[name], folder / name / "model.onnx")
-        return paths[name]
-
-    return get
+    return exported_once(tmp_path_factory.mktemp("red_exports"), _export_case)
 
 
 def _frames(case: Case, steps: int, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    if case.tokens:
-        return [np.int32(t) for t in rng.integers(0, V, steps)]
-    return [rng.uniform(-1, 1, case.frame).astype(np.float32) for _ in range(steps)]
+    """One frame per step as a caller passes it (an int32 token id, or ``case.frame``)."""
+    return random_frames(steps, seed, case.frame, V if case.tokens else None, np.int32)
 
 
 def _loop(path: Path, case: Case, frames: list[np.ndarray]) -> list[dict[str, np.ndarray]]:

@@ -29,8 +29,10 @@ from rnnstream.errors import InputError, SignatureError
 from tests.runtime.third_party import (
     assert_step_and_feed_match,
     assert_steps_match,
+    exported_once,
     ort_loop,
     outputs_by_name,
+    random_frames,
 )
 from tests.tolerances import KERNELS, assert_close
 
@@ -238,23 +240,13 @@ def _export(case: Case, path: Path) -> Path:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Callable[[str], Path]:
     """Each case's file, exported once for the module."""
-    folder, paths = tmp_path_factory.mktemp("torch_exports"), {}
-
-    def get(name: str) -> Path:
-        if name not in paths:
-            (folder / name).mkdir()
-            paths[name] = _export(CASES[name], folder / name / "model.onnx")
-        return paths[name]
-
-    return get
+    folder = tmp_path_factory.mktemp("torch_exports")
+    return exported_once(folder, lambda name, path: _export(CASES[name], path))
 
 
 def _frames(case: Case, steps: int, seed: int) -> list[np.ndarray]:
-    """One frame per step as a caller passes it (a token id, or ``[F]``)."""
-    rng = np.random.default_rng(seed)
-    if case.tokens:
-        return [np.int64(t) for t in rng.integers(0, V, steps)]
-    return [rng.uniform(-1, 1, F).astype(np.float32) for _ in range(steps)]
+    """One frame per step as a caller passes it (an int64 token id, or ``[F]``)."""
+    return random_frames(steps, seed, (F,), V if case.tokens else None, np.int64)
 
 
 def _model_step(case: Case, frame: np.ndarray) -> np.ndarray:

@@ -14,11 +14,14 @@ keyword spotters) are in :mod:`tests.runtime.third_party_audio`.
 - ``token_gru``: ``input_ids`` int64 ``[batch, sequence]`` through an embedding, ``logits``.
 
 Each returns the path it wrote. ``ort_loop`` is the hand-written onnxruntime loop the tests compare
-against: one session run per step, the new states fed back by the pairs the test names.
+against: one session run per step, the new states fed back by the pairs the test names. Files
+exported from PyTorch at test time are cached per test module by ``exported_once``; their seeded
+frames come from ``random_frames``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -284,6 +287,31 @@ def token_gru(path: Path) -> Path:
         ],
         {"E": _E, "W": _G_W, "R": _G_R, "OUT": _OUT, "one": ints(1)},
     )
+
+
+def exported_once(folder: Path, export: Callable[[str, Path], Path]) -> Callable[[str], Path]:
+    """A getter of each case's file: ``export(name, folder / name / "model.onnx")`` the first time
+    ``name`` is asked for, the same path after."""
+    paths: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in paths:
+            (folder / name).mkdir(exist_ok=True)
+            paths[name] = export(name, folder / name / "model.onnx")
+        return paths[name]
+
+    return get
+
+
+def random_frames(
+    steps: int, seed: int, frame: tuple[int, ...], vocab: int | None = None, dtype=np.int64
+) -> list[np.ndarray]:
+    """One seeded frame per step as a caller passes it: a token id below ``vocab`` (of ``dtype``)
+    when ``vocab`` is given, else a float32 array of shape ``frame`` in [-1, 1)."""
+    rng = np.random.default_rng(seed)
+    if vocab is not None:
+        return [dtype(t) for t in rng.integers(0, vocab, steps)]
+    return [rng.uniform(-1, 1, frame).astype(np.float32) for _ in range(steps)]
 
 
 def ort_loop(
