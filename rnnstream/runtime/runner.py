@@ -103,9 +103,8 @@ class Runner:
             return self._step_sessions[rows]
 
     def _pinned_session(self, rows: int) -> ort.InferenceSession:
-        least = self.signature.source.get("axes", {}).get("time", {}).get("least", 1)
         dims = step_dims(self.session.get_inputs(), self.signature, self.constants, rows)
-        if self._open_session is None or dims is None or least > 1:
+        if self._open_session is None or dims is None or self.signature.least_steps > 1:
             return self.session
         try:
             return self._open_session(dims)
