@@ -11,6 +11,7 @@ are buffers bound once as well: a step then binds nothing.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -53,6 +54,8 @@ class PingPongState:
         # else bound on each run from the input
         self._length_feeds = runner.length_feeds if runner.lengths else None
         self._constants = runner.constants
+        self._rows = rows
+        self._step_shapes_given = runner.step_shapes_given
         x_spec = sig.input
         step_counts = [
             1 if s.counts == x_spec.time_axis else x_spec.shape[s.counts] for s in runner.lengths
@@ -129,7 +132,8 @@ class PingPongState:
         return self._kept_input
 
     def _fit_step_outputs(self) -> None:
-        """Bind the outputs to what one step really gives, found by one run on zeros.
+        """Bind the outputs to what one step really gives, found by one run on zeros (once
+        per rows value: kept in the runner's ``step_shapes_given``).
 
         A model may drop size-1 axes at one time step (a ``squeeze()`` in its forward): on a
         step session its output is then bound as it comes and :attr:`step_outputs` are views of
@@ -137,22 +141,27 @@ class PingPongState:
         gets fresh ones on the general session, and the output layout refuses a wrong rank).
         A run that fails here is left to the real steps, whose error names the input.
         """
-        feeds = {self._input_name: self._kept_input, **self.current, **self._constants}
-        feeds.update(self._bound_lengths)
-        try:
-            given = self._step_session.run(self._output_names, feeds)
-        except Exception:  # onnxruntime's own error types: the steps will raise them, worded
+        shapes = self._step_shapes_given.get(self._rows, ())
+        if shapes == ():  # not run yet for this many rows: the shapes only depend on them
+            feeds = {self._input_name: self._kept_input, **self.current, **self._constants}
+            feeds.update(self._bound_lengths)
+            try:
+                shapes = [y.shape for y in self._step_session.run(self._output_names, feeds)]
+            except Exception:  # onnxruntime's own error types: the steps raise them, worded
+                shapes = None
+            self._step_shapes_given[self._rows] = shapes
+        if shapes is None:
             return
-        for i, (want, got) in enumerate(zip(self._step_outputs, given)):
-            if got.shape == want.shape:
+        for i, (want, got) in enumerate(zip(self._step_outputs, shapes)):
+            if got == want.shape:
                 continue
-            reshapes = got.size == want.size and _squeezed(got.shape) == _squeezed(want.shape)
+            reshapes = math.prod(got) == want.size and _squeezed(got) == _squeezed(want.shape)
             # the general session refuses a bound output of another rank than the file declares
             if not reshapes or self._step_session is self._session:
                 self._step_outputs = None  # steps run on the general session, unbound
                 self._kept_input = None
                 return
-            buffer = np.zeros(got.shape, want.dtype)
+            buffer = np.zeros(got, want.dtype)
             for io in self._step:
                 io.bind_ortvalue_output(self._output_names[i], _wrap(buffer))
             self._step_outputs[i] = buffer.reshape(want.shape)  # a view: sizes of 1 added

@@ -78,6 +78,9 @@ class Runner:
         self._open_session = open_session
         self._step_sessions: dict[int, ort.InferenceSession] = {}
         self._step_sessions_lock = threading.Lock()
+        # The outputs' shapes one step of rows sequences gives ({rows: shapes}, None: the run
+        # failed), found by the first stream of that many rows (binding.PingPongState)
+        self.step_shapes_given: dict[int, list[tuple[int, ...]] | None] = {}
 
     def require_streamable(self) -> None:
         """Refuse to stream a model that needs whole sequences."""

@@ -55,14 +55,14 @@ class Stream:
         # layout (built here, once)
         self._frame: StepFrame | None = None
         self._step_views: Output | None = None
+        # A model that refused one time step at load (a subsampling encoder) takes chunks only
+        self._least = sig.source.get("axes", {}).get("time", {}).get("least", 1)
         shapes = self._input.step_shapes(self._rows, self._single)
-        if shapes is not None and 0 not in shapes[1]:
+        if shapes is not None and 0 not in shapes[1] and self._least == 1:
             kept = self._state.keep_step_input(shapes[1], self._input.dtype)
             if kept is not None:
                 self._frame = self._input.step_frame(kept, self._rows, self._single)
                 self._step_views = runner.outputs(self._state.step_outputs, self._single, True)
-        # A model that refused one time step at load (a subsampling encoder) takes chunks only
-        self._least = sig.source.get("axes", {}).get("time", {}).get("least", 1)
         if self._least > 1:
             self.step = self._refuse_step  # type: ignore[method-assign]
 

@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from onnx import TensorProto, helper
+from torch import nn
 
 import rnnstream
 from rnnstream.assets import DEMO_ONNX
@@ -87,6 +89,41 @@ def test_an_output_squeezed_at_one_step_is_handed_back_in_the_signatures_layout(
     unpinned = rnnstream.load(path, pin_steps=False).stream(batch=batch)
     with pytest.raises(InputError, match=r"output 'y': the model gave shape \[.*squeeze"):
         unpinned.step(frames[0, 0] if batch is None else frames[0])
+
+
+class _SqueezedGRU(nn.Module):
+    """``y.squeeze()`` after a batch-first GRU: traced at batch 2, time 3, the export keeps a
+    ``[2, 3, H]`` output that one step gives as ``[rows, H]`` (``[H]`` for one row)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gru = nn.GRU(F, H, batch_first=True)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y, h = self.gru(x, h)
+        return y.squeeze(), h
+
+
+@pytest.mark.parametrize("pin_steps", [True, False])
+def test_a_torch_squeeze_export_is_refused_by_name_not_read_along_the_wrong_axis(
+    tmp_path, pin_steps
+) -> None:
+    torch.manual_seed(0)
+    path = tmp_path / "squeezed.onnx"
+    torch.onnx.export(
+        _SqueezedGRU(),
+        (torch.randn(2, 3, F), torch.zeros(1, 2, H)),
+        path,
+        input_names=["x", "h"],
+        output_names=["y", "h_out"],
+        dynamic_axes={"x": {0: "batch", 1: "time"}, "h": {1: "batch"}, "h_out": {1: "batch"}},
+        dynamo=False,
+    )
+    model = rnnstream.load(path, pin_steps=pin_steps)
+    frames = np.random.default_rng(3).standard_normal((3, F)).astype(np.float32)
+    for batch, frame in ((None, frames[0]), (3, frames)):
+        with pytest.raises(InputError, match=r"output 'y': the model gave shape \[(3, )?6\]"):
+            model.stream(batch=batch).step(frame)
 
 
 # Frames as projects hold them ------------------------------------------------------------------
