@@ -2,7 +2,8 @@
 onnxruntime ``session.run`` loop or a twin stream on the general session (``pin_steps=False``):
 
 - a model whose output drops a size-1 axis at one time step (``y.squeeze()`` in a forward): its
-  pinned steps are the loop's, its general-session steps are refused by the output's name;
+  pinned steps are the loop's, its general-session steps are refused by the output's name, and
+  so are both of a ``torch.onnx.export`` of one (whose output keeps the traced ``[2, 3, H]``);
 - frames as projects hold them: strided, Fortran-ordered, read-only, memmapped, masked, 0-d and
   numpy-scalar ids of every integer dtype, float64 frames into a float16 model (overflow refused);
 - two streams of one model stepped in two threads; a stream kept after its model is collected;
