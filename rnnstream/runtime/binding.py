@@ -101,6 +101,10 @@ class PingPongState:
         """The live state arrays (not copies)."""
         return self.buffers[self.turn]
 
+    def undo(self) -> None:
+        """Go back to the state before the last run (its set is untouched until the next)."""
+        self.turn ^= 1
+
     def reorder(self, rows: np.ndarray) -> None:
         """Row ``i`` of every state becomes row ``rows[i]``, in place (the bindings stay valid).
 

@@ -190,7 +190,11 @@ class Stream:
 
     def _run(self, x: np.ndarray, step: bool) -> Output:
         results = self._state.run(x, step)  # a rejected run leaves the state untouched
-        return self._runner.outputs(results, self._single, step)
+        try:
+            return self._runner.outputs(results, self._single, step)
+        except InputError:  # an output of another rank than the signature's
+            self._state.undo()
+            raise
 
     def _validated_state(self, value: object) -> dict[str, np.ndarray]:
         expected = self._runner.zero_state(self._rows)

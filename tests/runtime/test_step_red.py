@@ -88,8 +88,15 @@ def test_an_output_squeezed_at_one_step_is_handed_back_in_the_signatures_layout(
             chunk.feed(fed_frames)
 
     unpinned = rnnstream.load(path, pin_steps=False).stream(batch=batch)
-    with pytest.raises(InputError, match=r"output 'y': the model gave shape \[.*squeeze"):
-        unpinned.step(frames[0, 0] if batch is None else frames[0])
+    for _ in range(2):  # refused, and the state stays the zero state
+        with pytest.raises(InputError, match=r"output 'y': the model gave shape \[.*squeeze"):
+            unpinned.step(frames[0, 0] if batch is None else frames[0])
+        assert not any(value.any() for value in unpinned.state.values())
+    pool = rnnstream.load(path).pool()  # a pool ticks on the general session: refused too
+    ids = [pool.open() for _ in range(rows)]
+    with pytest.raises(InputError, match=r"output 'y': the model gave shape"):
+        pool.step(dict(zip(ids, frames[0])))
+    assert not any(value.any() for i in ids for value in pool.state(i).values())
 
 
 class _SqueezedGRU(nn.Module):
