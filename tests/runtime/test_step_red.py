@@ -7,6 +7,7 @@ onnxruntime ``session.run`` loop or a twin stream on the general session (``pin_
 - frames as projects hold them: strided, Fortran-ordered, read-only, memmapped, masked, 0-d and
   numpy-scalar ids of every integer dtype, float64 frames into a float16 model (overflow refused);
 - two streams of one model stepped in two threads; a stream kept after its model is collected;
+  states set from strided views and reordered (uint8 indices, a tuple) between pinned steps;
 - streams of many batch sizes: at most ``MAX_STEP_SESSIONS`` pinned sessions, the rest unpinned,
   all stepping the same values.
 """
@@ -24,7 +25,7 @@ from onnx import TensorProto, helper
 from torch import nn
 
 import rnnstream
-from rnnstream.assets import DEMO_ONNX
+from rnnstream.assets import DEMO_INT8_ONNX, DEMO_ONNX
 from rnnstream.errors import InputError
 from rnnstream.runtime.runner import MAX_STEP_SESSIONS
 from tests.runtime.third_party import f32, ort_loop, save_graph, value_info
@@ -251,3 +252,19 @@ def test_streams_of_many_sizes_pin_a_bounded_number_of_sessions() -> None:
         for rows in sizes:
             ids = rng.integers(0, model.signature.num_tokens, rows)
             np.testing.assert_array_equal(streams[rows].step(ids), twins[rows].step(ids))
+
+
+def test_states_set_from_strided_views_and_reordered_between_pinned_steps() -> None:
+    pinned = rnnstream.load(DEMO_INT8_ONNX).stream(batch=3)
+    general = rnnstream.load(DEMO_INT8_ONNX, pin_steps=False).stream(batch=3)
+    for t in range(3):
+        pinned.step([t, t + 1, t + 2])
+        general.step([t, t + 1, t + 2])
+    state = general.state
+    # every other element of a doubled array: the same values, no contiguous memory
+    pinned.state = {name: np.stack([v, v], axis=-1)[..., 0] for name, v in state.items()}
+    general.state = state
+    pinned.reorder((2, 0, 0))
+    general.reorder(np.array([2, 0, 0], np.uint8))
+    for ids in ([4, 5, 6], [7, 8, 9]):
+        np.testing.assert_array_equal(pinned.step(ids), general.step(ids))
