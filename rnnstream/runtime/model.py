@@ -133,7 +133,9 @@ class Model:
         feeds = {sig.input.name: x, **runner.zero_state(rows)}
         results = dict(zip(runner.fetch_names, runner.run(feeds)))
         for spec in sig.outputs:
-            results[spec.name] = OutputLayout(spec).convert(results[spec.name], False, step=False)
+            results[spec.name] = OutputLayout(spec, self.name).convert(
+                results[spec.name], False, step=False
+            )
         return results
 
     def __repr__(self) -> str:

@@ -73,7 +73,7 @@ class Runner:
         self.fetch_names = self.output_names + [s.output for s in signature.states]
         self.lengths = signature.lengths
         self._batch_axis = signature.input.batch_axis
-        self._layouts = [OutputLayout(o) for o in signature.outputs]
+        self._layouts = [OutputLayout(o, name) for o in signature.outputs]
         self._one_output = len(self._layouts) == 1
         self._open_session = open_session
         self._step_sessions: dict[int, ort.InferenceSession] = {}
