@@ -11,6 +11,7 @@ are buffers bound once as well: a step then binds nothing.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -52,20 +53,23 @@ class PingPongState:
         # Lengths inputs: bound once for steps when a step's count is fixed (a time axis: 1),
         # else bound on each run from the input
         self._length_feeds = runner.length_feeds if runner.lengths else None
+        self._constants = runner.constants
+        self._rows = rows
+        self._step_shapes_given = runner.step_shapes_given
         x_spec = sig.input
         step_counts = [
             1 if s.counts == x_spec.time_axis else x_spec.shape[s.counts] for s in runner.lengths
         ]
         self._step_lengths_vary = not all(isinstance(n, int) for n in step_counts)
+        self._bound_lengths: dict[str, np.ndarray] = {}  # kept alive: bound to the step runs
         self._step = [
             self._bind(runner, self._step_session, k, self._step_outputs) for k in range(2)
         ]
         if runner.lengths and not self._step_lengths_vary:
             rows_fed = 1 if x_spec.batch_axis is None else rows
-            self._bound_lengths = []  # kept alive: the bindings share their memory
             for s, count in zip(runner.lengths, step_counts):
                 value = np.full((rows_fed,) if s.shape else (), count, s.dtype)
-                self._bound_lengths.append(value)
+                self._bound_lengths[s.name] = value
                 for io in self._step:
                     io.bind_cpu_input(s.name, value)
         self._chunk = [self._bind(runner, self._session, k, None) for k in range(2)]
@@ -97,6 +101,10 @@ class PingPongState:
         """The live state arrays (not copies)."""
         return self.buffers[self.turn]
 
+    def undo(self) -> None:
+        """Go back to the state before the last run (its set is untouched until the next)."""
+        self.turn ^= 1
+
     def reorder(self, rows: np.ndarray) -> None:
         """Row ``i`` of every state becomes row ``rows[i]``, in place (the bindings stay valid).
 
@@ -119,10 +127,48 @@ class PingPongState:
         if self._step_outputs is None or self._step_lengths_vary:
             return None
         self._kept_input = np.zeros(shape, dtype)
+        self._fit_step_outputs()
+        if self._step_outputs is None:
+            return None
         value = _wrap(self._kept_input)
         for io in self._step:
             io.bind_ortvalue_input(self._input_name, value)
         return self._kept_input
+
+    def _fit_step_outputs(self) -> None:
+        """Bind the outputs to what one step really gives, found by one run on zeros (once
+        per rows value: kept in the runner's ``step_shapes_given``).
+
+        A model may drop size-1 axes at one time step (a ``squeeze()`` in its forward): on a
+        step session its output is then bound as it comes and :attr:`step_outputs` are views of
+        it with the signature's axes. Any other difference leaves the outputs unbound (each step
+        gets fresh ones on the general session, and the output layout refuses a wrong rank).
+        A run that fails here is left to the real steps, whose error names the input.
+        """
+        shapes = self._step_shapes_given.get(self._rows, ())
+        if shapes == ():  # not run yet for this many rows: the shapes only depend on them
+            feeds = {self._input_name: self._kept_input, **self.current, **self._constants}
+            feeds.update(self._bound_lengths)
+            try:
+                shapes = [y.shape for y in self._step_session.run(self._output_names, feeds)]
+            except Exception:  # onnxruntime's own error types: the steps raise them, worded
+                shapes = None
+            self._step_shapes_given[self._rows] = shapes
+        if shapes is None:
+            return
+        for i, (want, got) in enumerate(zip(self._step_outputs, shapes)):
+            if got == want.shape:
+                continue
+            reshapes = math.prod(got) == want.size and _squeezed(got) == _squeezed(want.shape)
+            # the general session refuses a bound output of another rank than the file declares
+            if not reshapes or self._step_session is self._session:
+                self._step_outputs = None  # steps run on the general session, unbound
+                self._kept_input = None
+                return
+            buffer = np.zeros(got, want.dtype)
+            for io in self._step:
+                io.bind_ortvalue_output(self._output_names[i], _wrap(buffer))
+            self._step_outputs[i] = buffer.reshape(want.shape)  # a view: sizes of 1 added
 
     def run_step(self) -> None:
         """One step on the kept input (:meth:`keep_step_input`): the state advances and the
@@ -167,6 +213,10 @@ class PingPongState:
 def _wrap(array: np.ndarray) -> ort.OrtValue:
     """An OrtValue sharing ``array``'s memory (the array must outlive it)."""
     return ort.OrtValue.ortvalue_from_numpy(array)
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
 
 
 def _step_shape(

@@ -274,8 +274,9 @@ class StepFrame:
 class OutputLayout:
     """Puts a model output back in the caller's ``[batch, (time,) ...]`` layout."""
 
-    def __init__(self, spec: TensorSpec) -> None:
+    def __init__(self, spec: TensorSpec, model_name: str) -> None:
         self.spec = spec
+        self.model_name = model_name
         model = _labels(spec)
         caller = [label for label in ("b", "t") if label in model]
         caller += [label for label in model if label.startswith("f")]
@@ -284,7 +285,16 @@ class OutputLayout:
         self.has_batch = spec.batch_axis is not None
 
     def convert(self, y: np.ndarray, single: bool, step: bool) -> np.ndarray:
-        """Model output → ``[rows, (T,) ...]``; one step drops T; ``single`` drops rows."""
+        """Model output → ``[rows, (T,) ...]``; one step drops T; ``single`` drops rows.
+
+        An output of another rank than the signature's is an :class:`InputError` (a model that
+        drops an axis at some sizes, such as a ``squeeze()`` at one time step)."""
+        if y.ndim != len(self.spec.shape):
+            raise InputError(
+                f"{self.model_name}: output {self.spec.name!r}: the model gave shape "
+                f"{list(y.shape)} for a signature of {list(self.spec.shape)} (does it squeeze "
+                "its time or batch axis away at size 1?)"
+            )
         if self._perm:
             y = y.transpose(self._perm)
         if not self.has_batch:

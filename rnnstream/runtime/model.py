@@ -133,7 +133,9 @@ class Model:
         feeds = {sig.input.name: x, **runner.zero_state(rows)}
         results = dict(zip(runner.fetch_names, runner.run(feeds)))
         for spec in sig.outputs:
-            results[spec.name] = OutputLayout(spec).convert(results[spec.name], False, step=False)
+            results[spec.name] = OutputLayout(spec, self.name).convert(
+                results[spec.name], False, step=False
+            )
         return results
 
     def __repr__(self) -> str:
@@ -210,8 +212,9 @@ def load(
     (onnxruntime >= 1.25 validates the paths, for files and for bytes alike).
     With ``pin_steps`` (the default) a stream's single steps run on a second session of the same
     file with its shapes pinned to the stream's rows (faster; made at the first ``stream()`` of
-    that many rows, one per rows value, a few ms and about the weights' size in memory each:
-    :mod:`rnnstream.runtime.runner`); ``pin_steps=False`` keeps one session for everything.
+    that many rows, one per rows value for up to 8 values, a few ms and about the weights' size in
+    memory each: :mod:`rnnstream.runtime.runner`); ``pin_steps=False`` keeps one session for
+    everything.
     """
     model_source, name = _source(source)
     opts = session_options(threads, str(optimized_cache) if optimized_cache else None)

@@ -163,12 +163,12 @@ class StreamPool:
             state = self._states[spec.input]
             feeds[spec.input] = state if everyone else np.take(state, rows, axis=spec.batch_axis)
         results = self._runner.run(feeds)  # a rejected run has changed no state
+        outputs = self._runner.outputs(results, single=False, step=True)  # nor a refused output
         for spec, new in zip(self._specs, results[self._n_out :]):
             if everyone:
                 self._states[spec.input] = new
             else:
                 self._states[spec.input][_index(new.ndim, spec.batch_axis, rows)] = new
-        outputs = self._runner.outputs(results, single=False, step=True)
         return self._runner.split_rows(outputs, ids)
 
     def _batch_input(self, ids: list[int], inputs: dict[int, object]) -> np.ndarray:

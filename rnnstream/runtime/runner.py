@@ -16,8 +16,10 @@ One is made per rows value when the first stream of that many rows is made (eage
 step then costs what every step costs), and shared by all of them; chunks, :meth:`Runner.run`
 (``Model.run``) and pools run on the general session (a pool's batch changes as streams open and
 close: one session per size seen would cost a load and the weights' memory each, for no
-consistent gain). Where nothing can be pinned (unnamed or ambiguous dimensions, no free ones),
-or the pinned graph does not load, steps run on the general session.
+consistent gain). At most ``MAX_STEP_SESSIONS`` rows values get one: streams of further sizes
+step on the general session (100 sizes pinned would hold 650 MB for the 3.6 MB demo LM). Where
+nothing can be pinned (unnamed or ambiguous dimensions, no free ones), or the pinned graph does
+not load, steps run on the general session.
 """
 
 from __future__ import annotations
@@ -40,6 +42,9 @@ __all__ = ["Output", "Runner", "SessionOpener"]
 log = logging.getLogger(__name__)
 
 Output = np.ndarray | dict[str, np.ndarray]
+# Step sessions a runner keeps (one per rows value, each about the weights' size and onnxruntime's
+# buffers in memory: 6.5 MB for the 3.6 MB demo LM): streams of further sizes step unpinned
+MAX_STEP_SESSIONS = 8
 # Loads the model again with free dimensions pinned ({name: size}): the step sessions
 SessionOpener = Callable[[Mapping[str, int]], ort.InferenceSession]
 
@@ -68,11 +73,14 @@ class Runner:
         self.fetch_names = self.output_names + [s.output for s in signature.states]
         self.lengths = signature.lengths
         self._batch_axis = signature.input.batch_axis
-        self._layouts = [OutputLayout(o) for o in signature.outputs]
+        self._layouts = [OutputLayout(o, name) for o in signature.outputs]
         self._one_output = len(self._layouts) == 1
         self._open_session = open_session
         self._step_sessions: dict[int, ort.InferenceSession] = {}
         self._step_sessions_lock = threading.Lock()
+        # The outputs' shapes one step of rows sequences gives ({rows: shapes}, None: the run
+        # failed), found by the first stream of that many rows (binding.PingPongState)
+        self.step_shapes_given: dict[int, list[tuple[int, ...]] | None] = {}
 
     def require_streamable(self) -> None:
         """Refuse to stream a model that needs whole sequences."""
@@ -96,9 +104,12 @@ class Runner:
     def step_session(self, rows: int) -> ort.InferenceSession:
         """The session single steps of ``rows`` sequences run on: the step session pinned to
         ``rows`` (made on the first call for ``rows``, then shared), or the general session when
-        nothing can be pinned or the pinned one cannot be loaded."""
+        nothing can be pinned, the pinned one cannot be loaded, or ``MAX_STEP_SESSIONS`` other
+        rows values already have theirs."""
         with self._step_sessions_lock:
             if rows not in self._step_sessions:
+                if len(self._step_sessions) >= MAX_STEP_SESSIONS:
+                    return self.session
                 self._step_sessions[rows] = self._pinned_session(rows)
             return self._step_sessions[rows]
 

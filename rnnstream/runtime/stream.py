@@ -55,14 +55,14 @@ class Stream:
         # layout (built here, once)
         self._frame: StepFrame | None = None
         self._step_views: Output | None = None
+        # A model that refused one time step at load (a subsampling encoder) takes chunks only
+        self._least = sig.least_steps
         shapes = self._input.step_shapes(self._rows, self._single)
-        if shapes is not None and 0 not in shapes[1]:
+        if shapes is not None and 0 not in shapes[1] and self._least == 1:
             kept = self._state.keep_step_input(shapes[1], self._input.dtype)
             if kept is not None:
                 self._frame = self._input.step_frame(kept, self._rows, self._single)
                 self._step_views = runner.outputs(self._state.step_outputs, self._single, True)
-        # A model that refused one time step at load (a subsampling encoder) takes chunks only
-        self._least = sig.least_steps
         if self._least > 1:
             self.step = self._refuse_step  # type: ignore[method-assign]
 
@@ -190,7 +190,11 @@ class Stream:
 
     def _run(self, x: np.ndarray, step: bool) -> Output:
         results = self._state.run(x, step)  # a rejected run leaves the state untouched
-        return self._runner.outputs(results, self._single, step)
+        try:
+            return self._runner.outputs(results, self._single, step)
+        except InputError:  # an output of another rank than the signature's
+            self._state.undo()
+            raise
 
     def _validated_state(self, value: object) -> dict[str, np.ndarray]:
         expected = self._runner.zero_state(self._rows)
