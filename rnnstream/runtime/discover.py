@@ -323,6 +323,13 @@ def discover_signature(
         dims = arg_dims(arg)
         out_batch = _output_axis(probe, name, dims, x_dims, x_batch)
         out_time = _output_axis(probe, name, dims, x_dims, time_axis)
+        if out_batch is not None and out_batch == out_time:
+            raise SignatureError(
+                f"output {name!r} puts batch and time on one axis (axis {out_batch} follows both: "
+                "a flattened [T*B, ...] or [B*T, ...], e.g. out.reshape(-1, H) before a head); "
+                "rnnstream cannot split it into steps and rows. Export the model returning "
+                "[B, T, ...] (reshape back after the head), or pass axes= if the probe is wrong"
+            )
         # An axis seen following the input's is as dynamic as it, whatever size the graph
         # declares there (torch.onnx.export(dynamo=True) keeps the example's [batch, 3, 3])
         follows = {out_batch: x_batch, out_time: time_axis}
